@@ -1,0 +1,193 @@
+//! Configuration: environment variables with the contract's names and defaults, each
+//! overridable by a command-line flag.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The Le Tip businesses API, answered from a Redis cache kept fresh.
+#[derive(Debug, Parser)]
+#[command(name = "letip", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Runs migrations, then serves HTTP (the default).
+    Serve,
+    /// Creates the database if missing and runs pending migrations.
+    Migrate,
+    /// Fills the database with deterministic demo data.
+    Seed(SeedArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SeedArgs {
+    /// How many businesses to write.
+    #[arg(long, default_value_t = 1000)]
+    pub businesses: u64,
+    /// The same seed always writes the same data.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Write nothing when the database already holds businesses.
+    #[arg(long)]
+    pub if_empty: bool,
+}
+
+/// Which cache the server reads through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CacheBackend {
+    /// Redis, shared by every instance.
+    Redis,
+    /// In-process memory: one instance only.
+    Memory,
+    /// No cache: every read goes to PostgreSQL.
+    None,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// PostgreSQL URL; the database is created if missing.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/letip",
+        global = true
+    )]
+    pub database_url: String,
+    /// Most PostgreSQL connections the server opens.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16, global = true)]
+    pub database_pool_size: usize,
+    /// Redis URL of the shared cache.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        global = true
+    )]
+    pub redis_url: String,
+    /// Which cache to use.
+    #[arg(
+        long,
+        env = "CACHE_BACKEND",
+        value_enum,
+        default_value = "redis",
+        global = true
+    )]
+    pub cache_backend: CacheBackend,
+    #[arg(long, env = "HOST", default_value = "127.0.0.1", global = true)]
+    pub host: String,
+    /// 0 picks a free port and logs it.
+    #[arg(long, env = "PORT", default_value_t = 3000, global = true)]
+    pub port: u16,
+    /// HTTP worker threads; 0 means one per core.
+    #[arg(long, env = "WORKERS", default_value_t = 0, global = true)]
+    pub workers: usize,
+    #[arg(
+        long,
+        env = "CACHE_TTL_STATS_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub cache_ttl_stats_secs: u64,
+    #[arg(
+        long,
+        env = "CACHE_TTL_LIST_SECS",
+        default_value_t = 300,
+        global = true
+    )]
+    pub cache_ttl_list_secs: u64,
+    #[arg(
+        long,
+        env = "CACHE_TTL_DETAIL_SECS",
+        default_value_t = 600,
+        global = true
+    )]
+    pub cache_ttl_detail_secs: u64,
+}
+
+impl Config {
+    /// The configuration as the defaults and the environment give it, without reading
+    /// command-line flags; what tests and embedders start from.
+    pub fn from_env() -> Self {
+        Cli::parse_from(["letip"]).config
+    }
+
+    pub fn ttls(&self) -> letip_service::CacheTtls {
+        letip_service::CacheTtls {
+            stats: Duration::from_secs(self.cache_ttl_stats_secs),
+            list: Duration::from_secs(self.cache_ttl_list_secs),
+            detail: Duration::from_secs(self.cache_ttl_detail_secs),
+        }
+    }
+
+    /// The configuration as a log line, with passwords in URLs masked.
+    pub fn describe(&self) -> String {
+        format!(
+            "database_url={} pool_size={} redis_url={} cache_backend={:?} listen={}:{} workers={} \
+             ttl_secs(stats={}, list={}, detail={})",
+            redact(&self.database_url),
+            self.database_pool_size,
+            redact(&self.redis_url),
+            self.cache_backend,
+            self.host,
+            self.port,
+            self.workers,
+            self.cache_ttl_stats_secs,
+            self.cache_ttl_list_secs,
+            self.cache_ttl_detail_secs,
+        )
+    }
+}
+
+/// Masks the password of a URL, if it has one.
+pub fn redact(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<unparsable URL>".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_the_log() {
+        assert_eq!(
+            redact("postgres://u:secret@db:5432/letip"),
+            "postgres://u:***@db:5432/letip"
+        );
+        assert_eq!(redact("redis://:pw@r:6379"), "redis://:***@r:6379");
+        assert_eq!(redact("redis://r:6379"), "redis://r:6379");
+        assert!(!redact("not a url :secret@").contains("secret"));
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let cli = Cli::parse_from([
+            "letip",
+            "--port",
+            "0",
+            "--cache-backend",
+            "none",
+            "seed",
+            "--businesses",
+            "5",
+        ]);
+        assert_eq!(cli.config.port, 0);
+        assert_eq!(cli.config.cache_backend, CacheBackend::None);
+        assert!(matches!(
+            cli.command,
+            Some(Command::Seed(SeedArgs { businesses: 5, .. }))
+        ));
+    }
+}

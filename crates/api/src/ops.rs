@@ -1,0 +1,59 @@
+//! Operations routes: health, metrics, and the NestJS-style 404 for unknown routes.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Serialize;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HealthBody {
+    /// `ok`, or `error` when PostgreSQL is unreachable.
+    status: &'static str,
+    /// `up`, `down` or `disabled`.
+    redis: &'static str,
+    /// `up` or `down`.
+    database: &'static str,
+}
+
+/// Whether PostgreSQL and the cache answer. 503 when PostgreSQL does not.
+#[utoipa::path(
+    get, path = "/health", tag = "operations",
+    responses((status = 200, body = HealthBody), (status = 503, body = HealthBody))
+)]
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let h = state.repo.health().await;
+    let body = HealthBody {
+        status: if h.database { "ok" } else { "error" },
+        redis: h.cache,
+        database: if h.database { "up" } else { "down" },
+    };
+    let status = if h.database {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    HttpResponse::build(status).json(body)
+}
+
+/// Prometheus text exposition of every metric of the process.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    responses((status = 200, content_type = "text/plain", body = String))
+)]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    state.metrics.run_upkeep();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}
+
+/// What NestJS answers for a route it does not have.
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found(format!(
+        "Cannot {} {}",
+        req.method(),
+        req.path()
+    )))
+}

@@ -1,0 +1,92 @@
+//! The repository port: everything the HTTP layer asks of storage. The PostgreSQL store
+//! implements it, and the cached repository implements it again by wrapping any other
+//! implementation, so the two compose and tests can swap either.
+
+use async_trait::async_trait;
+
+use crate::{
+    Business, BusinessDetail, BusinessPage, BusinessPatch, Contact, EnrichmentRun, Fetched,
+    ListQuery, MessageStatusUpdate, NewBusiness, NewContact, NewMessage, OutreachMessage, Stats,
+    ValidationError,
+};
+
+/// The kinds of record a lookup can miss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entity {
+    Business,
+    Contact,
+    Message,
+}
+
+impl Entity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Business => "Business",
+            Self::Contact => "Contact",
+            Self::Message => "Message",
+        }
+    }
+}
+
+/// Why a repository call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("{} with id {id} not found", .entity.name())]
+    NotFound { entity: Entity, id: i32 },
+    /// The input is well-formed but contradicts stored data (a contact of another business).
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The database could not be reached or did not answer in time.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a bug or a broken invariant. Logged, never shown to clients.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl RepoError {
+    pub fn not_found(entity: Entity, id: i32) -> Self {
+        Self::NotFound { entity, id }
+    }
+}
+
+/// What a health check found. `cache` is `"disabled"` where no cache is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    pub database: bool,
+    pub cache: &'static str,
+}
+
+/// Storage of the lead data. Reads return [`Fetched`] so a cache can say where the answer
+/// came from and hand over bytes it already holds.
+#[async_trait]
+pub trait Repository: Send + Sync + std::fmt::Debug + 'static {
+    async fn stats(&self) -> Result<Fetched<Stats>, RepoError>;
+    async fn list_businesses(&self, query: &ListQuery) -> Result<Fetched<BusinessPage>, RepoError>;
+    async fn business_detail(&self, id: i32) -> Result<Fetched<BusinessDetail>, RepoError>;
+
+    async fn create_business(&self, new: NewBusiness) -> Result<Business, RepoError>;
+    async fn update_business(&self, id: i32, patch: BusinessPatch) -> Result<Business, RepoError>;
+    async fn delete_business(&self, id: i32) -> Result<(), RepoError>;
+    /// Records one enrichment run in one transaction; answers the business as its detail
+    /// shows it afterwards.
+    async fn enrich(&self, id: i32, run: EnrichmentRun) -> Result<BusinessDetail, RepoError>;
+
+    async fn create_contact(&self, business_id: i32, new: NewContact)
+    -> Result<Contact, RepoError>;
+    /// Deletes a contact and answers it as it was, so callers know its business.
+    async fn delete_contact(&self, id: i32) -> Result<Contact, RepoError>;
+
+    async fn create_message(
+        &self,
+        business_id: i32,
+        new: NewMessage,
+    ) -> Result<OutreachMessage, RepoError>;
+    async fn update_message_status(
+        &self,
+        id: i32,
+        update: MessageStatusUpdate,
+    ) -> Result<OutreachMessage, RepoError>;
+
+    async fn health(&self) -> Health;
+}

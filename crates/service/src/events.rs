@@ -1,0 +1,207 @@
+//! Live events for dashboards: every mutation is announced on an [`EventHub`], and the
+//! stats are recomputed after mutations, coalesced so a burst of writes costs a few
+//! recomputations per second rather than one per write.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use letip_domain::{
+    Business, BusinessDetail, BusinessPage, BusinessPatch, Contact, EnrichmentRun, Fetched, Health,
+    ListQuery, MessageStatusUpdate, NewBusiness, NewContact, NewMessage, OutreachMessage,
+    RepoError, Repository, Stats,
+};
+use serde::Serialize;
+use tokio::sync::{Notify, broadcast};
+
+/// How many events a slow subscriber may fall behind before it misses some.
+const HUB_CAPACITY: usize = 1024;
+/// The shortest interval between two `stats:updated` events.
+const STATS_COALESCE: Duration = Duration::from_millis(250);
+
+/// One event, already serialized as the text frame clients receive:
+/// `{"event": NAME, "data": PAYLOAD}`.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub name: &'static str,
+    pub frame: Arc<str>,
+}
+
+impl Event {
+    pub fn new(name: &'static str, data: &impl Serialize) -> Self {
+        #[derive(Serialize)]
+        struct Frame<'a, T> {
+            event: &'a str,
+            data: &'a T,
+        }
+        let frame = serde_json::to_string(&Frame { event: name, data })
+            .unwrap_or_else(|_| format!(r#"{{"event":"{name}","data":null}}"#));
+        Self {
+            name,
+            frame: frame.into(),
+        }
+    }
+}
+
+/// Broadcasts events to every subscriber. Cloning shares the hub.
+#[derive(Debug, Clone)]
+pub struct EventHub {
+    tx: broadcast::Sender<Event>,
+}
+
+impl Default for EventHub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventHub {
+    pub fn new() -> Self {
+        Self {
+            tx: broadcast::channel(HUB_CAPACITY).0,
+        }
+    }
+
+    pub fn publish(&self, event: Event) {
+        // No subscriber is not an error: nobody is watching.
+        let _ = self.tx.send(event);
+    }
+
+    /// A receiver of every event published from now on. A receiver that falls more than
+    /// the hub's capacity behind skips the oldest events instead of holding them.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.tx.subscribe()
+    }
+}
+
+/// A repository that announces its mutations on an [`EventHub`].
+#[derive(Debug)]
+pub struct Notifying {
+    inner: Arc<dyn Repository>,
+    hub: EventHub,
+    stats_dirty: Arc<Notify>,
+}
+
+impl Notifying {
+    /// Wraps `inner`; must be called inside a Tokio runtime, where it starts the task that
+    /// publishes `stats:updated`. The task ends when the returned repository is dropped.
+    pub fn new(inner: Arc<dyn Repository>, hub: EventHub) -> Arc<Self> {
+        let this = Arc::new(Self {
+            inner,
+            hub,
+            stats_dirty: Arc::new(Notify::new()),
+        });
+        tokio::spawn(publish_stats(
+            Arc::downgrade(&this),
+            this.stats_dirty.clone(),
+        ));
+        this
+    }
+
+    fn changed(&self, event: Option<Event>) {
+        if let Some(event) = event {
+            self.hub.publish(event);
+        }
+        // Stores one permit when the publisher is busy, so a burst of writes becomes one
+        // recomputation after the burst.
+        self.stats_dirty.notify_one();
+    }
+}
+
+async fn publish_stats(repo: Weak<Notifying>, dirty: Arc<Notify>) {
+    loop {
+        dirty.notified().await;
+        let Some(repo) = repo.upgrade() else { return };
+        match repo.inner.stats().await.map(Fetched::into_value) {
+            Ok(Ok(stats)) => repo.hub.publish(Event::new("stats:updated", &stats)),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot decode stats for stats:updated"),
+            Err(e) => tracing::warn!(error = %e, "cannot read stats for stats:updated"),
+        }
+        drop(repo);
+        tokio::time::sleep(STATS_COALESCE).await;
+    }
+}
+
+#[derive(Serialize)]
+struct Deleted {
+    id: i32,
+}
+
+#[async_trait]
+impl Repository for Notifying {
+    async fn stats(&self) -> Result<Fetched<Stats>, RepoError> {
+        self.inner.stats().await
+    }
+
+    async fn list_businesses(&self, query: &ListQuery) -> Result<Fetched<BusinessPage>, RepoError> {
+        self.inner.list_businesses(query).await
+    }
+
+    async fn business_detail(&self, id: i32) -> Result<Fetched<BusinessDetail>, RepoError> {
+        self.inner.business_detail(id).await
+    }
+
+    async fn create_business(&self, new: NewBusiness) -> Result<Business, RepoError> {
+        let b = self.inner.create_business(new).await?;
+        self.changed(Some(Event::new("business:created", &b)));
+        Ok(b)
+    }
+
+    async fn update_business(&self, id: i32, patch: BusinessPatch) -> Result<Business, RepoError> {
+        let b = self.inner.update_business(id, patch).await?;
+        self.changed(Some(Event::new("business:updated", &b)));
+        Ok(b)
+    }
+
+    async fn delete_business(&self, id: i32) -> Result<(), RepoError> {
+        self.inner.delete_business(id).await?;
+        self.changed(Some(Event::new("business:deleted", &Deleted { id })));
+        Ok(())
+    }
+
+    async fn enrich(&self, id: i32, run: EnrichmentRun) -> Result<BusinessDetail, RepoError> {
+        let d = self.inner.enrich(id, run).await?;
+        self.changed(Some(Event::new("business:enriched", &d.business)));
+        Ok(d)
+    }
+
+    async fn create_contact(
+        &self,
+        business_id: i32,
+        new: NewContact,
+    ) -> Result<Contact, RepoError> {
+        let c = self.inner.create_contact(business_id, new).await?;
+        self.changed(None);
+        Ok(c)
+    }
+
+    async fn delete_contact(&self, id: i32) -> Result<Contact, RepoError> {
+        let c = self.inner.delete_contact(id).await?;
+        self.changed(None);
+        Ok(c)
+    }
+
+    async fn create_message(
+        &self,
+        business_id: i32,
+        new: NewMessage,
+    ) -> Result<OutreachMessage, RepoError> {
+        let m = self.inner.create_message(business_id, new).await?;
+        self.changed(None);
+        Ok(m)
+    }
+
+    async fn update_message_status(
+        &self,
+        id: i32,
+        update: MessageStatusUpdate,
+    ) -> Result<OutreachMessage, RepoError> {
+        let m = self.inner.update_message_status(id, update).await?;
+        self.changed(None);
+        Ok(m)
+    }
+
+    async fn health(&self) -> Health {
+        self.inner.health().await
+    }
+}

@@ -1,0 +1,11 @@
+//! Services around a repository: the cached repository decorator and live events.
+//!
+//! Both implement [`letip_domain::Repository`] by wrapping another implementation, so the
+//! binary stacks them (`Notifying(Cached(PgStore))`) and the HTTP layer sees one trait
+//! object.
+
+mod cached;
+pub mod events;
+
+pub use cached::{CacheTtls, CachedRepository};
+pub use events::{Event, EventHub, Notifying};

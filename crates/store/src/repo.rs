@@ -1,0 +1,510 @@
+//! [`PgStore`]: the repository port on PostgreSQL.
+//!
+//! Reads that need more than one statement run in one REPEATABLE READ, READ ONLY
+//! transaction, so a page and its total (or a business and its children) come from one
+//! snapshot. Every write that touches several rows runs in one transaction.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::{BigInt, Nullable, Timestamptz};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use letip_domain::{
+    Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch, BusinessWithContacts,
+    Contact, EnrichmentRun, Entity, Fetched, Health, ListQuery, MessageStatus, MessageStatusUpdate,
+    NewBusiness, NewContact, NewMessage, OutreachMessage, PageMeta, RepoError, Repository, Stats,
+    ValidationError,
+};
+
+use crate::db::{PgConn, PgPool};
+use crate::rows::{
+    BusinessChanges, BusinessRow, ContactRow, EnrichmentLogRow, InsertBusiness, InsertContact,
+    InsertLog, MessageRow,
+};
+use crate::schema::{business, contact, enrichment_log, outreach_message};
+
+/// Enrichment logs shown on a detail page.
+const DETAIL_LOGS: i64 = 10;
+/// Outreach messages shown on a detail page.
+const DETAIL_MESSAGES: i64 = 5;
+
+/// The PostgreSQL repository.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("pool", &self.pool.status())
+            .finish()
+    }
+}
+
+/// Counts statements sent to PostgreSQL, by operation, for `/metrics`.
+fn queried(op: &'static str, statements: u64) {
+    metrics::counter!("letip_db_queries_total", "op" => op).increment(statements);
+}
+
+fn db_error(e: DieselError) -> RepoError {
+    match e {
+        DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            info,
+        ) => RepoError::Unavailable(info.message().to_owned()),
+        other => RepoError::Internal(other.to_string()),
+    }
+}
+
+fn is_foreign_key_violation(e: &DieselError) -> bool {
+    matches!(
+        e,
+        DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _)
+    )
+}
+
+fn filtered(f: &BusinessFilter) -> business::BoxedQuery<'_, diesel::pg::Pg> {
+    let mut q = business::table.into_boxed();
+    if let Some(city) = &f.city {
+        q = q.filter(business::city.eq(city));
+    }
+    if let Some(industry) = &f.industry {
+        q = q.filter(business::industry.eq(industry));
+    }
+    if let Some(status) = f.enrichment_status {
+        q = q.filter(business::enrichment_status.eq(status.as_str()));
+    }
+    q
+}
+
+#[derive(QueryableByName)]
+struct StatsRow {
+    #[diesel(sql_type = BigInt)]
+    total_businesses: i64,
+    #[diesel(sql_type = BigInt)]
+    enriched_businesses: i64,
+    #[diesel(sql_type = BigInt)]
+    pending_enrichment: i64,
+    #[diesel(sql_type = BigInt)]
+    total_contacts: i64,
+    #[diesel(sql_type = BigInt)]
+    messages_sent: i64,
+    #[diesel(sql_type = BigInt)]
+    messages_pending: i64,
+}
+
+/// The six dashboard counters in one statement: one round trip and one snapshot.
+const STATS_SQL: &str = "\
+SELECT b.total AS total_businesses, b.enriched AS enriched_businesses,
+       b.pending AS pending_enrichment, c.total AS total_contacts,
+       m.sent AS messages_sent, m.generated AS messages_pending
+FROM (SELECT count(*) AS total,
+             count(*) FILTER (WHERE enrichment_status = 'enriched') AS enriched,
+             count(*) FILTER (WHERE enrichment_status = 'pending') AS pending
+      FROM business) AS b,
+     (SELECT count(*) AS total FROM contact) AS c,
+     (SELECT count(*) FILTER (WHERE status = 'sent') AS sent,
+             count(*) FILTER (WHERE status = 'generated') AS generated
+      FROM outreach_message) AS m";
+
+/// Loads a business with its contacts, newest logs and newest messages. Four statements;
+/// callers run it inside a transaction for a consistent snapshot.
+async fn load_detail(
+    conn: &mut AsyncPgConnection,
+    id: i32,
+) -> QueryResult<
+    Option<(
+        BusinessRow,
+        Vec<ContactRow>,
+        Vec<EnrichmentLogRow>,
+        Vec<MessageRow>,
+    )>,
+> {
+    let Some(row) = business::table
+        .find(id)
+        .select(BusinessRow::as_select())
+        .first(conn)
+        .await
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let contacts = contact::table
+        .filter(contact::business_id.eq(id))
+        .order(contact::id.asc())
+        .select(ContactRow::as_select())
+        .load(conn)
+        .await?;
+    let logs = enrichment_log::table
+        .filter(enrichment_log::business_id.eq(id))
+        .order((enrichment_log::created_at.desc(), enrichment_log::id.desc()))
+        .limit(DETAIL_LOGS)
+        .select(EnrichmentLogRow::as_select())
+        .load(conn)
+        .await?;
+    let messages = outreach_message::table
+        .filter(outreach_message::business_id.eq(id))
+        .order((
+            outreach_message::generated_at.desc(),
+            outreach_message::id.desc(),
+        ))
+        .limit(DETAIL_MESSAGES)
+        .select(MessageRow::as_select())
+        .load(conn)
+        .await?;
+    Ok(Some((row, contacts, logs, messages)))
+}
+
+type DetailRows = (
+    BusinessRow,
+    Vec<ContactRow>,
+    Vec<EnrichmentLogRow>,
+    Vec<MessageRow>,
+);
+
+fn detail_from_rows(
+    (row, contacts, logs, messages): DetailRows,
+) -> Result<BusinessDetail, RepoError> {
+    Ok(BusinessDetail {
+        business: row.try_into()?,
+        contacts: contacts.into_iter().map(Contact::from).collect(),
+        enrichment_logs: logs.into_iter().map(Into::into).collect(),
+        outreach_messages: messages
+            .into_iter()
+            .map(OutreachMessage::try_from)
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+impl PgStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn conn(&self) -> Result<PgConn, RepoError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| RepoError::Unavailable(e.to_string()))
+    }
+}
+
+#[async_trait]
+impl Repository for PgStore {
+    async fn stats(&self) -> Result<Fetched<Stats>, RepoError> {
+        let mut conn = self.conn().await?;
+        queried("stats", 1);
+        let r: StatsRow = diesel::sql_query(STATS_SQL)
+            .get_result(&mut conn)
+            .await
+            .map_err(db_error)?;
+        Ok(Fetched::bypass(Stats {
+            total_businesses: r.total_businesses,
+            enriched_businesses: r.enriched_businesses,
+            pending_enrichment: r.pending_enrichment,
+            total_contacts: r.total_contacts,
+            messages_sent: r.messages_sent,
+            messages_pending: r.messages_pending,
+        }))
+    }
+
+    async fn list_businesses(&self, query: &ListQuery) -> Result<Fetched<BusinessPage>, RepoError> {
+        let mut conn = self.conn().await?;
+        let (total, rows, contacts) = conn
+            .build_transaction()
+            .repeatable_read()
+            .read_only()
+            .run(async |conn| {
+                let total: i64 = filtered(&query.filter).count().get_result(conn).await?;
+                // A page past the end is empty: no need to ask.
+                if query.offset() >= total {
+                    return Ok::<_, DieselError>((total, Vec::new(), Vec::new()));
+                }
+                let rows: Vec<BusinessRow> = filtered(&query.filter)
+                    .select(BusinessRow::as_select())
+                    .order((business::created_at.desc(), business::id.desc()))
+                    .limit(i64::from(query.limit))
+                    .offset(query.offset())
+                    .load(conn)
+                    .await?;
+                let ids: Vec<i32> = rows.iter().map(|r| r.id()).collect();
+                let contacts: Vec<ContactRow> = contact::table
+                    .filter(contact::business_id.eq_any(&ids))
+                    .order((contact::business_id, contact::id))
+                    .select(ContactRow::as_select())
+                    .load(conn)
+                    .await?;
+                Ok((total, rows, contacts))
+            })
+            .await
+            .map_err(db_error)?;
+        queried("list", if rows.is_empty() { 1 } else { 3 });
+
+        let mut by_business: HashMap<i32, Vec<Contact>> = HashMap::new();
+        for c in contacts {
+            let c = Contact::from(c);
+            by_business.entry(c.business_id).or_default().push(c);
+        }
+        let data = rows
+            .into_iter()
+            .map(|row| {
+                let business = Business::try_from(row)?;
+                let contacts = by_business.remove(&business.id).unwrap_or_default();
+                Ok(BusinessWithContacts { business, contacts })
+            })
+            .collect::<Result<Vec<_>, RepoError>>()?;
+        Ok(Fetched::bypass(BusinessPage {
+            data,
+            meta: PageMeta::new(total, query.page, query.limit),
+        }))
+    }
+
+    async fn business_detail(&self, id: i32) -> Result<Fetched<BusinessDetail>, RepoError> {
+        let mut conn = self.conn().await?;
+        let rows = conn
+            .build_transaction()
+            .repeatable_read()
+            .read_only()
+            .run(async |conn| load_detail(conn, id).await)
+            .await
+            .map_err(db_error)?;
+        queried("detail", if rows.is_some() { 4 } else { 1 });
+        let rows = rows.ok_or(RepoError::not_found(Entity::Business, id))?;
+        Ok(Fetched::bypass(detail_from_rows(rows)?))
+    }
+
+    async fn create_business(&self, new: NewBusiness) -> Result<Business, RepoError> {
+        let mut conn = self.conn().await?;
+        queried("create_business", 1);
+        let row: BusinessRow = diesel::insert_into(business::table)
+            .values(InsertBusiness::from(&new))
+            .returning(BusinessRow::as_returning())
+            .get_result(&mut conn)
+            .await
+            .map_err(db_error)?;
+        row.try_into()
+    }
+
+    async fn update_business(&self, id: i32, patch: BusinessPatch) -> Result<Business, RepoError> {
+        let mut conn = self.conn().await?;
+        queried("update_business", 1);
+        let row: Option<BusinessRow> = if patch.is_empty() {
+            // Nothing to change: answer the business as it is.
+            business::table
+                .find(id)
+                .select(BusinessRow::as_select())
+                .first(&mut conn)
+                .await
+                .optional()
+        } else {
+            diesel::update(business::table.find(id))
+                .set(BusinessChanges::from(patch))
+                .returning(BusinessRow::as_returning())
+                .get_result(&mut conn)
+                .await
+                .optional()
+        }
+        .map_err(db_error)?;
+        row.ok_or(RepoError::not_found(Entity::Business, id))?
+            .try_into()
+    }
+
+    async fn delete_business(&self, id: i32) -> Result<(), RepoError> {
+        let mut conn = self.conn().await?;
+        queried("delete_business", 1);
+        let deleted = diesel::delete(business::table.find(id))
+            .execute(&mut conn)
+            .await
+            .map_err(db_error)?;
+        if deleted == 0 {
+            return Err(RepoError::not_found(Entity::Business, id));
+        }
+        Ok(())
+    }
+
+    async fn enrich(&self, id: i32, run: EnrichmentRun) -> Result<BusinessDetail, RepoError> {
+        let mut conn = self.conn().await?;
+        let status = run.status().as_str();
+        let rows = conn
+            .transaction(async |conn| {
+                let updated = diesel::update(business::table.find(id))
+                    .set(business::enrichment_status.eq(status))
+                    .execute(conn)
+                    .await?;
+                if updated == 0 {
+                    return Ok::<_, DieselError>(None);
+                }
+                if !run.contacts.is_empty() {
+                    let contacts: Vec<_> = run
+                        .contacts
+                        .iter()
+                        .map(|c| InsertContact::new(id, c))
+                        .collect();
+                    diesel::insert_into(contact::table)
+                        .values(contacts)
+                        .execute(conn)
+                        .await?;
+                }
+                if !run.logs.is_empty() {
+                    let logs: Vec<_> = run.logs.iter().map(|l| InsertLog::new(id, l)).collect();
+                    diesel::insert_into(enrichment_log::table)
+                        .values(logs)
+                        .execute(conn)
+                        .await?;
+                }
+                load_detail(conn, id).await
+            })
+            .await
+            .map_err(db_error)?;
+        queried("enrich", 7);
+        let rows = rows.ok_or(RepoError::not_found(Entity::Business, id))?;
+        detail_from_rows(rows)
+    }
+
+    async fn create_contact(
+        &self,
+        business_id: i32,
+        new: NewContact,
+    ) -> Result<Contact, RepoError> {
+        let mut conn = self.conn().await?;
+        queried("create_contact", 1);
+        diesel::insert_into(contact::table)
+            .values(InsertContact::new(business_id, &new))
+            .returning(ContactRow::as_returning())
+            .get_result::<ContactRow>(&mut conn)
+            .await
+            .map(Contact::from)
+            .map_err(|e| {
+                // The business does not exist (or was deleted meanwhile).
+                if is_foreign_key_violation(&e) {
+                    RepoError::not_found(Entity::Business, business_id)
+                } else {
+                    db_error(e)
+                }
+            })
+    }
+
+    async fn delete_contact(&self, id: i32) -> Result<Contact, RepoError> {
+        let mut conn = self.conn().await?;
+        queried("delete_contact", 1);
+        diesel::delete(contact::table.find(id))
+            .returning(ContactRow::as_returning())
+            .get_result::<ContactRow>(&mut conn)
+            .await
+            .optional()
+            .map_err(db_error)?
+            .map(Contact::from)
+            .ok_or(RepoError::not_found(Entity::Contact, id))
+    }
+
+    async fn create_message(
+        &self,
+        business_id: i32,
+        new: NewMessage,
+    ) -> Result<OutreachMessage, RepoError> {
+        let mut conn = self.conn().await?;
+        queried("create_message", 3);
+        let outcome = conn
+            .transaction(async |conn| {
+                // Locks the business against deletion until the message is in.
+                let exists = business::table
+                    .find(business_id)
+                    .select(business::id)
+                    .for_key_share()
+                    .first::<i32>(conn)
+                    .await
+                    .optional()?;
+                if exists.is_none() {
+                    return Ok::<_, DieselError>(Err(RepoError::not_found(
+                        Entity::Business,
+                        business_id,
+                    )));
+                }
+                if let Some(contact_id) = new.contact_id {
+                    let owner = contact::table
+                        .find(contact_id)
+                        .select(contact::business_id)
+                        .for_key_share()
+                        .first::<i32>(conn)
+                        .await
+                        .optional()?;
+                    if owner != Some(business_id) {
+                        return Ok(Err(ValidationError::field(
+                            "contact_id",
+                            format!("{contact_id} is not a contact of business {business_id}"),
+                        )
+                        .into()));
+                    }
+                }
+                let row: MessageRow = diesel::insert_into(outreach_message::table)
+                    .values((
+                        outreach_message::business_id.eq(business_id),
+                        outreach_message::contact_id.eq(new.contact_id),
+                        outreach_message::message_text.eq(&new.message_text),
+                    ))
+                    .returning(MessageRow::as_returning())
+                    .get_result(conn)
+                    .await?;
+                Ok(Ok(row))
+            })
+            .await
+            .map_err(db_error)?;
+        outcome?.try_into()
+    }
+
+    async fn update_message_status(
+        &self,
+        id: i32,
+        update: MessageStatusUpdate,
+    ) -> Result<OutreachMessage, RepoError> {
+        let mut conn = self.conn().await?;
+        queried("update_message", 1);
+        let status = update.status();
+        let target = diesel::update(outreach_message::table.find(id));
+        let row = if status == MessageStatus::Sent {
+            target
+                .set((
+                    outreach_message::status.eq(status.as_str()),
+                    outreach_message::sent_at
+                        .eq(diesel::dsl::sql::<Nullable<Timestamptz>>("now()")),
+                ))
+                .returning(MessageRow::as_returning())
+                .get_result::<MessageRow>(&mut conn)
+                .await
+        } else {
+            target
+                .set(outreach_message::status.eq(status.as_str()))
+                .returning(MessageRow::as_returning())
+                .get_result::<MessageRow>(&mut conn)
+                .await
+        }
+        .optional()
+        .map_err(db_error)?;
+        row.ok_or(RepoError::not_found(Entity::Message, id))?
+            .try_into()
+    }
+
+    async fn health(&self) -> Health {
+        let ping = async {
+            let mut conn = self.conn().await.ok()?;
+            diesel::sql_query("SELECT 1").execute(&mut conn).await.ok()
+        };
+        let database = tokio::time::timeout(Duration::from_secs(2), ping)
+            .await
+            .ok()
+            .flatten()
+            .is_some();
+        Health {
+            database,
+            cache: "disabled",
+        }
+    }
+}
