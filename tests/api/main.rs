@@ -1,1 +1,14 @@
-//! placeholder
+//! The HTTP contract of `shared/API.md`, end to end: the real server on a free port,
+//! against a fresh PostgreSQL database per test.
+
+// JSON answers are read with `value["field"]`, which yields `Null` for a missing field
+// rather than panicking; the lint cannot tell `serde_json::Value` from a slice.
+#![allow(clippy::indexing_slicing)]
+
+mod businesses;
+mod contacts_messages;
+mod enrichment;
+mod events;
+mod list;
+mod ops;
+mod seed;

@@ -1,1 +1,229 @@
-//! placeholder
+//! Test support: a fresh PostgreSQL database per test, the real server started on port 0
+//! against it, and a small JSON client.
+//!
+//! Every test gets its own database, created when it starts and dropped (with its
+//! connections) when it ends, so tests run in parallel and leave nothing behind.
+
+// JSON answers are read with `value["field"]`, which yields `Null` for a missing field
+// rather than panicking; the lint cannot tell `serde_json::Value` from a slice.
+#![allow(clippy::indexing_slicing)]
+
+use std::time::Duration;
+
+use letip_server::{CacheBackend, Config, Running};
+use serde_json::Value;
+
+/// PostgreSQL server the tests use; `TEST_DATABASE_URL` overrides it. Any database path in
+/// it is replaced by a fresh database per test.
+fn server_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A database that exists for the life of this value.
+#[derive(Debug)]
+pub struct TestDb {
+    pub url: String,
+}
+
+impl TestDb {
+    /// Names a new database; the server under test creates and migrates it, as it does
+    /// in production.
+    pub fn new() -> Self {
+        let mut url = url::Url::parse(&server_url()).expect("TEST_DATABASE_URL is a URL");
+        let name = format!("letip_test_{}", uuid::Uuid::new_v4().simple());
+        url.set_path(&format!("/{name}"));
+        Self {
+            url: url.to_string(),
+        }
+    }
+}
+
+impl Default for TestDb {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Drop runs outside async code, possibly inside a runtime: use a thread of its own.
+        let url = self.url.clone();
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for dropping the test database")
+                .block_on(letip_store::drop_database(&url))
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}: {dropped:?}", self.url);
+        }
+    }
+}
+
+impl TestDb {
+    /// Runs SQL directly, for arranging what the API cannot (such as equal timestamps).
+    pub async fn execute(&self, sql: &str) {
+        use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+        let mut conn = AsyncPgConnection::establish(&self.url)
+            .await
+            .expect("the test database accepts connections");
+        diesel::sql_query(sql)
+            .execute(&mut conn)
+            .await
+            .expect("the arranging SQL runs");
+    }
+}
+
+/// An answer: status, headers and the body as JSON (`Null` when empty or not JSON).
+#[derive(Debug)]
+pub struct Res {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Res {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the contract's error shape and answers its message.
+    pub fn error(&self, status: u16) -> &str {
+        assert_eq!(self.status, status, "unexpected answer: {}", self.text);
+        assert_eq!(self.body["statusCode"], status, "{}", self.text);
+        let error = self.body["error"].as_str().expect("error is a string");
+        assert!(!error.is_empty());
+        self.body["message"].as_str().expect("message is a string")
+    }
+}
+
+/// The real server, listening on a free port against its own database.
+#[derive(Debug)]
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub client: reqwest::Client,
+    pub config: Config,
+    running: Option<Running>,
+    // Declared last: dropped after the server has stopped.
+    pub db: TestDb,
+}
+
+impl TestApp {
+    /// A server with caching disabled.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// A server whose configuration `adjust` may change first.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let db = TestDb::new();
+        let mut config = Config::from_env();
+        config.database_url = db.url.clone();
+        config.host = "127.0.0.1".into();
+        config.port = 0;
+        config.workers = 2;
+        config.database_pool_size = 8;
+        config.cache_backend = CacheBackend::None;
+        adjust(&mut config);
+        let running = letip_server::start(&config)
+            .await
+            .expect("the server starts");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("an HTTP client");
+        Self {
+            addr: running.addr,
+            client,
+            config,
+            running: Some(running),
+            db,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Res {
+        let res = req.send().await.expect("the server answers");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let text = res.text().await.expect("a readable body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Res {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Res {
+        self.send(self.client.get(self.url(path))).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Res {
+        self.send(self.client.post(self.url(path)).json(&body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Res {
+        self.send(self.client.patch(self.url(path)).json(&body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Res {
+        self.send(self.client.delete(self.url(path))).await
+    }
+
+    /// Sends a raw body with the given content type.
+    pub async fn raw(&self, method: reqwest::Method, path: &str, ct: &str, body: &str) -> Res {
+        self.send(
+            self.client
+                .request(method, self.url(path))
+                .header("content-type", ct)
+                .body(body.to_owned()),
+        )
+        .await
+    }
+
+    /// Creates a business and answers it.
+    pub async fn business(&self, body: Value) -> Value {
+        let res = self.post("/api/businesses", body).await;
+        assert_eq!(res.status, 201, "{}", res.text);
+        res.body
+    }
+
+    pub async fn stats(&self) -> Value {
+        let res = self.get("/api/businesses/stats").await;
+        assert_eq!(res.status, 200, "{}", res.text);
+        res.body
+    }
+
+    /// The number of businesses, contacts and messages, to prove a request wrote nothing.
+    pub async fn counts(&self) -> (i64, i64, i64, i64) {
+        let s = self.stats().await;
+        let n = |k: &str| s[k].as_i64().expect("a count");
+        (
+            n("totalBusinesses"),
+            n("enrichedBusinesses"),
+            n("totalContacts"),
+            n("messagesSent") + n("messagesPending"),
+        )
+    }
+
+    /// Stops the server gracefully, waiting for in-flight requests.
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await.expect("the server stops cleanly");
+        }
+    }
+}
+
+/// `id` of a JSON record.
+pub fn id(v: &Value) -> i64 {
+    v["id"].as_i64().expect("the record has an id")
+}

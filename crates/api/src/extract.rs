@@ -76,10 +76,11 @@ impl FromRequest for JsonBody {
 /// Parses a path segment as a record id. Only plain decimal digits that fit an `i32` are
 /// ids; anything else is a 400 that names the parameter.
 pub fn parse_id(name: &str, raw: &str) -> Result<i32, ApiError> {
-    if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(id) = raw.parse::<i32>() {
-            return Ok(id);
-        }
+    if !raw.is_empty()
+        && raw.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(id) = raw.parse::<i32>()
+    {
+        return Ok(id);
     }
     Err(ApiError::bad_request(format!(
         "{name} must be a positive integer (got {raw:?})"

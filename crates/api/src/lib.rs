@@ -69,36 +69,41 @@ impl std::fmt::Debug for AppState {
 )]
 pub struct ApiDoc;
 
+/// A resource that answers an unsupported method as NestJS does: 404 `Cannot PUT /path`.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(ops::not_found))
+}
+
 /// Registers every route. `/api/businesses/stats` comes before `/api/businesses/{id}`,
 /// which would otherwise take it.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/api/businesses")
+        resource("/api/businesses")
             .route(web::get().to(handlers::list_businesses))
             .route(web::post().to(handlers::create_business)),
     )
-    .service(web::resource("/api/businesses/stats").route(web::get().to(handlers::stats)))
+    .service(resource("/api/businesses/stats").route(web::get().to(handlers::stats)))
     .service(
-        web::resource("/api/businesses/{id}")
+        resource("/api/businesses/{id}")
             .route(web::get().to(handlers::business_detail))
             .route(web::patch().to(handlers::update_business))
             .route(web::delete().to(handlers::delete_business)),
     )
     .service(
-        web::resource("/api/businesses/{id}/contacts")
+        resource("/api/businesses/{id}/contacts")
             .route(web::post().to(handlers::create_contact)),
     )
     .service(
-        web::resource("/api/businesses/{id}/messages")
+        resource("/api/businesses/{id}/messages")
             .route(web::post().to(handlers::create_message)),
     )
-    .service(web::resource("/api/enrich/{id}").route(web::post().to(handlers::enrich)))
-    .service(web::resource("/api/contacts/{id}").route(web::delete().to(handlers::delete_contact)))
-    .service(web::resource("/api/messages/{id}").route(web::patch().to(handlers::update_message)))
-    .service(web::resource("/health").route(web::get().to(ops::health)))
-    .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
-    .service(web::resource("/ws").route(web::get().to(ws::ws)))
-    .service(web::resource("/api/docs").route(web::get().to(|| async {
+    .service(resource("/api/enrich/{id}").route(web::post().to(handlers::enrich)))
+    .service(resource("/api/contacts/{id}").route(web::delete().to(handlers::delete_contact)))
+    .service(resource("/api/messages/{id}").route(web::patch().to(handlers::update_message)))
+    .service(resource("/health").route(web::get().to(ops::health)))
+    .service(resource("/metrics").route(web::get().to(ops::metrics)))
+    .service(resource("/ws").route(web::get().to(ws::ws)))
+    .service(resource("/api/docs").route(web::get().to(|| async {
         HttpResponse::PermanentRedirect()
             .insert_header(("location", "/api/docs/"))
             .finish()

@@ -488,6 +488,10 @@ impl MessageStatusUpdate {
     }
 }
 
+fn flat(v: &Option<Option<String>>) -> Option<&str> {
+    v.as_ref().and_then(|v| v.as_deref())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -653,8 +657,4 @@ mod tests {
             "status"
         );
     }
-}
-
-fn flat(v: &Option<Option<String>>) -> Option<&str> {
-    v.as_ref().and_then(|v| v.as_deref())
 }

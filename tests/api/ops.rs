@@ -1,0 +1,147 @@
+use letip_tests::{TestApp, id};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_the_database_and_a_disabled_cache() {
+    let app = TestApp::spawn().await;
+    let res = app.get("/health").await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body, json!({"status": "ok", "redis": "disabled", "database": "up"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_503_and_reads_answer_500_without_detail_when_postgres_is_gone() {
+    let app = TestApp::spawn().await;
+    app.business(json!({"name": "A"})).await;
+    // The database disappears under the running server.
+    letip_store::drop_database(&app.db.url)
+        .await
+        .expect("the database can be dropped");
+    let res = app.get("/health").await;
+    assert_eq!(res.status, 503);
+    assert_eq!(res.body, json!({"status": "error", "redis": "disabled", "database": "down"}));
+    let res = app.get("/api/businesses").await;
+    assert_eq!(res.error(500), "Internal server error");
+    assert!(!res.text.contains("letip_test"), "no internal detail: {}", res.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cacheable_reads_say_bypass_when_caching_is_off() {
+    let app = TestApp::spawn().await;
+    let b = app.business(json!({"name": "A"})).await;
+    for path in [
+        "/api/businesses".to_owned(),
+        "/api/businesses/stats".to_owned(),
+        format!("/api/businesses/{}", id(&b)),
+    ] {
+        let res = app.get(&path).await;
+        assert_eq!(res.status, 200);
+        assert_eq!(res.header("x-cache"), Some("BYPASS"), "{path}");
+        assert!(res.header("x-request-id").is_some_and(|v| v.len() >= 32), "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_answer_the_nestjs_404() {
+    let app = TestApp::spawn().await;
+    let res = app.get("/api/nothing-here").await;
+    assert_eq!(res.error(404), "Cannot GET /api/nothing-here");
+    let res = app.send(app.client.put(app.url("/api/businesses"))).await;
+    assert_eq!(res.error(404), "Cannot PUT /api/businesses");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_expose_http_latency_and_database_queries() {
+    let app = TestApp::spawn().await;
+    app.business(json!({"name": "A"})).await;
+    app.get("/api/businesses").await;
+    let res = app.get("/metrics").await;
+    assert_eq!(res.status, 200);
+    assert!(
+        res.text.contains(r#"letip_http_request_duration_seconds_bucket{method="GET",route="/api/businesses",status="200""#),
+        "{}",
+        res.text
+    );
+    assert!(res.text.contains(r#"letip_db_queries_total{op="list"}"#), "{}", res.text);
+    assert!(res.text.contains(r#"letip_db_queries_total{op="create_business"}"#));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_every_route_and_the_docs_page_serves_it() {
+    let app = TestApp::spawn().await;
+    let res = app.get("/api/openapi.json").await;
+    assert_eq!(res.status, 200);
+    assert!(res.body["openapi"].as_str().is_some_and(|v| v.starts_with('3')));
+    let paths = &res.body["paths"];
+    for (path, method) in [
+        ("/api/businesses", "get"),
+        ("/api/businesses", "post"),
+        ("/api/businesses/stats", "get"),
+        ("/api/businesses/{id}", "get"),
+        ("/api/businesses/{id}", "patch"),
+        ("/api/businesses/{id}", "delete"),
+        ("/api/enrich/{id}", "post"),
+        ("/api/businesses/{id}/contacts", "post"),
+        ("/api/contacts/{id}", "delete"),
+        ("/api/businesses/{id}/messages", "post"),
+        ("/api/messages/{id}", "patch"),
+        ("/health", "get"),
+        ("/metrics", "get"),
+        ("/ws", "get"),
+    ] {
+        assert!(paths[path][method].is_object(), "{method} {path} is documented");
+    }
+    let schemas = &res.body["components"]["schemas"];
+    assert!(schemas["Business"]["properties"]["enrichment_status"].is_object());
+    assert!(schemas["Stats"]["properties"]["messagesPending"].is_object());
+
+    let page = app.get("/api/docs/").await;
+    assert_eq!(page.status, 200);
+    assert!(page.text.contains("swagger"), "{}", page.text);
+    let redirect = app
+        .send(
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client")
+                .get(app.url("/api/docs")),
+        )
+        .await;
+    assert_eq!(redirect.status, 308);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_every_kind_of_record_in_one_answer() {
+    let app = TestApp::spawn().await;
+    let stats = app.stats().await;
+    assert_eq!(
+        stats,
+        json!({"totalBusinesses": 0, "enrichedBusinesses": 0, "pendingEnrichment": 0,
+               "totalContacts": 0, "messagesSent": 0, "messagesPending": 0})
+    );
+    let a = app.business(json!({"name": "A"})).await;
+    let b = app.business(json!({"name": "B"})).await;
+    app.business(json!({"name": "C"})).await;
+    app.post(&format!("/api/enrich/{}", id(&a)), json!({"status": "enriched", "contacts": [{}, {}]}))
+        .await;
+    app.post(&format!("/api/enrich/{}", id(&b)), json!({"status": "failed"})).await;
+    let m1 = app.post(&format!("/api/businesses/{}/messages", id(&a)), json!({"message_text": "1"})).await;
+    app.post(&format!("/api/businesses/{}/messages", id(&a)), json!({"message_text": "2"})).await;
+    let m3 = app.post(&format!("/api/businesses/{}/messages", id(&b)), json!({"message_text": "3"})).await;
+    app.patch(&format!("/api/messages/{}", id(&m1.body)), json!({"status": "sent"})).await;
+    app.patch(&format!("/api/messages/{}", id(&m3.body)), json!({"status": "failed"})).await;
+    assert_eq!(
+        app.stats().await,
+        json!({"totalBusinesses": 3, "enrichedBusinesses": 1, "pendingEnrichment": 1,
+               "totalContacts": 2, "messagesSent": 1, "messagesPending": 1})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_lets_the_server_finish() {
+    let app = TestApp::spawn().await;
+    app.business(json!({"name": "A"})).await;
+    let addr = app.addr;
+    app.stop().await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer listening");
+}
