@@ -84,15 +84,33 @@ async fn bad_business_bodies_get_400_naming_the_field_and_write_nothing() {
         (json!({"name": "x".repeat(256)}), "name"),
         (json!({"name": 42}), "name"),
         (json!({"name": "A", "website": "not a url"}), "website"),
-        (json!({"name": "A", "website": "ftp://files.example.com"}), "website"),
-        (json!({"name": "A", "employee_count": "many"}), "employee_count"),
+        (
+            json!({"name": "A", "website": "ftp://files.example.com"}),
+            "website",
+        ),
+        (
+            json!({"name": "A", "employee_count": "many"}),
+            "employee_count",
+        ),
         (json!({"name": "A", "employee_count": -3}), "employee_count"),
         (json!({"name": "A", "latitude": 123.0}), "latitude"),
         (json!({"name": "A", "id": 7}), "id"),
-        (json!({"name": "A", "created_at": "2026-01-01T00:00:00Z"}), "created_at"),
-        (json!({"name": "A", "updated_at": "2026-01-01T00:00:00Z"}), "updated_at"),
-        (json!({"name": "A", "enrichment_status": "enriched"}), "enrichment_status"),
-        (json!({"name": "A", "favourite_colour": "red"}), "favourite_colour"),
+        (
+            json!({"name": "A", "created_at": "2026-01-01T00:00:00Z"}),
+            "created_at",
+        ),
+        (
+            json!({"name": "A", "updated_at": "2026-01-01T00:00:00Z"}),
+            "updated_at",
+        ),
+        (
+            json!({"name": "A", "enrichment_status": "enriched"}),
+            "enrichment_status",
+        ),
+        (
+            json!({"name": "A", "favourite_colour": "red"}),
+            "favourite_colour",
+        ),
         (json!(["name"]), "body"),
     ];
     for (body, field) in cases {
@@ -102,11 +120,21 @@ async fn bad_business_bodies_get_400_naming_the_field_and_write_nothing() {
         assert_eq!(res.body["error"], "Bad Request");
     }
     let malformed = app
-        .raw(Method::POST, "/api/businesses", "application/json", r#"{"name": "A""#)
+        .raw(
+            Method::POST,
+            "/api/businesses",
+            "application/json",
+            r#"{"name": "A""#,
+        )
         .await;
     assert!(malformed.error(400).contains("JSON"));
     let form = app
-        .raw(Method::POST, "/api/businesses", "application/x-www-form-urlencoded", "name=A")
+        .raw(
+            Method::POST,
+            "/api/businesses",
+            "application/x-www-form-urlencoded",
+            "name=A",
+        )
         .await;
     form.error(400);
     assert_eq!(app.counts().await, (0, 0, 0, 0));
@@ -115,7 +143,10 @@ async fn bad_business_bodies_get_400_naming_the_field_and_write_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_over_the_limit_is_refused() {
     let app = TestApp::spawn().await;
-    let huge = format!(r#"{{"name": "A", "address": "{}"}}"#, "x".repeat(300 * 1024));
+    let huge = format!(
+        r#"{{"name": "A", "address": "{}"}}"#,
+        "x".repeat(300 * 1024)
+    );
     let res = app
         .raw(Method::POST, "/api/businesses", "application/json", &huge)
         .await;
@@ -142,7 +173,9 @@ async fn detail_answers_404_for_a_missing_business_and_400_for_a_bad_id() {
         (Method::DELETE, "/api/contacts/x"),
         (Method::PATCH, "/api/messages/x"),
     ] {
-        let res = app.raw(method.clone(), path, "application/json", "{}").await;
+        let res = app
+            .raw(method.clone(), path, "application/json", "{}")
+            .await;
         assert!(res.error(400).contains("id"), "{method} {path}");
     }
 }
@@ -156,7 +189,10 @@ async fn patch_changes_only_what_it_names() {
     let path = format!("/api/businesses/{}", id(&b));
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let res = app
-        .patch(&path, json!({"city": "Wall", "zip": null, "employee_count": 30}))
+        .patch(
+            &path,
+            json!({"city": "Wall", "zip": null, "employee_count": 30}),
+        )
         .await;
     assert_eq!(res.status, 200, "{}", res.text);
     assert_business_shape(&res.body);
@@ -181,14 +217,19 @@ async fn patch_changes_only_what_it_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_patches_get_400_and_change_nothing() {
     let app = TestApp::spawn().await;
-    let b = app.business(json!({"name": "Keep Me", "city": "Freehold"})).await;
+    let b = app
+        .business(json!({"name": "Keep Me", "city": "Freehold"}))
+        .await;
     let path = format!("/api/businesses/{}", id(&b));
     for (body, field) in [
         (json!({"name": null}), "name"),
         (json!({"name": ""}), "name"),
         (json!({"state": null}), "state"),
         (json!({"id": 5}), "id"),
-        (json!({"enrichment_status": "enriched"}), "enrichment_status"),
+        (
+            json!({"enrichment_status": "enriched"}),
+            "enrichment_status",
+        ),
         (json!({"created_at": "2020-01-01T00:00:00Z"}), "created_at"),
         (json!({"city": "Wall", "website": "nope"}), "website"),
         (json!({"year_founded": "1990"}), "year_founded"),
@@ -200,7 +241,9 @@ async fn bad_patches_get_400_and_change_nothing() {
     assert_eq!(after.body["city"], "Freehold");
     assert_eq!(after.body["name"], "Keep Me");
     assert_eq!(after.body["updated_at"], b["updated_at"]);
-    let missing = app.patch("/api/businesses/424242", json!({"city": "X"})).await;
+    let missing = app
+        .patch("/api/businesses/424242", json!({"city": "X"}))
+        .await;
     missing.error(404);
 }
 
@@ -219,7 +262,10 @@ async fn delete_removes_the_business_with_its_contacts_logs_and_messages() {
             .await;
         assert_eq!(run.status, 200, "{}", run.text);
         let msg = app
-            .post(&format!("/api/businesses/{}/messages", id(b)), json!({"message_text": "Hi"}))
+            .post(
+                &format!("/api/businesses/{}/messages", id(b)),
+                json!({"message_text": "Hi"}),
+            )
             .await;
         assert_eq!(msg.status, 201);
     }
@@ -229,8 +275,15 @@ async fn delete_removes_the_business_with_its_contacts_logs_and_messages() {
     assert_eq!(res.status, 204);
     assert!(res.text.is_empty());
     assert_eq!(app.counts().await, (1, 1, 1, 1));
-    app.get(&format!("/api/businesses/{}", id(&gone))).await.error(404);
-    app.delete(&format!("/api/businesses/{}", id(&gone))).await.error(404);
+    app.get(&format!("/api/businesses/{}", id(&gone)))
+        .await
+        .error(404);
+    app.delete(&format!("/api/businesses/{}", id(&gone)))
+        .await
+        .error(404);
     let kept_detail = app.get(&format!("/api/businesses/{}", id(&kept))).await;
-    assert_eq!(kept_detail.body["contacts"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        kept_detail.body["contacts"].as_array().map(Vec::len),
+        Some(1)
+    );
 }

@@ -31,7 +31,16 @@ async fn an_enrichment_run_records_status_contacts_and_logs_at_once() {
         .expect("the hunter log");
     assert_eq!(log["request_data"], json!({"domain": "acme.example.com"}));
     assert_eq!(log["error_message"], serde_json::Value::Null);
-    for f in ["id", "business_id", "service", "status", "request_data", "response_data", "error_message", "created_at"] {
+    for f in [
+        "id",
+        "business_id",
+        "service",
+        "status",
+        "request_data",
+        "response_data",
+        "error_message",
+        "created_at",
+    ] {
         assert!(log.get(f).is_some(), "{f}");
     }
     // The answer is what the detail page shows.
@@ -52,19 +61,35 @@ async fn a_bad_run_writes_nothing_at_all() {
         (json!({"status": "pending"}), "status"),
         (json!({"status": "done"}), "status"),
         (json!({}), "status"),
-        (json!({"status": "enriched", "contacts": [{"name": "ok"}, {"email": "broken"}]}), "contacts[1].email"),
-        (json!({"status": "enriched", "logs": [{"service": "hunter"}]}), "status"),
-        (json!({"status": "enriched", "logs": [{"service": "", "status": "x"}]}), "service"),
-        (json!({"status": "enriched", "contacts": "none"}), "contacts"),
+        (
+            json!({"status": "enriched", "contacts": [{"name": "ok"}, {"email": "broken"}]}),
+            "contacts[1].email",
+        ),
+        (
+            json!({"status": "enriched", "logs": [{"service": "hunter"}]}),
+            "status",
+        ),
+        (
+            json!({"status": "enriched", "logs": [{"service": "", "status": "x"}]}),
+            "service",
+        ),
+        (
+            json!({"status": "enriched", "contacts": "none"}),
+            "contacts",
+        ),
         (json!({"status": "enriched", "extra": true}), "extra"),
     ] {
         let res = app.post(&path, body.clone()).await;
         assert!(res.error(400).contains(field), "{body}: {}", res.text);
     }
     assert_eq!(app.counts().await, (1, 0, 0, 0));
-    let detail = app.get(&path.replace("/api/enrich/", "/api/businesses/")).await;
+    let detail = app
+        .get(&path.replace("/api/enrich/", "/api/businesses/"))
+        .await;
     assert_eq!(detail.body["enrichment_status"], "pending");
-    app.post("/api/enrich/9999", json!({"status": "failed"})).await.error(404);
+    app.post("/api/enrich/9999", json!({"status": "failed"}))
+        .await
+        .error(404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,8 +99,11 @@ async fn the_detail_shows_the_10_newest_logs_and_5_newest_messages() {
     let logs: Vec<_> = (0..12)
         .map(|i| json!({"service": format!("s{i}"), "status": "success"}))
         .collect();
-    app.post(&format!("/api/enrich/{}", id(&b)), json!({"status": "failed", "logs": logs}))
-        .await;
+    app.post(
+        &format!("/api/enrich/{}", id(&b)),
+        json!({"status": "failed", "logs": logs}),
+    )
+    .await;
     for i in 0..7 {
         app.post(
             &format!("/api/businesses/{}/messages", id(&b)),

@@ -5,7 +5,8 @@ use letip_tests::{TestApp, id};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(app: &TestApp) -> Ws {
     let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", app.addr))
@@ -18,7 +19,11 @@ async fn connect(app: &TestApp) -> Ws {
 async fn next_event(ws: &mut Ws, name: &str) -> Value {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let msg = ws.next().await.expect("the socket stays open").expect("a frame");
+            let msg = ws
+                .next()
+                .await
+                .expect("the socket stays open")
+                .expect("a frame");
             if let Message::Text(text) = msg {
                 let v: Value = serde_json::from_str(&text).expect("frames are JSON");
                 if v["event"] == name {
@@ -35,7 +40,9 @@ async fn next_event(ws: &mut Ws, name: &str) -> Value {
 async fn ping_gets_pong() {
     let app = TestApp::spawn().await;
     let mut ws = connect(&app).await;
-    ws.send(Message::text(r#"{"event": "ping"}"#)).await.expect("sent");
+    ws.send(Message::text(r#"{"event": "ping"}"#))
+        .await
+        .expect("sent");
     assert_eq!(next_event(&mut ws, "pong").await, json!({"event": "pong"}));
 }
 
@@ -50,16 +57,34 @@ async fn every_business_mutation_is_announced_with_fresh_stats() {
     let stats = next_event(&mut ws, "stats:updated").await;
     assert_eq!(stats["data"]["totalBusinesses"], 1);
 
-    let updated = app.patch(&format!("/api/businesses/{}", id(&b)), json!({"city": "Wall"})).await;
-    assert_eq!(next_event(&mut ws, "business:updated").await["data"], updated.body);
+    let updated = app
+        .patch(
+            &format!("/api/businesses/{}", id(&b)),
+            json!({"city": "Wall"}),
+        )
+        .await;
+    assert_eq!(
+        next_event(&mut ws, "business:updated").await["data"],
+        updated.body
+    );
 
-    app.post(&format!("/api/enrich/{}", id(&b)), json!({"status": "enriched"})).await;
+    app.post(
+        &format!("/api/enrich/{}", id(&b)),
+        json!({"status": "enriched"}),
+    )
+    .await;
     let enriched = next_event(&mut ws, "business:enriched").await;
     assert_eq!(enriched["data"]["enrichment_status"], "enriched");
-    assert!(enriched["data"].get("contacts").is_none(), "the payload is the business");
+    assert!(
+        enriched["data"].get("contacts").is_none(),
+        "the payload is the business"
+    );
 
     app.delete(&format!("/api/businesses/{}", id(&b))).await;
-    assert_eq!(next_event(&mut ws, "business:deleted").await["data"], json!({"id": id(&b)}));
+    assert_eq!(
+        next_event(&mut ws, "business:deleted").await["data"],
+        json!({"id": id(&b)})
+    );
     let stats = next_event(&mut ws, "stats:updated").await;
     assert_eq!(stats["data"]["totalBusinesses"], 0);
 }
@@ -82,5 +107,8 @@ async fn a_burst_of_writes_sends_few_stats_recomputations() {
             break;
         }
     }
-    assert!(frames < writes / 2, "{frames} stats frames for {writes} writes");
+    assert!(
+        frames < writes / 2,
+        "{frames} stats frames for {writes} writes"
+    );
 }

@@ -54,7 +54,11 @@ async fn the_list_is_newest_first_with_contacts_and_ties_broken_by_id() {
         .expect("B1 is listed");
     assert_eq!(b1["contacts"][0]["email"], "ann@b1.example.com");
     assert_eq!(b1["name"], "B1");
-    assert!(res.body["data"][0]["contacts"].as_array().is_some_and(Vec::is_empty));
+    assert!(
+        res.body["data"][0]["contacts"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    );
 
     // The same instant for all: the id decides, highest first.
     app.db
@@ -76,12 +80,18 @@ async fn pagination_edges() {
 
     let last = app.get("/api/businesses?page=3&limit=3").await;
     assert_eq!(ids(&last.body).len(), 1);
-    assert_eq!(meta(&last.body), json!({"total": 7, "page": 3, "limit": 3, "totalPages": 3}));
+    assert_eq!(
+        meta(&last.body),
+        json!({"total": 7, "page": 3, "limit": 3, "totalPages": 3})
+    );
 
     let past = app.get("/api/businesses?page=4&limit=3").await;
     assert_eq!(past.status, 200);
     assert!(ids(&past.body).is_empty());
-    assert_eq!(meta(&past.body), json!({"total": 7, "page": 4, "limit": 3, "totalPages": 3}));
+    assert_eq!(
+        meta(&past.body),
+        json!({"total": 7, "page": 4, "limit": 3, "totalPages": 3})
+    );
 
     let one = app.get("/api/businesses?limit=1").await;
     assert_eq!(meta(&one.body)["totalPages"], 7);
@@ -90,8 +100,16 @@ async fn pagination_edges() {
     assert_eq!(meta(&max.body)["totalPages"], 1);
 
     for q in [
-        "page=0", "page=-1", "page=abc", "page=1.5", "page=", "limit=0", "limit=101",
-        "limit=-5", "limit=ten", "limit=1&limit=2",
+        "page=0",
+        "page=-1",
+        "page=abc",
+        "page=1.5",
+        "page=",
+        "limit=0",
+        "limit=101",
+        "limit=-5",
+        "limit=ten",
+        "limit=1&limit=2",
     ] {
         let res = app.get(&format!("/api/businesses?{q}")).await;
         let field = q.split('=').next().expect("a key");
@@ -139,8 +157,14 @@ async fn filters_match_exactly_alone_and_combined() {
         ("city=Freehold&industry=Dental", vec!["a", "b"]),
         ("industry=Dental&city=Freehold", vec!["a", "b"]),
         ("city=Red%20Bank&enrichment_status=enriched", vec!["d"]),
-        ("city=Red+Bank&industry=Legal&enrichment_status=pending", vec!["e"]),
-        ("city=Freehold&industry=Dental&enrichment_status=failed", vec![]),
+        (
+            "city=Red+Bank&industry=Legal&enrichment_status=pending",
+            vec!["e"],
+        ),
+        (
+            "city=Freehold&industry=Dental&enrichment_status=failed",
+            vec![],
+        ),
         ("city=Nowhere", vec![]),
         ("city=", vec!["a", "b", "c", "d", "e", "f"]),
         ("utm_source=newsletter", vec!["a", "b", "c", "d", "e", "f"]),

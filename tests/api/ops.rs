@@ -6,7 +6,10 @@ async fn health_reports_the_database_and_a_disabled_cache() {
     let app = TestApp::spawn().await;
     let res = app.get("/health").await;
     assert_eq!(res.status, 200);
-    assert_eq!(res.body, json!({"status": "ok", "redis": "disabled", "database": "up"}));
+    assert_eq!(
+        res.body,
+        json!({"status": "ok", "redis": "disabled", "database": "up"})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,10 +22,17 @@ async fn health_answers_503_and_reads_answer_500_without_detail_when_postgres_is
         .expect("the database can be dropped");
     let res = app.get("/health").await;
     assert_eq!(res.status, 503);
-    assert_eq!(res.body, json!({"status": "error", "redis": "disabled", "database": "down"}));
+    assert_eq!(
+        res.body,
+        json!({"status": "error", "redis": "disabled", "database": "down"})
+    );
     let res = app.get("/api/businesses").await;
     assert_eq!(res.error(500), "Internal server error");
-    assert!(!res.text.contains("letip_test"), "no internal detail: {}", res.text);
+    assert!(
+        !res.text.contains("letip_test"),
+        "no internal detail: {}",
+        res.text
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,7 +47,10 @@ async fn cacheable_reads_say_bypass_when_caching_is_off() {
         let res = app.get(&path).await;
         assert_eq!(res.status, 200);
         assert_eq!(res.header("x-cache"), Some("BYPASS"), "{path}");
-        assert!(res.header("x-request-id").is_some_and(|v| v.len() >= 32), "{path}");
+        assert!(
+            res.header("x-request-id").is_some_and(|v| v.len() >= 32),
+            "{path}"
+        );
     }
 }
 
@@ -62,8 +75,15 @@ async fn metrics_expose_http_latency_and_database_queries() {
         "{}",
         res.text
     );
-    assert!(res.text.contains(r#"letip_db_queries_total{op="list"}"#), "{}", res.text);
-    assert!(res.text.contains(r#"letip_db_queries_total{op="create_business"}"#));
+    assert!(
+        res.text.contains(r#"letip_db_queries_total{op="list"}"#),
+        "{}",
+        res.text
+    );
+    assert!(
+        res.text
+            .contains(r#"letip_db_queries_total{op="create_business"}"#)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +91,11 @@ async fn the_openapi_document_lists_every_route_and_the_docs_page_serves_it() {
     let app = TestApp::spawn().await;
     let res = app.get("/api/openapi.json").await;
     assert_eq!(res.status, 200);
-    assert!(res.body["openapi"].as_str().is_some_and(|v| v.starts_with('3')));
+    assert!(
+        res.body["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with('3'))
+    );
     let paths = &res.body["paths"];
     for (path, method) in [
         ("/api/businesses", "get"),
@@ -89,7 +113,10 @@ async fn the_openapi_document_lists_every_route_and_the_docs_page_serves_it() {
         ("/metrics", "get"),
         ("/ws", "get"),
     ] {
-        assert!(paths[path][method].is_object(), "{method} {path} is documented");
+        assert!(
+            paths[path][method].is_object(),
+            "{method} {path} is documented"
+        );
     }
     let schemas = &res.body["components"]["schemas"];
     assert!(schemas["Business"]["properties"]["enrichment_status"].is_object());
@@ -122,14 +149,43 @@ async fn stats_count_every_kind_of_record_in_one_answer() {
     let a = app.business(json!({"name": "A"})).await;
     let b = app.business(json!({"name": "B"})).await;
     app.business(json!({"name": "C"})).await;
-    app.post(&format!("/api/enrich/{}", id(&a)), json!({"status": "enriched", "contacts": [{}, {}]}))
+    app.post(
+        &format!("/api/enrich/{}", id(&a)),
+        json!({"status": "enriched", "contacts": [{}, {}]}),
+    )
+    .await;
+    app.post(
+        &format!("/api/enrich/{}", id(&b)),
+        json!({"status": "failed"}),
+    )
+    .await;
+    let m1 = app
+        .post(
+            &format!("/api/businesses/{}/messages", id(&a)),
+            json!({"message_text": "1"}),
+        )
         .await;
-    app.post(&format!("/api/enrich/{}", id(&b)), json!({"status": "failed"})).await;
-    let m1 = app.post(&format!("/api/businesses/{}/messages", id(&a)), json!({"message_text": "1"})).await;
-    app.post(&format!("/api/businesses/{}/messages", id(&a)), json!({"message_text": "2"})).await;
-    let m3 = app.post(&format!("/api/businesses/{}/messages", id(&b)), json!({"message_text": "3"})).await;
-    app.patch(&format!("/api/messages/{}", id(&m1.body)), json!({"status": "sent"})).await;
-    app.patch(&format!("/api/messages/{}", id(&m3.body)), json!({"status": "failed"})).await;
+    app.post(
+        &format!("/api/businesses/{}/messages", id(&a)),
+        json!({"message_text": "2"}),
+    )
+    .await;
+    let m3 = app
+        .post(
+            &format!("/api/businesses/{}/messages", id(&b)),
+            json!({"message_text": "3"}),
+        )
+        .await;
+    app.patch(
+        &format!("/api/messages/{}", id(&m1.body)),
+        json!({"status": "sent"}),
+    )
+    .await;
+    app.patch(
+        &format!("/api/messages/{}", id(&m3.body)),
+        json!({"status": "failed"}),
+    )
+    .await;
     assert_eq!(
         app.stats().await,
         json!({"totalBusinesses": 3, "enrichedBusinesses": 1, "pendingEnrichment": 1,
@@ -143,5 +199,8 @@ async fn a_graceful_stop_lets_the_server_finish() {
     app.business(json!({"name": "A"})).await;
     let addr = app.addr;
     app.stop().await;
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer listening");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer listening"
+    );
 }

@@ -168,11 +168,13 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Res {
-        self.send(self.client.post(self.url(path)).json(&body)).await
+        self.send(self.client.post(self.url(path)).json(&body))
+            .await
     }
 
     pub async fn patch(&self, path: &str, body: Value) -> Res {
-        self.send(self.client.patch(self.url(path)).json(&body)).await
+        self.send(self.client.patch(self.url(path)).json(&body))
+            .await
     }
 
     pub async fn delete(&self, path: &str) -> Res {

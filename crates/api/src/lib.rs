@@ -90,12 +90,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(handlers::delete_business)),
     )
     .service(
-        resource("/api/businesses/{id}/contacts")
-            .route(web::post().to(handlers::create_contact)),
+        resource("/api/businesses/{id}/contacts").route(web::post().to(handlers::create_contact)),
     )
     .service(
-        resource("/api/businesses/{id}/messages")
-            .route(web::post().to(handlers::create_message)),
+        resource("/api/businesses/{id}/messages").route(web::post().to(handlers::create_message)),
     )
     .service(resource("/api/enrich/{id}").route(web::post().to(handlers::enrich)))
     .service(resource("/api/contacts/{id}").route(web::delete().to(handlers::delete_contact)))

@@ -304,8 +304,8 @@ fn generate(seed: u64, first: u64, count: usize, now: DateTime<Utc>) -> Batch {
             1 => format!("{} {noun}", pick(&mut rng, LAST_NAMES)),
             _ => format!("{city} {noun}"),
         };
-        let name = format!("{name} #{}", i + 1);
         let domain = format!("{}{}.com", slug(&name), i + 1);
+        let name = format!("{name} #{}", i + 1);
         let pos = b.name.len() as i32;
         // Newest businesses last: position in the sequence maps to age (up to two years).
         let created = now - TimeDelta::seconds(rng.random_range(0..63_072_000));
@@ -613,6 +613,16 @@ pub async fn seed(
         report += r;
         progress(report.businesses);
     }
+    drop(writes);
+    // Fresh statistics for the planner and a visibility map for index-only scans: the
+    // stats query counts millions of rows from indexes alone once this has run.
+    let mut conn = pool
+        .get()
+        .await
+        .map_err(|e| SetupError::Pool(e.to_string()))?;
+    diesel::sql_query("VACUUM (ANALYZE) business, contact, enrichment_log, outreach_message")
+        .execute(&mut conn)
+        .await?;
     Ok(report)
 }
 
