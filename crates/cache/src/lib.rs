@@ -1,24 +1,74 @@
-//! A cache that other services embed: one object-safe async trait, [`Cache`], and its
-//! implementations. The crate stores opaque bytes under string keys and knows nothing of
-//! what they mean; callers own their key scheme and serialization.
+//! A cache for Rust services: one object-safe async trait, [`Cache`], with a Redis
+//! implementation ([`RedisCache`], on deadpool-redis), an in-process one ([`MemoryCache`],
+//! on moka) and one that stores nothing ([`NoopCache`]).
 //!
-//! Every method may fail: a cache is an optimisation, so callers treat an error as a miss
-//! and go to their source of truth.
+//! The crate stores bytes under [`Key`]s and knows nothing of what they mean. What it adds
+//! to a plain key-value store is what cache-aside needs to never serve stale data:
+//!
+//! - **Generation-checked writes.** Every key belongs to a *scope*. A [`Cache::get`] that
+//!   misses hands back a [`Ticket`]: the scope's generation at that moment.
+//!   [`Cache::put`] stores the value only if the generation is still the same, atomically,
+//!   so a reader that loaded old data before a writer's [`Cache::invalidate`] can never
+//!   store it afterwards (the stale-set race).
+//! - **O(1) bulk invalidation.** Invalidating a scope bumps its generation; every entry
+//!   of the scope becomes a miss at once, and expires by its TTL.
+//! - **Faults are misses.** Every method may fail with a [`CacheError`]; callers go to
+//!   their source of truth. The Redis implementation bounds every call by a timeout, stops
+//!   calling a Redis that keeps failing (a circuit breaker with jittered backoff), and
+//!   after it missed an invalidation it refuses to serve anything until it has made every
+//!   older entry unreachable.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use letip_cache::{Cache, CacheExt, Key, MemoryCache, MemoryConfig};
+//!
+//! # async fn demo() -> Result<(), letip_cache::CacheError> {
+//! let cache = MemoryCache::new(MemoryConfig::default());
+//! let key = Key::new("user", "user:7", &[("id", "7")]);
+//! let ticket = match cache.get_json::<String>(&key).await? {
+//!     letip_cache::JsonLookup::Hit(name) => return Ok(()),
+//!     letip_cache::JsonLookup::Miss(ticket) => ticket,
+//! };
+//! let name = "Ada".to_owned(); // read from the source of truth
+//! cache.put_json(&key, &ticket, &name, Duration::from_secs(60)).await?;
+//! cache.invalidate(&["user:7"]).await?; // after the next write of user 7
+//! # Ok(()) }
+//! ```
+//!
+//! See `examples/embed.rs` for a runnable service that embeds it.
 
+mod breaker;
+mod json;
+mod key;
+mod memory;
+pub mod metrics;
+mod noop;
+mod redis;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use json::{CacheExt, JsonLookup};
+pub use key::Key;
+pub use memory::{MemoryCache, MemoryConfig};
+pub use noop::NoopCache;
+pub use redis::{RedisCache, RedisConfig};
+
 /// Why a cache call did not succeed. Callers fall back to the source of truth.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CacheError {
-    /// The backend did not answer within its time budget or is known to be down.
+    /// The backend did not answer in time, failed, or is known to be down.
     #[error("cache unavailable: {0}")]
     Unavailable(String),
-    /// The backend answered with something the cache cannot use.
+    /// The backend answered something the cache cannot use.
     #[error("cache protocol error: {0}")]
     Protocol(String),
+    /// The configuration cannot work (a malformed URL, say).
+    #[error("cache configuration: {0}")]
+    Config(String),
 }
 
 /// Whether the cache can currently be used; reported by health checks.
@@ -40,64 +90,81 @@ impl CacheHealth {
     }
 }
 
-/// A shared key-value cache with per-entry time to live.
+/// The generation of a key's scope observed by a [`Cache::get`] that missed. A
+/// [`Cache::put`] with it succeeds only while the scope has not been invalidated since.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Ticket(Option<Arc<str>>);
+
+impl Ticket {
+    /// A ticket that can store nothing: what a cache that stores nothing hands out.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    pub(crate) fn new(tag: impl Into<Arc<str>>) -> Self {
+        Self(Some(tag.into()))
+    }
+
+    pub(crate) fn tag(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
+    /// A string that differs between two tickets of different generations; callers use
+    /// it to tell reads of different generations apart (for single-flight, say).
+    pub fn generation(&self) -> &str {
+        self.0.as_deref().unwrap_or("-")
+    }
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// The stored value, of the scope's current generation.
+    Hit(Bytes),
+    /// Nothing current is stored; load from the source of truth, then `put` with this.
+    Miss(Ticket),
+}
+
+/// What a [`Cache::put`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    Stored,
+    /// The scope was invalidated after the ticket was issued: the value may be stale and
+    /// was not stored.
+    Stale,
+    /// The value is larger than the cache accepts.
+    TooLarge,
+    /// The cache stores nothing.
+    Skipped,
+}
+
+/// A shared cache with generation-scoped entries and per-entry time to live.
 #[async_trait]
 pub trait Cache: Send + Sync + std::fmt::Debug + 'static {
-    /// The bytes stored under `key`, or `None` when absent or expired.
-    async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError>;
-    /// Stores `value` under `key` for `ttl`.
-    async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), CacheError>;
-    /// Removes every key given; absent keys are not an error.
-    async fn delete(&self, keys: &[String]) -> Result<(), CacheError>;
+    /// The value stored under `key`, if it is of the current generation of its scope.
+    async fn get(&self, key: &Key) -> Result<Lookup, CacheError>;
+
+    /// Stores `value` under `key` for `ttl`, unless `key`'s scope was invalidated since
+    /// `ticket` was issued. The check and the write are one atomic step.
+    async fn put(
+        &self,
+        key: &Key,
+        ticket: &Ticket,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<Stored, CacheError>;
+
+    /// Makes every entry of each scope a miss, at once.
+    async fn invalidate(&self, scopes: &[&str]) -> Result<(), CacheError>;
+
+    /// Deletes one entry (an entry found corrupt, say).
+    async fn remove(&self, key: &Key) -> Result<(), CacheError>;
+
     /// Whether the backend answers now.
     async fn health(&self) -> CacheHealth;
-    /// `false` for a cache that never stores anything, so callers can skip serialization.
+
+    /// `false` for a cache that never stores anything, so callers can skip work.
     fn is_enabled(&self) -> bool {
         true
-    }
-}
-
-/// A cache that stores nothing: every read misses. Used when caching is disabled and in
-/// tests that must see the source of truth on every read.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoopCache;
-
-#[async_trait]
-impl Cache for NoopCache {
-    async fn get(&self, _key: &str) -> Result<Option<Bytes>, CacheError> {
-        Ok(None)
-    }
-
-    async fn set(&self, _key: &str, _value: Bytes, _ttl: Duration) -> Result<(), CacheError> {
-        Ok(())
-    }
-
-    async fn delete(&self, _keys: &[String]) -> Result<(), CacheError> {
-        Ok(())
-    }
-
-    async fn health(&self) -> CacheHealth {
-        CacheHealth::Disabled
-    }
-
-    fn is_enabled(&self) -> bool {
-        false
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn noop_cache_never_returns_what_was_set() {
-        let cache = NoopCache;
-        cache
-            .set("k", Bytes::from_static(b"v"), Duration::from_secs(60))
-            .await
-            .expect("noop set succeeds");
-        assert_eq!(cache.get("k").await.expect("noop get succeeds"), None);
-        assert_eq!(cache.health().await, CacheHealth::Disabled);
-        assert!(!cache.is_enabled());
     }
 }

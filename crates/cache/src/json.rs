@@ -1,0 +1,54 @@
+//! Typed JSON on top of the bytes-level [`Cache`]: any `Cache` (trait objects included)
+//! gets `get_json` and `put_json`. An entry that does not decode is removed, counted in
+//! `cache_corrupt_total`, and reported as a miss that cannot store (the source of truth
+//! answers; the next reader repopulates it).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{Cache, CacheError, Key, Lookup, Stored, Ticket};
+
+/// What a typed lookup found.
+#[derive(Debug)]
+pub enum JsonLookup<T> {
+    Hit(T),
+    Miss(Ticket),
+}
+
+#[async_trait]
+pub trait CacheExt: Cache {
+    async fn get_json<T: DeserializeOwned + Send>(
+        &self,
+        key: &Key,
+    ) -> Result<JsonLookup<T>, CacheError> {
+        match self.get(key).await? {
+            Lookup::Miss(t) => Ok(JsonLookup::Miss(t)),
+            Lookup::Hit(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(v) => Ok(JsonLookup::Hit(v)),
+                Err(e) => {
+                    tracing::warn!(family = key.family(), error = %e, "removing an undecodable cache entry");
+                    crate::metrics::corrupt(key.family());
+                    let _ = self.remove(key).await;
+                    Ok(JsonLookup::Miss(Ticket::none()))
+                }
+            },
+        }
+    }
+
+    async fn put_json<T: Serialize + Sync>(
+        &self,
+        key: &Key,
+        ticket: &Ticket,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<Stored, CacheError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| CacheError::Protocol(e.to_string()))?;
+        self.put(key, ticket, Bytes::from(bytes), ttl).await
+    }
+}
+
+impl<C: Cache + ?Sized> CacheExt for C {}

@@ -1,0 +1,189 @@
+//! Keys: `family` (a metrics label and TTL group), `scope` (what is invalidated together)
+//! and a name built canonically from `(name, value)` parts.
+//!
+//! The name is injective and order-free: the same parts in any order give the same key,
+//! and different parts never share one. Values are percent-encoded (everything but
+//! `[A-Za-z0-9_.-]`), so `&`, `=`, `:`, `*`, spaces, unicode and case differences all
+//! stay distinct and no value can forge a separator. A name longer than
+//! [`MAX_PLAIN_LEN`] is replaced by its SHA-256, so keys stay short whatever the input.
+
+use std::fmt::Write as _;
+
+use sha2::{Digest, Sha256};
+
+/// Longest canonical name stored as it is; longer ones are hashed.
+pub const MAX_PLAIN_LEN: usize = 120;
+
+/// A cache key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    family: &'static str,
+    scope: String,
+    name: String,
+}
+
+fn encode_into(out: &mut String, value: &str) {
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+/// Percent-encodes `value`; injective, and the result has no `:`, `&`, `=` or `{}`.
+pub(crate) fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    encode_into(&mut out, value);
+    out
+}
+
+impl Key {
+    /// A key of `family` in `scope`, named by `parts`. Part names should be fixed
+    /// identifiers; a value may be anything.
+    pub fn new(family: &'static str, scope: &str, parts: &[(&str, &str)]) -> Self {
+        let mut sorted: Vec<&(&str, &str)> = parts.iter().collect();
+        sorted.sort_unstable();
+        let mut canonical = String::new();
+        for (i, (name, value)) in sorted.into_iter().enumerate() {
+            if i > 0 {
+                canonical.push('&');
+            }
+            encode_into(&mut canonical, name);
+            canonical.push('=');
+            encode_into(&mut canonical, value);
+        }
+        let name = if canonical.len() > MAX_PLAIN_LEN {
+            let digest = Sha256::digest(canonical.as_bytes());
+            let mut hex = String::from("sha256-");
+            for b in digest {
+                let _ = write!(hex, "{b:02x}");
+            }
+            hex
+        } else if canonical.is_empty() {
+            "_".to_owned()
+        } else {
+            canonical
+        };
+        Self {
+            family,
+            scope: scope.to_owned(),
+            name: format!("{}:{name}", encode(family)),
+        }
+    }
+
+    /// The metrics label and TTL group.
+    pub fn family(&self) -> &'static str {
+        self.family
+    }
+
+    /// What this key is invalidated with.
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    /// The storage name, without the cache's namespace.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn key(parts: &BTreeMap<String, String>) -> Key {
+        let parts: Vec<(&str, &str)> = parts
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Key::new("list", "list", &parts)
+    }
+
+    /// Values that stress the encoding: separators, escapes, unicode, case, length.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-zA-Z0-9 &=:*%_.-]{0,12}",
+            "\\PC{0,8}",
+            "[a-z]{100,300}",
+            Just(String::new()),
+            Just("Red Bank".to_owned()),
+            Just("red bank".to_owned()),
+            Just("a&b=c".to_owned()),
+            Just("a%26b%3Dc".to_owned()),
+        ]
+    }
+
+    fn filters() -> impl Strategy<Value = BTreeMap<String, String>> {
+        proptest::collection::btree_map(
+            prop_oneof![
+                Just("city"),
+                Just("industry"),
+                Just("enrichment_status"),
+                Just("page"),
+                Just("limit")
+            ]
+            .prop_map(str::to_owned),
+            value(),
+            0..5,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn the_same_parts_in_any_order_give_the_same_key(
+            parts in filters(),
+            seed in any::<u64>(),
+        ) {
+            let mut shuffled: Vec<(&str, &str)> =
+                parts.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            // A deterministic shuffle driven by the seed.
+            let len = shuffled.len();
+            for i in (1..len).rev() {
+                let j = usize::try_from(seed.rotate_left(u32::try_from(i).unwrap_or(0)) % (i as u64 + 1)).unwrap_or(0);
+                shuffled.swap(i, j);
+            }
+            prop_assert_eq!(Key::new("list", "list", &shuffled), key(&parts));
+        }
+
+        #[test]
+        fn different_parts_never_share_a_key(a in filters(), b in filters()) {
+            prop_assume!(a != b);
+            prop_assert_ne!(key(&a).name().to_owned(), key(&b).name().to_owned());
+        }
+
+        #[test]
+        fn keys_stay_short_and_free_of_separators(parts in filters()) {
+            let k = key(&parts);
+            prop_assert!(k.name().len() <= "list:".len() + MAX_PLAIN_LEN);
+            let body = k.name().trim_start_matches("list:");
+            let clean = !body.contains(':') && !body.contains('{') && !body.contains(' ');
+            prop_assert!(clean, "{}", body);
+        }
+    }
+
+    #[test]
+    fn tricky_values_stay_apart() {
+        let k = |parts: &[(&str, &str)]| Key::new("list", "list", parts).name().to_owned();
+        assert_ne!(
+            k(&[("city", "a&industry=b")]),
+            k(&[("city", "a"), ("industry", "b")])
+        );
+        assert_ne!(k(&[("city", "Freehold")]), k(&[("city", "freehold")]));
+        assert_ne!(k(&[("city", "")]), k(&[]));
+        assert_ne!(k(&[("city", "x")]), k(&[("industry", "x")]));
+        assert_eq!(
+            k(&[("page", "1"), ("city", "x")]),
+            k(&[("city", "x"), ("page", "1")])
+        );
+        assert_eq!(k(&[]), "list:_");
+        assert_eq!(k(&[("city", "Red Bank")]), "list:city=Red%20Bank");
+        let long = "x".repeat(1000);
+        assert!(k(&[("city", &long)]).starts_with("list:sha256-"));
+    }
+}

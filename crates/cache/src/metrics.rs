@@ -1,0 +1,36 @@
+//! Metrics of every cache, by family, through the `metrics` facade (export them with any
+//! recorder, Prometheus for example):
+//!
+//! | name | labels | meaning |
+//! |---|---|---|
+//! | `cache_requests_total` | `family`, `result` = `hit` / `miss` / `error` | lookups |
+//! | `cache_sets_total` | `family`, `result` = `stored` / `stale` / `too_large` / `error` | stores |
+//! | `cache_invalidations_total` | `family` (the scope's first segment) | scopes invalidated |
+//! | `cache_corrupt_total` | `family` | entries found unusable and removed |
+//! | `cache_redis_duration_seconds` | `op` | Redis call latency, failures included |
+
+use std::time::Duration;
+
+pub(crate) fn lookup(family: &'static str, result: &'static str) {
+    metrics::counter!("cache_requests_total", "family" => family, "result" => result).increment(1);
+}
+
+pub(crate) fn set(family: &'static str, result: &'static str) {
+    metrics::counter!("cache_sets_total", "family" => family, "result" => result).increment(1);
+}
+
+pub(crate) fn invalidated(scopes: &[&str]) {
+    for scope in scopes {
+        let family = scope.split(':').next().unwrap_or(scope).to_owned();
+        metrics::counter!("cache_invalidations_total", "family" => family).increment(1);
+    }
+}
+
+pub(crate) fn redis_call(op: &'static str, elapsed: Duration) {
+    metrics::histogram!("cache_redis_duration_seconds", "op" => op).record(elapsed.as_secs_f64());
+}
+
+/// Counts an entry of `family` found unusable (undecodable, say) by a caller.
+pub fn corrupt(family: &'static str) {
+    metrics::counter!("cache_corrupt_total", "family" => family).increment(1);
+}

@@ -1,0 +1,504 @@
+//! [`RedisCache`]: the shared cache on Redis.
+//!
+//! Storage layout under a namespace `ns` (default `letip:v1`; the version segment means a
+//! format change never reads old entries):
+//!
+//! | key | holds | TTL |
+//! |---|---|---|
+//! | `ns:{family}:{name}` | `"{epoch}.{generation}\n"` then the value | the entry's |
+//! | `ns:gen:{scope}` | the scope's generation | `generation_ttl` |
+//! | `ns:epoch` | the epoch, bumped after this process missed an invalidation | none |
+//! | `ns:seq` | the source of epochs and generations | none |
+//!
+//! A lookup, a store and an invalidation are each one Lua script, so one round trip and
+//! atomic. An entry is served only if its header equals the current epoch and its
+//! scope's current generation. Generations and epochs come from `seq`, which starts from
+//! the server clock in microseconds when it is missing and only grows: a generation key
+//! that expired or was evicted is made again with a value no older entry carries.
+//!
+//! The hot path takes no pool checkout: a few multiplexed connections, made and replaced
+//! by deadpool-redis, are shared by every request.
+
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use deadpool_redis::redis::aio::MultiplexedConnection;
+use deadpool_redis::redis::{self, RedisError, Script};
+use deadpool_redis::{Pool, Runtime};
+
+use crate::breaker::{Breaker, BreakerConfig, Transition};
+use crate::key::encode;
+use crate::{Cache, CacheError, CacheHealth, Key, Lookup, Stored, Ticket, metrics};
+
+/// Settings of a [`RedisCache`].
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// Prefix of every key; its version segment separates incompatible formats.
+    pub namespace: String,
+    /// Longest any Redis call may take before it counts as failed.
+    pub timeout: Duration,
+    /// Longest making a new connection may take.
+    pub connect_timeout: Duration,
+    /// Multiplexed connections shared by all requests.
+    pub connections: usize,
+    /// Values larger than this are not stored.
+    pub max_value_bytes: usize,
+    /// How long a scope's generation lives; at least the longest entry TTL, so entries
+    /// are not orphaned early.
+    pub generation_ttl: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            namespace: "letip:v1".into(),
+            timeout: Duration::from_millis(50),
+            connect_timeout: Duration::from_millis(200),
+            connections: 2,
+            max_value_bytes: 1024 * 1024,
+            generation_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Makes `KEYS[#KEYS]`-style id allocation available to the scripts below: the next value
+/// of `seq`, created from the server clock (microseconds) when missing.
+const NEXT_ID: &str = r"
+local function next_id(seq)
+  if redis.call('EXISTS', seq) == 0 then
+    local t = redis.call('TIME')
+    redis.call('SET', seq, string.format('%d', t[1] * 1000000 + t[2]))
+  end
+  return string.format('%d', redis.call('INCR', seq))
+end
+";
+
+/// KEYS: value, generation, epoch, seq. ARGV: generation TTL (ms).
+/// Returns {1, stored} on a hit, {0, tag} on a miss, {2, tag} for an entry that is not in
+/// this cache's format (written by something else): the caller removes it.
+const LOOKUP: &str = r"
+local epoch = redis.call('GET', KEYS[3])
+if not epoch then
+  epoch = next_id(KEYS[4])
+  redis.call('SET', KEYS[3], epoch)
+end
+local gen = redis.call('GET', KEYS[2])
+if not gen then
+  gen = next_id(KEYS[4])
+  redis.call('SET', KEYS[2], gen, 'PX', ARGV[1])
+end
+local tag = epoch .. '.' .. gen .. '\n'
+local v = redis.call('GET', KEYS[1])
+if not v then return {0, tag} end
+if string.sub(v, 1, #tag) == tag then return {1, v} end
+if string.match(v, '^%d+%.%d+\n') then return {0, tag} end
+return {2, tag}
+";
+
+/// KEYS: value, generation, epoch. ARGV: tag, value, TTL (ms). Stores only while the tag
+/// is current.
+const STORE: &str = r"
+local epoch = redis.call('GET', KEYS[3])
+local gen = redis.call('GET', KEYS[2])
+if epoch and gen and (epoch .. '.' .. gen .. '\n') == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1] .. ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+";
+
+/// KEYS: generation keys..., then seq. ARGV: generation TTL (ms).
+const INVALIDATE: &str = r"
+local seq = KEYS[#KEYS]
+for i = 1, #KEYS - 1 do
+  redis.call('SET', KEYS[i], next_id(seq), 'PX', ARGV[1])
+end
+return #KEYS - 1
+";
+
+/// KEYS: epoch, seq.
+const BUMP_EPOCH: &str = r"
+redis.call('SET', KEYS[1], next_id(KEYS[2]))
+return 1
+";
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{NEXT_ID}{body}"))
+}
+
+struct Scripts {
+    lookup: Script,
+    store: Script,
+    invalidate: Script,
+    bump_epoch: Script,
+}
+
+/// A slot holding one shared connection, or nothing until the next call makes one.
+type Slot = RwLock<Option<deadpool_redis::Connection>>;
+
+/// The Redis cache. Cheap to share: wrap it in an `Arc`.
+pub struct RedisCache {
+    pool: Pool,
+    slots: Vec<Slot>,
+    next_slot: AtomicUsize,
+    breaker: Breaker,
+    scripts: Scripts,
+    /// Set when an invalidation could not be applied; until the epoch has been bumped,
+    /// nothing is served from Redis, as any entry may be one that missed it.
+    missed_invalidation: AtomicBool,
+    namespace: String,
+    epoch_key: String,
+    seq_key: String,
+    config: RedisConfig,
+}
+
+impl std::fmt::Debug for RedisCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCache")
+            .field("namespace", &self.namespace)
+            .field("breaker", &self.breaker)
+            .field("missed_invalidation", &self.missed_invalidation)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> CacheError {
+    CacheError::Unavailable(e.to_string())
+}
+
+/// Whether the connection that returned `e` should be replaced.
+fn connection_is_broken(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error()
+}
+
+impl RedisCache {
+    /// Builds the cache. Connections are made on first use, so this succeeds while Redis
+    /// is down; only a malformed URL is an error.
+    pub fn new(config: RedisConfig) -> Result<Self, CacheError> {
+        let connections = config.connections.max(1);
+        let pool = deadpool_redis::Config::from_url(config.url.clone())
+            .builder()
+            .map_err(|e| CacheError::Config(e.to_string()))?
+            .max_size(connections + 1)
+            .wait_timeout(Some(config.connect_timeout))
+            .create_timeout(Some(config.connect_timeout))
+            .recycle_timeout(Some(config.connect_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| CacheError::Config(e.to_string()))?;
+        // A URL the client cannot parse fails here rather than on every request.
+        redis::Client::open(config.url.as_str()).map_err(|e| CacheError::Config(e.to_string()))?;
+        let ns = config.namespace.clone();
+        Ok(Self {
+            pool,
+            slots: (0..connections).map(|_| RwLock::new(None)).collect(),
+            next_slot: AtomicUsize::new(0),
+            breaker: Breaker::new(BreakerConfig::default()),
+            scripts: Scripts {
+                lookup: script(LOOKUP),
+                store: script(STORE),
+                invalidate: script(INVALIDATE),
+                bump_epoch: script(BUMP_EPOCH),
+            },
+            missed_invalidation: AtomicBool::new(false),
+            epoch_key: format!("{ns}:epoch"),
+            seq_key: format!("{ns}:seq"),
+            namespace: ns,
+            config,
+        })
+    }
+
+    fn value_key(&self, key: &Key) -> String {
+        format!("{}:{}", self.namespace, key.name())
+    }
+
+    fn generation_key(&self, scope: &str) -> String {
+        format!("{}:gen:{}", self.namespace, encode(scope))
+    }
+
+    fn generation_ttl_ms(&self) -> u64 {
+        u64::try_from(self.config.generation_ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A shared connection, made if its slot is empty.
+    async fn connection(&self) -> Result<(usize, MultiplexedConnection), CacheError> {
+        let i = self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let slot = self
+            .slots
+            .get(i)
+            .ok_or_else(|| unavailable("no connection slot"))?;
+        if let Some(conn) = slot.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Ok((i, (**conn).clone()));
+        }
+        let conn = tokio::time::timeout(self.config.connect_timeout, self.pool.get())
+            .await
+            .map_err(|_| unavailable("connecting to Redis timed out"))?
+            .map_err(unavailable)?;
+        let shared = (*conn).clone();
+        *slot.write().unwrap_or_else(|p| p.into_inner()) = Some(conn);
+        Ok((i, shared))
+    }
+
+    /// Drops a connection that failed so the next call makes a new one.
+    fn discard(&self, i: usize) {
+        if let Some(slot) = self.slots.get(i)
+            && let Some(conn) = slot.write().unwrap_or_else(|p| p.into_inner()).take()
+        {
+            // Taken out of the pool for good: a broken connection is never recycled.
+            drop(deadpool_redis::Connection::take(conn));
+        }
+    }
+
+    fn failed(&self) {
+        if self.breaker.failure() == Some(Transition::Opened) {
+            tracing::warn!(
+                namespace = %self.namespace,
+                "Redis is failing; reads go to the database until it answers again"
+            );
+        }
+    }
+
+    fn succeeded(&self) {
+        if self.breaker.success() == Some(Transition::Closed) {
+            tracing::info!(namespace = %self.namespace, "Redis answers again");
+        }
+    }
+
+    /// Runs one Redis call under the breaker and the timeout.
+    async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, CacheError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        if !self.breaker.allow() {
+            return Err(unavailable("circuit open"));
+        }
+        let start = Instant::now();
+        let (slot, conn) = match self.connection().await {
+            Ok(c) => c,
+            Err(e) => {
+                metrics::redis_call(op, start.elapsed());
+                self.failed();
+                return Err(e);
+            }
+        };
+        let outcome = tokio::time::timeout(self.config.timeout, f(conn)).await;
+        metrics::redis_call(op, start.elapsed());
+        match outcome {
+            Ok(Ok(v)) => {
+                self.succeeded();
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                if connection_is_broken(&e) {
+                    self.discard(slot);
+                }
+                self.failed();
+                Err(unavailable(e))
+            }
+            Err(_) => {
+                // A stalled pipeline would make every later call on it wait as well.
+                self.discard(slot);
+                self.failed();
+                Err(unavailable(format!(
+                    "{op} timed out after {:?}",
+                    self.config.timeout
+                )))
+            }
+        }
+    }
+
+    /// After a missed invalidation: makes every existing entry unreachable before
+    /// anything is served again.
+    async fn recover(&self) -> Result<(), CacheError> {
+        if !self.missed_invalidation.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let (epoch, seq) = (self.epoch_key.clone(), self.seq_key.clone());
+        self.call("bump_epoch", |mut c| async move {
+            self.scripts
+                .bump_epoch
+                .key(epoch)
+                .key(seq)
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await?;
+        self.missed_invalidation.store(false, Ordering::Release);
+        tracing::info!(
+            namespace = %self.namespace,
+            "bumped the cache epoch: entries older than a missed invalidation are gone"
+        );
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Cache for RedisCache {
+    async fn get(&self, key: &Key) -> Result<Lookup, CacheError> {
+        let result = async {
+            self.recover().await?;
+            let keys = [
+                self.value_key(key),
+                self.generation_key(key.scope()),
+                self.epoch_key.clone(),
+                self.seq_key.clone(),
+            ];
+            let ttl = self.generation_ttl_ms();
+            let (state, bytes): (i64, Vec<u8>) = self
+                .call("lookup", |mut c| async move {
+                    self.scripts
+                        .lookup
+                        .key(&keys[..])
+                        .arg(ttl)
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await?;
+            match state {
+                1 => {
+                    let bytes = Bytes::from(bytes);
+                    let header = bytes.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
+                    Ok(Lookup::Hit(bytes.slice(header..)))
+                }
+                0 => Ok(Lookup::Miss(Ticket::new(String::from_utf8_lossy(&bytes)))),
+                _ => {
+                    metrics::corrupt(key.family());
+                    tracing::warn!(
+                        family = key.family(),
+                        "removing a cache entry in an unknown format"
+                    );
+                    let _ = self.remove(key).await;
+                    Err(CacheError::Protocol("an entry in an unknown format".into()))
+                }
+            }
+        }
+        .await;
+        metrics::lookup(
+            key.family(),
+            match &result {
+                Ok(Lookup::Hit(_)) => "hit",
+                Ok(Lookup::Miss(_)) => "miss",
+                Err(_) => "error",
+            },
+        );
+        result
+    }
+
+    async fn put(
+        &self,
+        key: &Key,
+        ticket: &Ticket,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<Stored, CacheError> {
+        if value.len() > self.config.max_value_bytes {
+            metrics::set(key.family(), "too_large");
+            return Ok(Stored::TooLarge);
+        }
+        let Some(tag) = ticket.tag() else {
+            metrics::set(key.family(), "stale");
+            return Ok(Stored::Stale);
+        };
+        let keys = [
+            self.value_key(key),
+            self.generation_key(key.scope()),
+            self.epoch_key.clone(),
+        ];
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let stored: Result<i64, _> = self
+            .call("store", |mut c| async move {
+                self.scripts
+                    .store
+                    .key(&keys[..])
+                    .arg(tag)
+                    .arg(value.as_ref())
+                    .arg(ttl_ms)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await;
+        let outcome = match stored {
+            Ok(1) => Stored::Stored,
+            Ok(_) => Stored::Stale,
+            Err(e) => {
+                metrics::set(key.family(), "error");
+                return Err(e);
+            }
+        };
+        metrics::set(
+            key.family(),
+            if outcome == Stored::Stored {
+                "stored"
+            } else {
+                "stale"
+            },
+        );
+        Ok(outcome)
+    }
+
+    async fn invalidate(&self, scopes: &[&str]) -> Result<(), CacheError> {
+        if scopes.is_empty() {
+            return Ok(());
+        }
+        let mut keys: Vec<String> = scopes.iter().map(|s| self.generation_key(s)).collect();
+        keys.push(self.seq_key.clone());
+        let ttl = self.generation_ttl_ms();
+        let result = self
+            .call("invalidate", |mut c| async move {
+                self.scripts
+                    .invalidate
+                    .key(&keys[..])
+                    .arg(ttl)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await;
+        match result {
+            Ok(_) => {
+                metrics::invalidated(scopes);
+                Ok(())
+            }
+            Err(e) => {
+                // Entries of these scopes may now be stale in Redis: serve nothing from it
+                // until every entry older than now is unreachable.
+                self.missed_invalidation.store(true, Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+
+    async fn remove(&self, key: &Key) -> Result<(), CacheError> {
+        let name = self.value_key(key);
+        self.call("remove", |mut c| async move {
+            redis::cmd("UNLINK")
+                .arg(name)
+                .query_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn health(&self) -> CacheHealth {
+        if self.breaker.is_open() {
+            return CacheHealth::Down;
+        }
+        let pong = self
+            .call("ping", |mut c| async move {
+                redis::cmd("PING").query_async::<String>(&mut c).await
+            })
+            .await;
+        if pong.is_ok() {
+            CacheHealth::Up
+        } else {
+            CacheHealth::Down
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! `RedisCache` against a real, private redis-server: storage, generations, faults.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use letip_cache::{
+    Cache, CacheError, CacheHealth, Key, Lookup, RedisCache, RedisConfig, Stored, Ticket,
+};
+use letip_testkit::{FaultProxy, RedisServer};
+
+const TTL: Duration = Duration::from_secs(60);
+
+fn cache(url: String) -> RedisCache {
+    RedisCache::new(RedisConfig {
+        url,
+        max_value_bytes: 1024,
+        ..RedisConfig::default()
+    })
+    .expect("a valid configuration")
+}
+
+async fn miss(c: &RedisCache, k: &Key) -> Ticket {
+    match c.get(k).await.expect("Redis answers") {
+        Lookup::Miss(t) => t,
+        Lookup::Hit(b) => panic!("expected a miss, got {b:?}"),
+    }
+}
+
+async fn hit(c: &RedisCache, k: &Key) -> Bytes {
+    match c.get(k).await.expect("Redis answers") {
+        Lookup::Hit(b) => b,
+        Lookup::Miss(_) => panic!("expected a hit"),
+    }
+}
+
+fn detail(id: &str) -> Key {
+    Key::new("detail", &format!("detail:{id}"), &[("id", id)])
+}
+
+/// Polls until `f` is true; faults heal on their own schedule (breaker backoff).
+async fn eventually<F: AsyncFn() -> bool>(f: F) {
+    for _ in 0..200 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the condition never held");
+}
+
+#[tokio::test]
+async fn a_value_put_with_a_current_ticket_is_served_exactly() {
+    let redis = RedisServer::start();
+    let c = cache(redis.url());
+    let k = detail("1");
+    let t = miss(&c, &k).await;
+    let value = Bytes::from_static(b"{\"id\":1,\"name\":\"line\\nbreak\"}");
+    assert_eq!(
+        c.put(&k, &t, value.clone(), TTL).await.expect("put"),
+        Stored::Stored
+    );
+    assert_eq!(hit(&c, &k).await, value);
+    // What Redis holds: the header, then the value; with the entry's TTL.
+    let ttl: i64 = redis
+        .cli(&["PTTL", "letip:v1:detail:id=1"])
+        .parse()
+        .expect("a number");
+    assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
+    assert_eq!(c.health().await, CacheHealth::Up);
+}
+
+#[tokio::test]
+async fn a_put_after_an_invalidation_is_refused() {
+    let redis = RedisServer::start();
+    let c = cache(redis.url());
+    let k = detail("7");
+    let before = miss(&c, &k).await;
+    c.invalidate(&["detail:7"]).await.expect("invalidate");
+    let stored = c.put(&k, &before, Bytes::from_static(b"old"), TTL).await;
+    assert_eq!(stored.expect("put"), Stored::Stale);
+    let after = miss(&c, &k).await;
+    assert_ne!(before, after);
+    assert_eq!(
+        c.put(&k, &after, Bytes::from_static(b"new"), TTL)
+            .await
+            .expect("put"),
+        Stored::Stored
+    );
+    assert_eq!(hit(&c, &k).await, "new");
+}
+
+#[tokio::test]
+async fn invalidating_a_scope_hides_every_entry_of_it_and_nothing_else() {
+    let redis = RedisServer::start();
+    let c = cache(redis.url());
+    let pages: Vec<Key> = (1..=3)
+        .map(|p| Key::new("list", "list", &[("page", &p.to_string())]))
+        .collect();
+    let stats = Key::new("stats", "stats", &[]);
+    for k in pages.iter().chain([&stats]) {
+        let t = miss(&c, k).await;
+        c.put(k, &t, Bytes::from_static(b"v"), TTL)
+            .await
+            .expect("put");
+    }
+    c.invalidate(&["list"]).await.expect("invalidate");
+    for k in &pages {
+        miss(&c, k).await;
+    }
+    assert_eq!(hit(&c, &stats).await, "v");
+}
+
+#[tokio::test]
+async fn too_large_values_are_not_stored_and_entries_expire() {
+    let redis = RedisServer::start();
+    let c = cache(redis.url());
+    let k = Key::new("list", "list", &[]);
+    let t = miss(&c, &k).await;
+    let big = Bytes::from(vec![b'x'; 1025]);
+    assert_eq!(
+        c.put(&k, &t, big, TTL).await.expect("put"),
+        Stored::TooLarge
+    );
+    miss(&c, &k).await;
+    c.put(
+        &k,
+        &t,
+        Bytes::from_static(b"brief"),
+        Duration::from_millis(50),
+    )
+    .await
+    .expect("put");
+    assert_eq!(hit(&c, &k).await, "brief");
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    miss(&c, &k).await;
+}
+
+#[tokio::test]
+async fn a_lost_generation_key_makes_entries_misses_never_stale_hits() {
+    let redis = RedisServer::start();
+    let c = cache(redis.url());
+    let k = detail("3");
+    let t = miss(&c, &k).await;
+    c.put(&k, &t, Bytes::from_static(b"v"), TTL)
+        .await
+        .expect("put");
+    // Eviction or expiry of the generation: the next one is new, never the old value.
+    assert_eq!(redis.cli(&["DEL", "letip:v1:gen:detail%3A3"]), "1");
+    let t2 = miss(&c, &k).await;
+    assert_ne!(t, t2);
+    // Even the whole bookkeeping gone (a restart without persistence keeps nothing).
+    redis.cli(&["DEL", "letip:v1:seq", "letip:v1:epoch"]);
+    let t3 = miss(&c, &k).await;
+    assert_ne!(t2, t3);
+}
+
+#[tokio::test]
+async fn an_entry_in_a_foreign_format_is_removed_and_reported() {
+    let redis = RedisServer::start();
+    let c = cache(redis.url());
+    let k = detail("9");
+    redis.cli(&["SET", "letip:v1:detail:id=9", "not json at all"]);
+    let err = c.get(&k).await.expect_err("a foreign entry is not served");
+    assert!(matches!(err, CacheError::Protocol(_)), "{err}");
+    assert_eq!(redis.cli(&["EXISTS", "letip:v1:detail:id=9"]), "0");
+    miss(&c, &k).await;
+}
+
+#[tokio::test]
+async fn down_at_start_then_up_reconnects_by_itself() {
+    let port = letip_testkit::free_port();
+    let c = cache(format!("redis://127.0.0.1:{port}"));
+    let k = detail("1");
+    assert!(c.get(&k).await.is_err());
+    assert_eq!(c.health().await, CacheHealth::Down);
+    let t = Ticket::none();
+    assert!(
+        c.put(&k, &t, Bytes::from_static(b"v"), TTL)
+            .await
+            .is_ok_and(|s| s == Stored::Stale)
+    );
+
+    let _redis = RedisServer::start_on(port);
+    eventually(async || c.get(&k).await.is_ok()).await;
+    assert_eq!(c.health().await, CacheHealth::Up);
+}
+
+#[tokio::test]
+async fn killed_and_restarted_it_serves_again_and_nothing_old() {
+    let mut redis = RedisServer::start();
+    let c = cache(redis.url());
+    let k = detail("5");
+    let t = miss(&c, &k).await;
+    c.put(&k, &t, Bytes::from_static(b"v"), TTL)
+        .await
+        .expect("put");
+    redis.kill();
+    assert!(
+        c.get(&k).await.is_err(),
+        "a dead Redis is an error, not a miss"
+    );
+    redis.restart();
+    eventually(async || c.get(&k).await.is_ok()).await;
+    miss(&c, &k).await;
+}
+
+#[tokio::test]
+async fn a_stalled_redis_costs_a_timeout_then_the_circuit_opens() {
+    let redis = RedisServer::start();
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let c = cache(proxy.url());
+    let k = detail("1");
+    let t = miss(&c, &k).await;
+    c.put(&k, &t, Bytes::from_static(b"v"), TTL)
+        .await
+        .expect("put");
+
+    proxy.stall();
+    for _ in 0..3 {
+        // The call times out, or making a replacement connection does.
+        let err = c.get(&k).await.expect_err("stalled");
+        assert!(err.to_string().to_lowercase().contains("time"), "{err}");
+    }
+    // The circuit is open: calls are refused without waiting on Redis.
+    let err = c.get(&k).await.expect_err("open circuit");
+    assert!(err.to_string().contains("circuit open"), "{err}");
+    assert_eq!(c.health().await, CacheHealth::Down);
+
+    proxy.resume();
+    eventually(async || c.get(&k).await.is_ok()).await;
+    assert_eq!(
+        hit(&c, &k).await,
+        "v",
+        "no invalidation was missed: the entry is still good"
+    );
+}
+
+#[tokio::test]
+async fn after_a_missed_invalidation_no_older_entry_is_ever_served() {
+    let redis = RedisServer::start();
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let c = cache(proxy.url());
+    let k = detail("2");
+    let t = miss(&c, &k).await;
+    c.put(&k, &t, Bytes::from_static(b"before the write"), TTL)
+        .await
+        .expect("put");
+
+    // The write's invalidation cannot reach Redis.
+    proxy.cut();
+    proxy.stall();
+    assert!(c.invalidate(&["detail:2"]).await.is_err());
+    proxy.resume();
+
+    // Redis holds the old entry under a current generation, yet it is never served.
+    eventually(async || c.get(&k).await.is_ok()).await;
+    let t = miss(&c, &k).await;
+    c.put(&k, &t, Bytes::from_static(b"after"), TTL)
+        .await
+        .expect("put");
+    assert_eq!(hit(&c, &k).await, "after");
+}
+
+#[tokio::test]
+async fn a_cut_connection_is_replaced() {
+    let redis = RedisServer::start();
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let c = cache(proxy.url());
+    let k = detail("4");
+    let t = miss(&c, &k).await;
+    c.put(&k, &t, Bytes::from_static(b"v"), TTL)
+        .await
+        .expect("put");
+    proxy.cut();
+    // The first calls may see the dead connections; new ones are made.
+    eventually(async || matches!(c.get(&k).await, Ok(Lookup::Hit(_)))).await;
+}
+
+#[tokio::test]
+async fn a_malformed_url_is_a_configuration_error() {
+    let err = RedisCache::new(RedisConfig {
+        url: "definitely not a url".into(),
+        ..RedisConfig::default()
+    })
+    .expect_err("rejected");
+    assert!(matches!(err, CacheError::Config(_)), "{err}");
+}

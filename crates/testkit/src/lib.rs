@@ -1,0 +1,265 @@
+//! Fixtures for tests that break Redis on purpose. They never touch a shared Redis: each
+//! [`RedisServer`] is a private `redis-server` on a free loopback port, and a
+//! [`FaultProxy`] sits between a client and any server to stall or cut its connections.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A free TCP port on 127.0.0.1 (free when asked; bind soon).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
+    listener.local_addr().expect("a bound address").port()
+}
+
+/// A private redis-server, killed when dropped.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+fn answers_ping(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    ) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 64];
+    s.write_all(b"PING\r\n").is_ok()
+        && s.read(&mut buf)
+            .is_ok_and(|n| buf.get(..n).is_some_and(|b| b.starts_with(b"+PONG")))
+}
+
+impl RedisServer {
+    /// Starts redis-server on a free port with persistence off.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts redis-server on `port` (one a client was already pointed at, say).
+    pub fn start_on(port: u16) -> Self {
+        let mut server = Self {
+            port,
+            child: None,
+            extra: Vec::new(),
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts redis-server with extra arguments (`["--requirepass", "secret"]`, say).
+    pub fn start_with(extra: &[&str]) -> Self {
+        let mut server = Self {
+            port: free_port(),
+            child: None,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/services.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let needs_auth = self.extra.iter().any(|a| a == "--requirepass");
+        while !needs_auth && !answers_ping(self.port) {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if needs_auth {
+            while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server at once (SIGKILL): no goodbye to its clients, data lost.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Runs one command with redis-cli and answers its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli is installed");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Pass,
+    /// Bytes are held, in both directions, until the mode changes.
+    Stall,
+}
+
+/// A TCP proxy on a free loopback port in front of `upstream`. It can hold every byte
+/// (a stalled server), or cut every open connection (a network failure).
+#[derive(Debug)]
+pub struct FaultProxy {
+    addr: SocketAddr,
+    mode: Arc<watch::Sender<Mode>>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut mode: watch::Receiver<Mode>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if mode.wait_for(|m| *m == Mode::Pass).await.is_err() {
+            return;
+        }
+        let Some(chunk) = buf.get(..n) else { return };
+        if to.write_all(chunk).await.is_err() {
+            return;
+        }
+    }
+}
+
+impl FaultProxy {
+    /// Starts proxying to `upstream`. Must be called inside a Tokio runtime.
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free loopback port");
+        let addr = listener.local_addr().expect("a bound address");
+        let mode = Arc::new(watch::channel(Mode::Pass).0);
+        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let accept = {
+            let mode = mode.clone();
+            let connections = connections.clone();
+            tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let mode = mode.clone();
+                    let task = tokio::spawn(async move {
+                        let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                            return;
+                        };
+                        let (cr, cw) = client.into_split();
+                        let (sr, sw) = server.into_split();
+                        let up = tokio::spawn(pump(cr, sw, mode.subscribe()));
+                        let down = tokio::spawn(pump(sr, cw, mode.subscribe()));
+                        let (abort_up, abort_down) = (up.abort_handle(), down.abort_handle());
+                        // Whichever side ends first ends both; aborting this task ends both.
+                        struct Both(tokio::task::AbortHandle, tokio::task::AbortHandle);
+                        impl Drop for Both {
+                            fn drop(&mut self) {
+                                self.0.abort();
+                                self.1.abort();
+                            }
+                        }
+                        let _both = Both(abort_up, abort_down);
+                        tokio::select! {
+                            _ = up => {}
+                            _ = down => {}
+                        }
+                    });
+                    connections
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(task);
+                }
+            })
+        };
+        Self {
+            addr,
+            mode,
+            connections,
+            accept,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    /// Holds every byte from now on, in both directions.
+    pub fn stall(&self) {
+        self.mode.send_replace(Mode::Stall);
+    }
+
+    /// Lets bytes through again, held ones first.
+    pub fn resume(&self) {
+        self.mode.send_replace(Mode::Pass);
+    }
+
+    /// Closes every open connection; new ones are accepted as before.
+    pub fn cut(&self) {
+        for task in self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
