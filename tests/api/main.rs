@@ -6,6 +6,7 @@
 #![allow(clippy::indexing_slicing)]
 
 mod businesses;
+mod cache;
 mod contacts_messages;
 mod enrichment;
 mod events;

@@ -8,10 +8,17 @@
 // rather than panicking; the lint cannot tell `serde_json::Value` from a slice.
 #![allow(clippy::indexing_slicing)]
 
+mod probe;
+
+use std::sync::Arc;
 use std::time::Duration;
+
+use letip_domain::Repository;
 
 use letip_server::{CacheBackend, Config, Running};
 use serde_json::Value;
+
+pub use probe::{PauseHandle, Probe};
 
 /// PostgreSQL server the tests use; `TEST_DATABASE_URL` overrides it. Any database path in
 /// it is replaced by a fresh database per test.
@@ -120,6 +127,24 @@ impl TestApp {
 
     /// A server whose configuration `adjust` may change first.
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_wrapped(adjust, |store| store).await
+    }
+
+    /// A server reading through a private Redis at `redis_url`.
+    pub async fn spawn_redis(redis_url: &str) -> Self {
+        Self::spawn_with(|c| {
+            c.cache_backend = CacheBackend::Redis;
+            c.redis_url = redis_url.to_owned();
+        })
+        .await
+    }
+
+    /// A server whose PostgreSQL repository is wrapped by `wrap` (to count or pause its
+    /// reads) before the cache is put in front of it.
+    pub async fn spawn_wrapped(
+        adjust: impl FnOnce(&mut Config),
+        wrap: impl FnOnce(Arc<dyn Repository>) -> Arc<dyn Repository>,
+    ) -> Self {
         let db = TestDb::new();
         let mut config = Config::from_env();
         config.database_url = db.url.clone();
@@ -129,7 +154,7 @@ impl TestApp {
         config.database_pool_size = 8;
         config.cache_backend = CacheBackend::None;
         adjust(&mut config);
-        let running = letip_server::start(&config)
+        let running = letip_server::start_with(&config, wrap)
             .await
             .expect("the server starts");
         let client = reqwest::Client::builder()

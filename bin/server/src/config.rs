@@ -79,6 +79,26 @@ pub struct Config {
         global = true
     )]
     pub cache_backend: CacheBackend,
+    /// Longest a Redis call may take before the read goes to the database.
+    #[arg(long, env = "CACHE_TIMEOUT_MS", default_value_t = 50, global = true)]
+    pub cache_timeout_ms: u64,
+    /// Values larger than this are not cached (and counted).
+    #[arg(long, env = "CACHE_MAX_VALUE_BYTES", default_value_t = 1024 * 1024, global = true)]
+    pub cache_max_value_bytes: usize,
+    /// Prefix of every Redis key; change the version to start afresh.
+    #[arg(
+        long,
+        env = "CACHE_NAMESPACE",
+        default_value = "letip:v1",
+        global = true
+    )]
+    pub cache_namespace: String,
+    /// Multiplexed Redis connections shared by all requests.
+    #[arg(long, env = "REDIS_CONNECTIONS", default_value_t = 2, global = true)]
+    pub redis_connections: usize,
+    /// Most bytes the in-process cache holds (`CACHE_BACKEND=memory`).
+    #[arg(long, env = "CACHE_MEMORY_MAX_BYTES", default_value_t = 256 * 1024 * 1024, global = true)]
+    pub cache_memory_max_bytes: u64,
     #[arg(long, env = "HOST", default_value = "127.0.0.1", global = true)]
     pub host: String,
     /// 0 picks a free port and logs it.
@@ -128,12 +148,14 @@ impl Config {
     /// The configuration as a log line, with passwords in URLs masked.
     pub fn describe(&self) -> String {
         format!(
-            "database_url={} pool_size={} redis_url={} cache_backend={:?} listen={}:{} workers={} \
-             ttl_secs(stats={}, list={}, detail={})",
+            "database_url={} pool_size={} redis_url={} cache_backend={:?} cache_namespace={} \
+             cache_timeout_ms={} listen={}:{} workers={} ttl_secs(stats={}, list={}, detail={})",
             redact(&self.database_url),
             self.database_pool_size,
             redact(&self.redis_url),
             self.cache_backend,
+            self.cache_namespace,
+            self.cache_timeout_ms,
             self.host,
             self.port,
             self.workers,

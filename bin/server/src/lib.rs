@@ -6,10 +6,11 @@ pub mod config;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use letip_api::AppState;
-use letip_cache::{Cache, NoopCache};
+use letip_cache::{Cache, MemoryCache, MemoryConfig, NoopCache, RedisCache, RedisConfig};
 use letip_domain::Repository;
 use letip_service::{CachedRepository, EventHub, Notifying};
 use letip_store::{PgStore, PoolOptions};
@@ -46,21 +47,44 @@ pub async fn migrate(config: &Config) -> anyhow::Result<usize> {
     Ok(letip_store::migrate(&config.database_url).await?)
 }
 
-fn cache(config: &Config) -> Arc<dyn Cache> {
-    match config.cache_backend {
+/// The cache `CACHE_BACKEND` names. Redis being down is not an error: the server starts
+/// and reads go to PostgreSQL until Redis answers.
+pub fn cache(config: &Config) -> anyhow::Result<Arc<dyn Cache>> {
+    // Generations must outlive every entry of their scope.
+    let generation_ttl = config.ttls().longest() * 2;
+    Ok(match config.cache_backend {
         CacheBackend::None => Arc::new(NoopCache),
-        CacheBackend::Redis | CacheBackend::Memory => {
-            tracing::warn!(
-                backend = ?config.cache_backend,
-                "this build has no cache backend yet: every read goes to PostgreSQL"
-            );
-            Arc::new(NoopCache)
-        }
-    }
+        CacheBackend::Memory => Arc::new(MemoryCache::new(MemoryConfig {
+            max_bytes: config.cache_memory_max_bytes,
+            max_value_bytes: config.cache_max_value_bytes,
+            generation_ttl,
+        })),
+        CacheBackend::Redis => Arc::new(
+            RedisCache::new(RedisConfig {
+                url: config.redis_url.clone(),
+                namespace: config.cache_namespace.clone(),
+                timeout: Duration::from_millis(config.cache_timeout_ms),
+                connections: config.redis_connections,
+                max_value_bytes: config.cache_max_value_bytes,
+                generation_ttl,
+                ..RedisConfig::default()
+            })
+            .context("configuring the Redis cache")?,
+        ),
+    })
 }
 
 /// Prepares the database, wires the repository stack and starts serving.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    start_with(config, |store| store).await
+}
+
+/// [`start`], with `wrap` given the PostgreSQL repository to wrap before the cache is put
+/// in front of it (tests count or pause database reads this way).
+pub async fn start_with(
+    config: &Config,
+    wrap: impl FnOnce(Arc<dyn Repository>) -> Arc<dyn Repository>,
+) -> anyhow::Result<Running> {
     let applied = migrate(config).await.context("preparing the database")?;
     if applied > 0 {
         tracing::info!(applied, "ran migrations");
@@ -72,9 +96,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             ..PoolOptions::default()
         },
     )?;
-    let store: Arc<dyn Repository> = Arc::new(PgStore::new(pool));
+    let store: Arc<dyn Repository> = wrap(Arc::new(PgStore::new(pool)));
     let cached: Arc<dyn Repository> =
-        Arc::new(CachedRepository::new(store, cache(config), config.ttls()));
+        Arc::new(CachedRepository::new(store, cache(config)?, config.ttls()));
     let events = EventHub::new();
     let repo: Arc<dyn Repository> = Notifying::new(cached, events.clone());
     let state = AppState {

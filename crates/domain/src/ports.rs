@@ -29,7 +29,7 @@ impl Entity {
 }
 
 /// Why a repository call failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RepoError {
     #[error("{} with id {id} not found", .entity.name())]
     NotFound { entity: Entity, id: i32 },

@@ -6,6 +6,8 @@
 
 mod cached;
 pub mod events;
+mod flight;
+mod keys;
 
 pub use cached::{CacheTtls, CachedRepository};
 pub use events::{Event, EventHub, Notifying};

@@ -1,0 +1,434 @@
+//! The cache end to end: a private redis-server per test, the real server and database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use letip_domain::Repository;
+use letip_testkit::{FaultProxy, RedisServer};
+use letip_tests::{Probe, Res, TestApp, id};
+use serde_json::{Value, json};
+
+async fn spawn_probed(redis_url: &str) -> (TestApp, Arc<Probe>) {
+    let probe = std::sync::Mutex::new(None);
+    let app = TestApp::spawn_wrapped(
+        |c| {
+            c.cache_backend = letip_server::CacheBackend::Redis;
+            c.redis_url = redis_url.to_owned();
+        },
+        |store| {
+            let p = Probe::new(store);
+            *probe.lock().expect("unpoisoned") = Some(p.clone());
+            p as Arc<dyn Repository>
+        },
+    )
+    .await;
+    let probe = probe
+        .lock()
+        .expect("unpoisoned")
+        .take()
+        .expect("the store was wrapped");
+    (app, probe)
+}
+
+fn cache_of(res: &Res) -> &str {
+    res.header("x-cache").unwrap_or("none")
+}
+
+/// Polls a condition that a background mechanism (reconnection) makes true.
+async fn eventually<F: AsyncFn() -> bool>(what: &str, f: F) {
+    for _ in 0..200 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_miss_then_hit_with_the_same_body_and_their_family_ttl() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn_redis(&redis.url()).await;
+    let b = app
+        .business(json!({"name": "Cached", "city": "Freehold"}))
+        .await;
+    for path in [
+        "/api/businesses/stats".to_owned(),
+        "/api/businesses?city=Freehold&limit=5".to_owned(),
+        format!("/api/businesses/{}", id(&b)),
+    ] {
+        let first = app.get(&path).await;
+        assert_eq!((first.status, cache_of(&first)), (200, "MISS"), "{path}");
+        let second = app.get(&path).await;
+        assert_eq!((second.status, cache_of(&second)), (200, "HIT"), "{path}");
+        assert_eq!(first.body, second.body, "{path}");
+        assert_eq!(second.header("content-type"), Some("application/json"));
+    }
+    let ttl = |pattern: &str| -> i64 {
+        let key = redis.cli(&["--scan", "--pattern", pattern]);
+        redis
+            .cli(&["PTTL", key.lines().next().expect("a key")])
+            .parse()
+            .expect("a number")
+    };
+    let stats = ttl("letip:v1:stats:*");
+    let list = ttl("letip:v1:list:*");
+    let detail = ttl("letip:v1:detail:*");
+    assert!(stats > 20_000 && stats <= 30_000, "stats {stats}");
+    assert!(list > 290_000 && list <= 300_000, "list {list}");
+    assert!(detail > 590_000 && detail <= 600_000, "detail {detail}");
+    assert_eq!(app.get("/health").await.body["redis"], "up");
+}
+
+/// Warms stats, the list and the detail of `b`, runs `mutate`, then answers the three
+/// fresh reads; each must be a miss (its entry was invalidated) or reflect the change.
+async fn after(app: &TestApp, b: &Value, mutate: impl AsyncFnOnce()) -> (Res, Res, Res) {
+    let detail = format!("/api/businesses/{}", id(b));
+    for path in ["/api/businesses/stats", "/api/businesses", &detail] {
+        app.get(path).await;
+        assert_eq!(cache_of(&app.get(path).await), "HIT", "{path} is warm");
+    }
+    mutate().await;
+    (
+        app.get("/api/businesses/stats").await,
+        app.get("/api/businesses").await,
+        app.get(&detail).await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mutation_invalidates_what_it_changes() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn_redis(&redis.url()).await;
+    let b = app.business(json!({"name": "Acme", "city": "Wall"})).await;
+    let path = format!("/api/businesses/{}", id(&b));
+
+    // Business update: list and detail show it; stats are unchanged and may stay cached.
+    let (_, list, detail) = after(&app, &b, async || {
+        app.patch(&path, json!({"city": "Brick"})).await;
+    })
+    .await;
+    assert_eq!(list.body["data"][0]["city"], "Brick");
+    assert_eq!(detail.body["city"], "Brick");
+
+    // Business create.
+    let (stats, list, _) = after(&app, &b, async || {
+        app.business(json!({"name": "Second"})).await;
+    })
+    .await;
+    assert_eq!(stats.body["totalBusinesses"], 2);
+    assert_eq!(list.body["meta"]["total"], 2);
+
+    // Enrichment.
+    let (stats, list, detail) = after(&app, &b, async || {
+        app.post(
+            &format!("/api/enrich/{}", id(&b)),
+            json!({"status": "enriched", "contacts": [{"name": "Ann"}]}),
+        )
+        .await;
+    })
+    .await;
+    assert_eq!(stats.body["enrichedBusinesses"], 1);
+    assert_eq!(stats.body["totalContacts"], 1);
+    let listed = |list: &Res| {
+        list.body["data"]
+            .as_array()
+            .and_then(|d| d.iter().find(|x| x["id"] == b["id"]).cloned())
+            .expect("listed")
+    };
+    assert_eq!(listed(&list)["enrichment_status"], "enriched");
+    assert_eq!(detail.body["contacts"].as_array().map(Vec::len), Some(1));
+
+    // Contact create.
+    let mut contact = Value::Null;
+    let (stats, list, detail) = after(&app, &b, async || {
+        contact = app
+            .post(&format!("{path}/contacts"), json!({"name": "Bo"}))
+            .await
+            .body;
+    })
+    .await;
+    assert_eq!(stats.body["totalContacts"], 2);
+    assert_eq!(listed(&list)["contacts"].as_array().map(Vec::len), Some(2));
+    assert_eq!(detail.body["contacts"].as_array().map(Vec::len), Some(2));
+
+    // Message create.
+    let mut message = Value::Null;
+    let (stats, _, detail) = after(&app, &b, async || {
+        message = app
+            .post(&format!("{path}/messages"), json!({"message_text": "Hi"}))
+            .await
+            .body;
+    })
+    .await;
+    assert_eq!(stats.body["messagesPending"], 1);
+    assert_eq!(detail.body["outreach_messages"][0]["status"], "generated");
+
+    // Message status change.
+    let (stats, _, detail) = after(&app, &b, async || {
+        app.patch(
+            &format!("/api/messages/{}", id(&message)),
+            json!({"status": "sent"}),
+        )
+        .await;
+    })
+    .await;
+    assert_eq!(
+        (
+            stats.body["messagesSent"].as_i64(),
+            stats.body["messagesPending"].as_i64()
+        ),
+        (Some(1), Some(0))
+    );
+    assert_eq!(detail.body["outreach_messages"][0]["status"], "sent");
+
+    // Contact delete.
+    let (stats, list, detail) = after(&app, &b, async || {
+        app.delete(&format!("/api/contacts/{}", id(&contact))).await;
+    })
+    .await;
+    assert_eq!(stats.body["totalContacts"], 1);
+    assert_eq!(listed(&list)["contacts"].as_array().map(Vec::len), Some(1));
+    assert_eq!(detail.body["contacts"].as_array().map(Vec::len), Some(1));
+
+    // Business delete.
+    let (stats, list, detail) = after(&app, &b, async || {
+        app.delete(&path).await;
+    })
+    .await;
+    assert_eq!(stats.body["totalBusinesses"], 1);
+    assert_eq!(list.body["meta"]["total"], 1);
+    assert_eq!(detail.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_on_a_cold_key_costs_one_database_read() {
+    let redis = RedisServer::start();
+    let (app, probe) = spawn_probed(&redis.url()).await;
+    app.db
+        .execute("INSERT INTO business (name, city) SELECT 'B' || i, 'Freehold' FROM generate_series(1, 30) i")
+        .await;
+    for (path, counter) in [
+        ("/api/businesses/stats", &probe.stats_reads),
+        ("/api/businesses?city=Freehold", &probe.list_reads),
+        ("/api/businesses/7", &probe.detail_reads),
+    ] {
+        let before = Probe::count(counter);
+        let burst = (0..100).map(|_| app.get(path));
+        let answers = futures_util::future::join_all(burst).await;
+        assert!(answers.iter().all(|r| r.status == 200), "{path}");
+        assert!(answers.windows(2).all(|w| w[0].body == w[1].body), "{path}");
+        assert_eq!(
+            Probe::count(counter) - before,
+            1,
+            "{path}: one database read for 100 requests"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_loaded_old_data_cannot_store_it_after_a_write() {
+    let redis = RedisServer::start();
+    let (app, probe) = spawn_probed(&redis.url()).await;
+    let b = app.business(json!({"name": "Before"})).await;
+    let path = format!("/api/businesses/{}", id(&b));
+
+    // A reader misses and reads the database, and is held before it stores.
+    let pause = probe.pause_next_detail().await;
+    let reader = {
+        let (client, url) = (app.client.clone(), app.url(&path));
+        tokio::spawn(async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .expect("answer")
+                .json::<Value>()
+                .await
+        })
+    };
+    pause.read_done.await.expect("the reader read the database");
+
+    // A writer commits and answers while the reader holds the old row.
+    let write = app.patch(&path, json!({"name": "After"})).await;
+    assert_eq!(write.status, 200);
+
+    // The reader goes on: it may answer what it read (it started before the write)...
+    pause.release.send(()).expect("the reader waits");
+    let old = reader.await.expect("joined").expect("json");
+    assert_eq!(old["name"], "Before");
+
+    // ...but it must not have stored it: every read from now on shows the write.
+    for _ in 0..3 {
+        let fresh = app.get(&path).await;
+        assert_eq!(
+            fresh.body["name"],
+            "After",
+            "served {} ({})",
+            fresh.body["name"],
+            cache_of(&fresh)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_parallel_creates_then_stats_counts_them_all() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn_redis(&redis.url()).await;
+    app.get("/api/businesses/stats").await;
+    let creates = (0..10).map(|i| app.post("/api/businesses", json!({"name": format!("P{i}")})));
+    for r in futures_util::future::join_all(creates).await {
+        assert_eq!(r.status, 201);
+    }
+    assert_eq!(app.stats().await["totalBusinesses"], 10);
+    assert_eq!(
+        app.get("/api/businesses?limit=100").await.body["meta"]["total"],
+        10
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_at_start_serves_from_postgres_then_reconnects() {
+    let port = letip_testkit::free_port();
+    let app = TestApp::spawn_redis(&format!("redis://127.0.0.1:{port}")).await;
+    let b = app.business(json!({"name": "Up anyway"})).await;
+    for _ in 0..5 {
+        let res = app.get(&format!("/api/businesses/{}", id(&b))).await;
+        assert_eq!((res.status, cache_of(&res)), (200, "BYPASS"));
+        assert_eq!(res.body["name"], "Up anyway");
+    }
+    let health = app.get("/health").await;
+    assert_eq!(
+        (health.status, health.body["redis"].as_str()),
+        (200, Some("down"))
+    );
+
+    let _redis = RedisServer::start_on(port);
+    eventually("the cache serves hits again", async || {
+        cache_of(&app.get("/api/businesses/stats").await) == "HIT"
+    })
+    .await;
+    assert_eq!(app.get("/health").await.body["redis"], "up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_under_load_costs_no_5xx_and_no_stale_read_after_restart() {
+    let mut redis = RedisServer::start();
+    let app = Arc::new(TestApp::spawn_redis(&redis.url()).await);
+    let b = app.business(json!({"name": "v0"})).await;
+    let path = format!("/api/businesses/{}", id(&b));
+
+    let load = {
+        let app = app.clone();
+        let path = path.clone();
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for i in 0..300 {
+                let res = match i % 3 {
+                    0 => app.get("/api/businesses/stats").await,
+                    1 => app.get("/api/businesses").await,
+                    _ => app.get(&path).await,
+                };
+                statuses.push(res.status);
+            }
+            statuses
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    redis.kill();
+    // A write while Redis is dead: its invalidation is lost.
+    let write = app.patch(&path, json!({"name": "v1"})).await;
+    assert_eq!(write.status, 200);
+    assert_eq!(app.get(&path).await.body["name"], "v1");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    redis.restart();
+    let statuses = load.await.expect("joined");
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    eventually("reads go through Redis again", async || {
+        cache_of(&app.get(&path).await) != "BYPASS"
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(app.get(&path).await.body["name"], "v1");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_is_bypassed_and_a_write_made_meanwhile_is_never_hidden() {
+    let redis = RedisServer::start();
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let app = TestApp::spawn_redis(&proxy.url()).await;
+    let b = app.business(json!({"name": "v0"})).await;
+    let path = format!("/api/businesses/{}", id(&b));
+    app.get(&path).await;
+    assert_eq!(cache_of(&app.get(&path).await), "HIT");
+
+    proxy.stall();
+    for _ in 0..5 {
+        let res = app.get(&path).await;
+        assert_eq!((res.status, cache_of(&res)), (200, "BYPASS"));
+    }
+    // The write commits; its invalidation cannot reach Redis, which still holds v0.
+    assert_eq!(app.patch(&path, json!({"name": "v1"})).await.status, 200);
+    proxy.resume();
+    eventually("reads go through Redis again", async || {
+        cache_of(&app.get(&path).await) != "BYPASS"
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(app.get(&path).await.body["name"], "v1");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_that_is_not_json_is_bypassed_removed_and_counted() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn_redis(&redis.url()).await;
+    let b = app.business(json!({"name": "Intact"})).await;
+    let path = format!("/api/businesses/{}", id(&b));
+    app.get(&path).await;
+    let key = redis.cli(&["--scan", "--pattern", "letip:v1:detail:*"]);
+    let key = key.lines().next().expect("the detail entry").to_owned();
+
+    // Garbage behind a valid header, then garbage in no known format at all.
+    let stored = redis.cli(&["GET", &key]);
+    let header = stored.split('\n').next().expect("a header").to_owned();
+    for planted in [
+        format!("{header}\n{{\"id\": 1, trunc"),
+        "definitely not json".to_owned(),
+    ] {
+        redis.cli(&["SET", &key, &planted, "PX", "600000"]);
+        let res = app.get(&path).await;
+        assert_eq!((res.status, cache_of(&res)), (200, "BYPASS"), "{planted}");
+        assert_eq!(res.body["name"], "Intact");
+        assert_eq!(
+            redis.cli(&["EXISTS", &key]),
+            "0",
+            "the bad entry is deleted"
+        );
+        assert_eq!(cache_of(&app.get(&path).await), "MISS");
+        assert_eq!(cache_of(&app.get(&path).await), "HIT");
+    }
+    let metrics = app.get("/metrics").await.text;
+    assert!(
+        metrics.contains(r#"cache_corrupt_total{family="detail"} 2"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"cache_requests_total{family="detail",result="hit"}"#));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_backend_caches_and_invalidates_too() {
+    let app = TestApp::spawn_with(|c| c.cache_backend = letip_server::CacheBackend::Memory).await;
+    let b = app.business(json!({"name": "Mem"})).await;
+    let path = format!("/api/businesses/{}", id(&b));
+    assert_eq!(cache_of(&app.get(&path).await), "MISS");
+    assert_eq!(cache_of(&app.get(&path).await), "HIT");
+    app.patch(&path, json!({"name": "Mem2"})).await;
+    let res = app.get(&path).await;
+    assert_eq!(
+        (cache_of(&res), res.body["name"].as_str()),
+        ("MISS", Some("Mem2"))
+    );
+    assert_eq!(app.get("/health").await.body["redis"], "up");
+}

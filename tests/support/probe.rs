@@ -1,0 +1,140 @@
+//! [`Probe`]: a repository wrapper that counts reads and can hold one detail read between
+//! its database read and its return, to replay races deterministically.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use letip_domain::{
+    Business, BusinessDetail, BusinessPage, BusinessPatch, Contact, EnrichmentRun, Fetched, Health,
+    ListQuery, MessageStatusUpdate, NewBusiness, NewContact, NewMessage, OutreachMessage,
+    RepoError, Repository, Stats,
+};
+use tokio::sync::{Mutex, oneshot};
+
+/// A pause armed for the next detail read: it reports when its database read is done,
+/// then waits to be released.
+#[derive(Debug)]
+struct Pause {
+    read_done: oneshot::Sender<()>,
+    release: oneshot::Receiver<()>,
+}
+
+/// Counts the reads that reach the database.
+#[derive(Debug)]
+pub struct Probe {
+    inner: Arc<dyn Repository>,
+    pub stats_reads: AtomicUsize,
+    pub list_reads: AtomicUsize,
+    pub detail_reads: AtomicUsize,
+    pause: Mutex<Option<Pause>>,
+}
+
+/// The two ends of an armed pause, for the test.
+#[derive(Debug)]
+pub struct PauseHandle {
+    pub read_done: oneshot::Receiver<()>,
+    pub release: oneshot::Sender<()>,
+}
+
+impl Probe {
+    pub fn new(inner: Arc<dyn Repository>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            stats_reads: AtomicUsize::new(0),
+            list_reads: AtomicUsize::new(0),
+            detail_reads: AtomicUsize::new(0),
+            pause: Mutex::new(None),
+        })
+    }
+
+    /// Holds the next detail read after it has read the database.
+    pub async fn pause_next_detail(&self) -> PauseHandle {
+        let (done_tx, done_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel();
+        *self.pause.lock().await = Some(Pause {
+            read_done: done_tx,
+            release: release_rx,
+        });
+        PauseHandle {
+            read_done: done_rx,
+            release: release_tx,
+        }
+    }
+
+    pub fn count(counter: &AtomicUsize) -> usize {
+        counter.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Repository for Probe {
+    async fn stats(&self) -> Result<Fetched<Stats>, RepoError> {
+        self.stats_reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.stats().await
+    }
+
+    async fn list_businesses(&self, query: &ListQuery) -> Result<Fetched<BusinessPage>, RepoError> {
+        self.list_reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.list_businesses(query).await
+    }
+
+    async fn business_detail(&self, id: i32) -> Result<Fetched<BusinessDetail>, RepoError> {
+        self.detail_reads.fetch_add(1, Ordering::SeqCst);
+        let read = self.inner.business_detail(id).await;
+        let pause = self.pause.lock().await.take();
+        if let Some(p) = pause {
+            let _ = p.read_done.send(());
+            let _ = p.release.await;
+        }
+        read
+    }
+
+    async fn create_business(&self, new: NewBusiness) -> Result<Business, RepoError> {
+        self.inner.create_business(new).await
+    }
+
+    async fn update_business(&self, id: i32, patch: BusinessPatch) -> Result<Business, RepoError> {
+        self.inner.update_business(id, patch).await
+    }
+
+    async fn delete_business(&self, id: i32) -> Result<(), RepoError> {
+        self.inner.delete_business(id).await
+    }
+
+    async fn enrich(&self, id: i32, run: EnrichmentRun) -> Result<BusinessDetail, RepoError> {
+        self.inner.enrich(id, run).await
+    }
+
+    async fn create_contact(
+        &self,
+        business_id: i32,
+        new: NewContact,
+    ) -> Result<Contact, RepoError> {
+        self.inner.create_contact(business_id, new).await
+    }
+
+    async fn delete_contact(&self, id: i32) -> Result<Contact, RepoError> {
+        self.inner.delete_contact(id).await
+    }
+
+    async fn create_message(
+        &self,
+        business_id: i32,
+        new: NewMessage,
+    ) -> Result<OutreachMessage, RepoError> {
+        self.inner.create_message(business_id, new).await
+    }
+
+    async fn update_message_status(
+        &self,
+        id: i32,
+        update: MessageStatusUpdate,
+    ) -> Result<OutreachMessage, RepoError> {
+        self.inner.update_message_status(id, update).await
+    }
+
+    async fn health(&self) -> Health {
+        self.inner.health().await
+    }
+}
