@@ -6,6 +6,9 @@
 //! REDIS_URL=redis://127.0.0.1:6379 cargo run -p letip-cache --example embed
 //! ```
 
+// Printing its results is what this program is for.
+#![allow(clippy::print_stdout)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

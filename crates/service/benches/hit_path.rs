@@ -6,6 +6,9 @@
 //! cargo bench -p letip-service --bench hit_path
 //! ```
 
+// Printing its results is what this program is for.
+#![allow(clippy::print_stdout)]
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
