@@ -71,9 +71,9 @@ async fn reads_miss_then_hit_with_the_same_body_and_their_family_ttl() {
             .parse()
             .expect("a number")
     };
-    let stats = ttl("letip:v1:stats:*");
-    let list = ttl("letip:v1:list:*");
-    let detail = ttl("letip:v1:detail:*");
+    let stats = ttl("letip:v1:{stats}:stats:*");
+    let list = ttl("letip:v1:{list}:list:*");
+    let detail = ttl("letip:v1:{detail*}:detail:*");
     assert!(stats > 20_000 && stats <= 30_000, "stats {stats}");
     assert!(list > 290_000 && list <= 300_000, "list {list}");
     assert!(detail > 590_000 && detail <= 600_000, "detail {detail}");
@@ -387,7 +387,7 @@ async fn an_entry_that_is_not_json_is_bypassed_removed_and_counted() {
     let b = app.business(json!({"name": "Intact"})).await;
     let path = format!("/api/businesses/{}", id(&b));
     app.get(&path).await;
-    let key = redis.cli(&["--scan", "--pattern", "letip:v1:detail:*"]);
+    let key = redis.cli(&["--scan", "--pattern", "letip:v1:{detail*}:detail:*"]);
     let key = key.lines().next().expect("the detail entry").to_owned();
 
     // Garbage behind a valid header, then garbage in no known format at all.

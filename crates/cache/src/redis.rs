@@ -1,26 +1,27 @@
 //! [`RedisCache`]: the shared cache on Redis.
 //!
 //! Storage layout under a namespace `ns` (default `letip:v1`; the version segment means a
-//! format change never reads old entries):
+//! format change never reads old entries). `{scope}` is the scope, percent-encoded, in
+//! braces: a Redis Cluster hash tag, so an entry and its scope's generation always live
+//! on one node and every script touches one slot.
 //!
 //! | key | holds | TTL |
 //! |---|---|---|
-//! | `ns:{family}:{name}` | `"{epoch}.{generation}\n"` then the value | the entry's |
-//! | `ns:gen:{scope}` | the scope's generation | `generation_ttl` |
-//! | `ns:epoch` | the epoch, bumped after this process missed an invalidation | none |
-//! | `ns:seq` | the source of epochs and generations | none |
+//! | `ns:{scope}:{family}:{name}` | `"{generation}\n"` then the value | the entry's |
+//! | `ns:{scope}:#gen` | the scope's generation | `generation_ttl` |
 //!
 //! A lookup, a store and an invalidation are each one Lua script, so one round trip and
-//! atomic. An entry is served only if its header equals the current epoch and its
-//! scope's current generation. Generations and epochs come from `seq`, which starts from
-//! the server clock in microseconds when it is missing and only grows: a generation key
-//! that expired or was evicted is made again with a value no older entry carries.
+//! atomic. An entry is served only if its header equals its scope's current generation.
+//! A generation is the Redis clock in microseconds when first made, and each invalidation
+//! moves it to `max(current + 1, clock)`: it only grows, so a generation key that expired
+//! or was evicted is made again with a value no older entry carries.
 //!
 //! The hot path takes no pool checkout: a few multiplexed connections, made and replaced
 //! by deadpool-redis, are shared by every request.
 
-use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -67,76 +68,49 @@ impl Default for RedisConfig {
     }
 }
 
-/// Makes `KEYS[#KEYS]`-style id allocation available to the scripts below: the next value
-/// of `seq`, created from the server clock (microseconds) when missing.
-const NEXT_ID: &str = r"
-local function next_id(seq)
-  if redis.call('EXISTS', seq) == 0 then
-    local t = redis.call('TIME')
-    redis.call('SET', seq, string.format('%d', t[1] * 1000000 + t[2]))
-  end
-  return string.format('%d', redis.call('INCR', seq))
-end
-";
-
-/// KEYS: value, generation, epoch, seq. ARGV: generation TTL (ms).
+/// KEYS: value, generation. ARGV: generation TTL (ms).
 /// Returns {1, stored} on a hit, {0, tag} on a miss, {2, tag} for an entry that is not in
 /// this cache's format (written by something else): the caller removes it.
 const LOOKUP: &str = r"
-local epoch = redis.call('GET', KEYS[3])
-if not epoch then
-  epoch = next_id(KEYS[4])
-  redis.call('SET', KEYS[3], epoch)
-end
 local gen = redis.call('GET', KEYS[2])
 if not gen then
-  gen = next_id(KEYS[4])
+  local t = redis.call('TIME')
+  gen = string.format('%d', t[1] * 1000000 + t[2])
   redis.call('SET', KEYS[2], gen, 'PX', ARGV[1])
 end
-local tag = epoch .. '.' .. gen .. '\n'
+local tag = gen .. '\n'
 local v = redis.call('GET', KEYS[1])
 if not v then return {0, tag} end
 if string.sub(v, 1, #tag) == tag then return {1, v} end
-if string.match(v, '^%d+%.%d+\n') then return {0, tag} end
+if string.match(v, '^%d+\n') then return {0, tag} end
 return {2, tag}
 ";
 
-/// KEYS: value, generation, epoch. ARGV: tag, value, TTL (ms). Stores only while the tag
-/// is current.
+/// KEYS: value, generation. ARGV: tag, value, TTL (ms). Stores only while the tag is
+/// current.
 const STORE: &str = r"
-local epoch = redis.call('GET', KEYS[3])
 local gen = redis.call('GET', KEYS[2])
-if epoch and gen and (epoch .. '.' .. gen .. '\n') == ARGV[1] then
+if gen and (gen .. '\n') == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1] .. ARGV[2], 'PX', ARGV[3])
   return 1
 end
 return 0
 ";
 
-/// KEYS: generation keys..., then seq. ARGV: generation TTL (ms).
+/// KEYS: generation. ARGV: generation TTL (ms). Moves the generation past both its
+/// current value and the clock.
 const INVALIDATE: &str = r"
-local seq = KEYS[#KEYS]
-for i = 1, #KEYS - 1 do
-  redis.call('SET', KEYS[i], next_id(seq), 'PX', ARGV[1])
-end
-return #KEYS - 1
-";
-
-/// KEYS: epoch, seq.
-const BUMP_EPOCH: &str = r"
-redis.call('SET', KEYS[1], next_id(KEYS[2]))
+local t = redis.call('TIME')
+local now = t[1] * 1000000 + t[2]
+local current = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+redis.call('SET', KEYS[1], string.format('%d', math.max(current + 1, now)), 'PX', ARGV[1])
 return 1
 ";
-
-fn script(body: &str) -> Script {
-    Script::new(&format!("{NEXT_ID}{body}"))
-}
 
 struct Scripts {
     lookup: Script,
     store: Script,
     invalidate: Script,
-    bump_epoch: Script,
 }
 
 /// A slot holding one shared connection, or nothing until the next call makes one.
@@ -149,12 +123,10 @@ pub struct RedisCache {
     next_slot: AtomicUsize,
     breaker: Breaker,
     scripts: Scripts,
-    /// Set when an invalidation could not be applied; until the epoch has been bumped,
-    /// nothing is served from Redis, as any entry may be one that missed it.
-    missed_invalidation: AtomicBool,
+    /// Scopes whose invalidation could not be applied. Nothing of such a scope is served
+    /// until its invalidation has been applied, as any entry of it may be stale.
+    pending: Mutex<HashSet<String>>,
     namespace: String,
-    epoch_key: String,
-    seq_key: String,
     config: RedisConfig,
 }
 
@@ -163,7 +135,7 @@ impl std::fmt::Debug for RedisCache {
         f.debug_struct("RedisCache")
             .field("namespace", &self.namespace)
             .field("breaker", &self.breaker)
-            .field("missed_invalidation", &self.missed_invalidation)
+            .field("pending_invalidations", &self.pending_scopes().len())
             .finish_non_exhaustive()
     }
 }
@@ -201,25 +173,31 @@ impl RedisCache {
             next_slot: AtomicUsize::new(0),
             breaker: Breaker::new(BreakerConfig::default()),
             scripts: Scripts {
-                lookup: script(LOOKUP),
-                store: script(STORE),
-                invalidate: script(INVALIDATE),
-                bump_epoch: script(BUMP_EPOCH),
+                lookup: Script::new(LOOKUP),
+                store: Script::new(STORE),
+                invalidate: Script::new(INVALIDATE),
             },
-            missed_invalidation: AtomicBool::new(false),
-            epoch_key: format!("{ns}:epoch"),
-            seq_key: format!("{ns}:seq"),
+            pending: Mutex::new(HashSet::new()),
             namespace: ns,
             config,
         })
     }
 
     fn value_key(&self, key: &Key) -> String {
-        format!("{}:{}", self.namespace, key.name())
+        format!(
+            "{}:{{{}}}:{}",
+            self.namespace,
+            encode(key.scope()),
+            key.name()
+        )
     }
 
     fn generation_key(&self, scope: &str) -> String {
-        format!("{}:gen:{}", self.namespace, encode(scope))
+        format!("{}:{{{}}}:#gen", self.namespace, encode(scope))
+    }
+
+    fn pending_scopes(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn generation_ttl_ms(&self) -> u64 {
@@ -314,27 +292,34 @@ impl RedisCache {
         }
     }
 
-    /// After a missed invalidation: makes every existing entry unreachable before
-    /// anything is served again.
-    async fn recover(&self) -> Result<(), CacheError> {
-        if !self.missed_invalidation.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let (epoch, seq) = (self.epoch_key.clone(), self.seq_key.clone());
-        self.call("bump_epoch", |mut c| async move {
+    /// Bumps one scope's generation.
+    async fn bump(&self, scope: &str) -> Result<(), CacheError> {
+        let key = self.generation_key(scope);
+        let ttl = self.generation_ttl_ms();
+        self.call("invalidate", |mut c| async move {
             self.scripts
-                .bump_epoch
-                .key(epoch)
-                .key(seq)
+                .invalidate
+                .key(key)
+                .arg(ttl)
                 .invoke_async::<i64>(&mut c)
                 .await
         })
-        .await?;
-        self.missed_invalidation.store(false, Ordering::Release);
-        tracing::info!(
-            namespace = %self.namespace,
-            "bumped the cache epoch: entries older than a missed invalidation are gone"
-        );
+        .await
+        .map(|_| ())
+    }
+
+    /// Applies invalidations that failed earlier, if `scope` has one. Until it succeeds
+    /// nothing of the scope is served.
+    async fn recover(&self, scope: &str) -> Result<(), CacheError> {
+        if !self.pending_scopes().contains(scope) {
+            return Ok(());
+        }
+        let pending: Vec<String> = self.pending_scopes().iter().cloned().collect();
+        for s in pending {
+            self.bump(&s).await?;
+            self.pending_scopes().remove(&s);
+            tracing::info!(scope = %s, "applied an invalidation that had failed");
+        }
         Ok(())
     }
 }
@@ -343,13 +328,8 @@ impl RedisCache {
 impl Cache for RedisCache {
     async fn get(&self, key: &Key) -> Result<Lookup, CacheError> {
         let result = async {
-            self.recover().await?;
-            let keys = [
-                self.value_key(key),
-                self.generation_key(key.scope()),
-                self.epoch_key.clone(),
-                self.seq_key.clone(),
-            ];
+            self.recover(key.scope()).await?;
+            let keys = [self.value_key(key), self.generation_key(key.scope())];
             let ttl = self.generation_ttl_ms();
             let (state, bytes): (i64, Vec<u8>) = self
                 .call("lookup", |mut c| async move {
@@ -406,11 +386,7 @@ impl Cache for RedisCache {
             metrics::set(key.family(), "stale");
             return Ok(Stored::Stale);
         };
-        let keys = [
-            self.value_key(key),
-            self.generation_key(key.scope()),
-            self.epoch_key.clone(),
-        ];
+        let keys = [self.value_key(key), self.generation_key(key.scope())];
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let stored: Result<i64, _> = self
             .call("store", |mut c| async move {
@@ -444,34 +420,22 @@ impl Cache for RedisCache {
     }
 
     async fn invalidate(&self, scopes: &[&str]) -> Result<(), CacheError> {
-        if scopes.is_empty() {
-            return Ok(());
-        }
-        let mut keys: Vec<String> = scopes.iter().map(|s| self.generation_key(s)).collect();
-        keys.push(self.seq_key.clone());
-        let ttl = self.generation_ttl_ms();
-        let result = self
-            .call("invalidate", |mut c| async move {
-                self.scripts
-                    .invalidate
-                    .key(&keys[..])
-                    .arg(ttl)
-                    .invoke_async::<i64>(&mut c)
-                    .await
-            })
-            .await;
-        match result {
-            Ok(_) => {
-                metrics::invalidated(scopes);
-                Ok(())
-            }
-            Err(e) => {
-                // Entries of these scopes may now be stale in Redis: serve nothing from it
-                // until every entry older than now is unreachable.
-                self.missed_invalidation.store(true, Ordering::Release);
-                Err(e)
+        // One script per scope (each touches one slot), sent together.
+        let results =
+            futures_util::future::join_all(scopes.iter().map(|scope| self.bump(scope))).await;
+        let mut first_error = None;
+        for (scope, result) in scopes.iter().zip(results) {
+            match result {
+                Ok(()) => metrics::invalidated(&[scope]),
+                Err(e) => {
+                    // Entries of this scope may now be stale in Redis: serve none of them
+                    // until the invalidation has been applied.
+                    self.pending_scopes().insert((*scope).to_owned());
+                    first_error.get_or_insert(e);
+                }
             }
         }
+        first_error.map_or(Ok(()), Err)
     }
 
     async fn remove(&self, key: &Key) -> Result<(), CacheError> {
