@@ -52,3 +52,29 @@ pub trait CacheExt: Cache {
 }
 
 impl<C: Cache + ?Sized> CacheExt for C {}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{MemoryCache, MemoryConfig};
+
+    #[tokio::test]
+    async fn typed_values_round_trip_and_undecodable_ones_are_removed() {
+        let cache: Arc<dyn Cache> = Arc::new(MemoryCache::new(MemoryConfig::default()));
+        let key = Key::new("user", "user:1", &[("id", "1")]);
+        let JsonLookup::Miss(t) = cache.get_json::<Vec<u32>>(&key).await.expect("get") else {
+            panic!("cold")
+        };
+        let value = vec![1u32, 2];
+        let stored = cache.put_json(&key, &t, &value, Duration::from_secs(5)).await;
+        assert_eq!(stored.expect("put"), Stored::Stored);
+        assert!(matches!(cache.get_json::<Vec<u32>>(&key).await, Ok(JsonLookup::Hit(v)) if v == [1, 2]));
+
+        // Stored as one type, read as another: removed and reported as an unusable miss.
+        let wrong = cache.get_json::<String>(&key).await.expect("get");
+        assert!(matches!(wrong, JsonLookup::Miss(t) if t == Ticket::none()));
+        assert!(matches!(cache.get(&key).await, Ok(Lookup::Miss(_))), "the entry is gone");
+    }
+}
