@@ -68,13 +68,20 @@ mod tests {
             panic!("cold")
         };
         let value = vec![1u32, 2];
-        let stored = cache.put_json(&key, &t, &value, Duration::from_secs(5)).await;
+        let stored = cache
+            .put_json(&key, &t, &value, Duration::from_secs(5))
+            .await;
         assert_eq!(stored.expect("put"), Stored::Stored);
-        assert!(matches!(cache.get_json::<Vec<u32>>(&key).await, Ok(JsonLookup::Hit(v)) if v == [1, 2]));
+        assert!(
+            matches!(cache.get_json::<Vec<u32>>(&key).await, Ok(JsonLookup::Hit(v)) if v == [1, 2])
+        );
 
         // Stored as one type, read as another: removed and reported as an unusable miss.
         let wrong = cache.get_json::<String>(&key).await.expect("get");
         assert!(matches!(wrong, JsonLookup::Miss(t) if t == Ticket::none()));
-        assert!(matches!(cache.get(&key).await, Ok(Lookup::Miss(_))), "the entry is gone");
+        assert!(
+            matches!(cache.get(&key).await, Ok(Lookup::Miss(_))),
+            "the entry is gone"
+        );
     }
 }

@@ -26,9 +26,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use deadpool_redis::redis::aio::MultiplexedConnection;
-use deadpool_redis::redis::{self, RedisError, Script};
-use deadpool_redis::{Pool, Runtime};
+use deadpool_redis::Runtime;
+use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
+use deadpool_redis::redis::cluster_async::ClusterConnection;
+use deadpool_redis::redis::{self, Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 
 use crate::breaker::{Breaker, BreakerConfig, Transition};
 use crate::key::encode;
@@ -113,12 +114,96 @@ struct Scripts {
     invalidate: Script,
 }
 
+/// A shared connection to one server or to a cluster; cloning it is cheap and every clone
+/// multiplexes onto the same sockets.
+#[derive(Clone)]
+enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Where connections come from: deadpool-redis makes, checks and replaces them.
+enum Pools {
+    Single(deadpool_redis::Pool),
+    Cluster(deadpool_redis::cluster::Pool),
+}
+
+/// A pooled connection held in a slot.
+enum Pooled {
+    Single(deadpool_redis::Connection),
+    Cluster(deadpool_redis::cluster::Connection),
+}
+
+impl Pooled {
+    fn shared(&self) -> Conn {
+        match self {
+            Self::Single(c) => Conn::Single((**c).clone()),
+            Self::Cluster(c) => Conn::Cluster((**c).clone()),
+        }
+    }
+
+    /// Takes the connection out of its pool for good, so it is never recycled.
+    fn discard(self) {
+        match self {
+            Self::Single(c) => drop(deadpool_redis::Connection::take(c)),
+            Self::Cluster(c) => drop(deadpool_redis::cluster::Connection::take(c)),
+        }
+    }
+}
+
+/// The nodes of a cluster URL: `redis+cluster://[user:pass@]h1:p1,h2:p2` (or
+/// `rediss+cluster://` for TLS), each as a plain URL with the same credentials.
+pub(crate) fn cluster_nodes(url: &str) -> Option<Vec<String>> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.strip_suffix("+cluster")?;
+    let (userinfo, hosts) = match rest.rsplit_once('@') {
+        Some((u, h)) => (format!("{u}@"), h),
+        None => (String::new(), rest),
+    };
+    let hosts = hosts.trim_end_matches('/');
+    Some(
+        hosts
+            .split(',')
+            .filter(|h| !h.trim().is_empty())
+            .map(|h| format!("{scheme}://{userinfo}{}", h.trim()))
+            .collect(),
+    )
+}
+
 /// A slot holding one shared connection, or nothing until the next call makes one.
-type Slot = RwLock<Option<deadpool_redis::Connection>>;
+type Slot = RwLock<Option<Pooled>>;
 
 /// The Redis cache. Cheap to share: wrap it in an `Arc`.
 pub struct RedisCache {
-    pool: Pool,
+    pools: Pools,
     slots: Vec<Slot>,
     next_slot: AtomicUsize,
     breaker: Breaker,
@@ -154,21 +239,45 @@ impl RedisCache {
     /// is down; only a malformed URL is an error.
     pub fn new(config: RedisConfig) -> Result<Self, CacheError> {
         let connections = config.connections.max(1);
-        let pool = deadpool_redis::Config::from_url(config.url.clone())
-            .builder()
-            .map_err(|e| CacheError::Config(e.to_string()))?
-            .max_size(connections + 1)
-            .wait_timeout(Some(config.connect_timeout))
-            .create_timeout(Some(config.connect_timeout))
-            .recycle_timeout(Some(config.connect_timeout))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| CacheError::Config(e.to_string()))?;
-        // A URL the client cannot parse fails here rather than on every request.
-        redis::Client::open(config.url.as_str()).map_err(|e| CacheError::Config(e.to_string()))?;
+        let bad = |e: &dyn std::fmt::Display| CacheError::Config(e.to_string());
+        let pools = if let Some(nodes) = cluster_nodes(&config.url) {
+            if nodes.is_empty() {
+                return Err(CacheError::Config("a cluster URL names no node".into()));
+            }
+            for node in &nodes {
+                redis::Client::open(node.as_str()).map_err(|e| bad(&e))?;
+            }
+            Pools::Cluster(
+                deadpool_redis::cluster::Config::from_urls(nodes)
+                    .builder()
+                    .map_err(|e| bad(&e))?
+                    .max_size(connections + 1)
+                    .wait_timeout(Some(config.connect_timeout))
+                    .create_timeout(Some(config.connect_timeout))
+                    .recycle_timeout(Some(config.connect_timeout))
+                    .runtime(Runtime::Tokio1)
+                    .build()
+                    .map_err(|e| bad(&e))?,
+            )
+        } else {
+            // A URL the client cannot parse fails here rather than on every request.
+            redis::Client::open(config.url.as_str()).map_err(|e| bad(&e))?;
+            Pools::Single(
+                deadpool_redis::Config::from_url(config.url.clone())
+                    .builder()
+                    .map_err(|e| bad(&e))?
+                    .max_size(connections + 1)
+                    .wait_timeout(Some(config.connect_timeout))
+                    .create_timeout(Some(config.connect_timeout))
+                    .recycle_timeout(Some(config.connect_timeout))
+                    .runtime(Runtime::Tokio1)
+                    .build()
+                    .map_err(|e| bad(&e))?,
+            )
+        };
         let ns = config.namespace.clone();
         Ok(Self {
-            pool,
+            pools,
             slots: (0..connections).map(|_| RwLock::new(None)).collect(),
             next_slot: AtomicUsize::new(0),
             breaker: Breaker::new(BreakerConfig::default()),
@@ -205,31 +314,35 @@ impl RedisCache {
     }
 
     /// A shared connection, made if its slot is empty.
-    async fn connection(&self) -> Result<(usize, MultiplexedConnection), CacheError> {
+    async fn connection(&self) -> Result<(usize, Conn), CacheError> {
         let i = self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let slot = self
             .slots
             .get(i)
             .ok_or_else(|| unavailable("no connection slot"))?;
         if let Some(conn) = slot.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            return Ok((i, (**conn).clone()));
+            return Ok((i, conn.shared()));
         }
-        let conn = tokio::time::timeout(self.config.connect_timeout, self.pool.get())
+        let made = async {
+            match &self.pools {
+                Pools::Single(p) => p.get().await.map(Pooled::Single).map_err(unavailable),
+                Pools::Cluster(p) => p.get().await.map(Pooled::Cluster).map_err(unavailable),
+            }
+        };
+        let pooled = tokio::time::timeout(self.config.connect_timeout, made)
             .await
-            .map_err(|_| unavailable("connecting to Redis timed out"))?
-            .map_err(unavailable)?;
-        let shared = (*conn).clone();
-        *slot.write().unwrap_or_else(|p| p.into_inner()) = Some(conn);
+            .map_err(|_| unavailable("connecting to Redis timed out"))??;
+        let shared = pooled.shared();
+        *slot.write().unwrap_or_else(|p| p.into_inner()) = Some(pooled);
         Ok((i, shared))
     }
 
     /// Drops a connection that failed so the next call makes a new one.
     fn discard(&self, i: usize) {
         if let Some(slot) = self.slots.get(i)
-            && let Some(conn) = slot.write().unwrap_or_else(|p| p.into_inner()).take()
+            && let Some(pooled) = slot.write().unwrap_or_else(|p| p.into_inner()).take()
         {
-            // Taken out of the pool for good: a broken connection is never recycled.
-            drop(deadpool_redis::Connection::take(conn));
+            pooled.discard();
         }
     }
 
@@ -251,7 +364,7 @@ impl RedisCache {
     /// Runs one Redis call under the breaker and the timeout.
     async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, CacheError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         if !self.breaker.allow() {
@@ -464,5 +577,33 @@ impl Cache for RedisCache {
         } else {
             CacheHealth::Down
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_urls_name_every_node_with_the_same_credentials() {
+        assert_eq!(
+            cluster_nodes("redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7001/"),
+            Some(vec![
+                "redis://:pw@10.0.0.1:7000".to_owned(),
+                "redis://:pw@10.0.0.2:7001".to_owned()
+            ])
+        );
+        assert_eq!(
+            cluster_nodes("rediss+cluster://h1:1,h2:2"),
+            Some(vec!["rediss://h1:1".to_owned(), "rediss://h2:2".to_owned()])
+        );
+        assert_eq!(cluster_nodes("redis://h:6379"), None);
+        assert!(
+            RedisCache::new(RedisConfig {
+                url: "redis+cluster://".into(),
+                ..RedisConfig::default()
+            })
+            .is_err()
+        );
     }
 }

@@ -1,0 +1,67 @@
+//! `RedisCache` against a local Redis Cluster of three masters: keys of one scope share a
+//! hash tag, so no command fails with CROSSSLOT, and scopes spread over the nodes.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use letip_cache::{Cache, CacheHealth, Key, Lookup, RedisCache, RedisConfig, Stored};
+use letip_testkit::RedisCluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_works_across_the_slots_of_a_cluster() {
+    let cluster = RedisCluster::start(3);
+    let cache = RedisCache::new(RedisConfig {
+        url: cluster.url(),
+        connect_timeout: Duration::from_secs(2),
+        timeout: Duration::from_millis(500),
+        ..RedisConfig::default()
+    })
+    .expect("a cluster URL");
+    assert_eq!(cache.health().await, CacheHealth::Up);
+
+    let keys: Vec<Key> = (0..30)
+        .map(|i| Key::new("detail", &format!("detail:{i}"), &[("id", &i.to_string())]))
+        .collect();
+    for k in &keys {
+        let Lookup::Miss(t) = cache.get(k).await.expect("lookup") else {
+            panic!("cold")
+        };
+        let stored = cache.put(
+            k,
+            &t,
+            Bytes::from(k.name().to_owned()),
+            Duration::from_secs(60),
+        );
+        assert_eq!(stored.await.expect("store"), Stored::Stored);
+    }
+    for k in &keys {
+        assert!(matches!(cache.get(k).await, Ok(Lookup::Hit(b)) if b == k.name()));
+    }
+    // Several scopes (several slots) in one invalidation.
+    let scopes: Vec<String> = (0..10).map(|i| format!("detail:{i}")).collect();
+    let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    cache.invalidate(&scopes).await.expect("invalidate");
+    for (i, k) in keys.iter().enumerate() {
+        let hit = matches!(cache.get(k).await, Ok(Lookup::Hit(_)));
+        assert_eq!(hit, i >= 10, "key {i}");
+    }
+
+    // The entries are spread over the masters.
+    let holders: HashSet<u16> = cluster
+        .ports()
+        .into_iter()
+        .filter(|port| {
+            let out = std::process::Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "dbsize"])
+                .output()
+                .expect("redis-cli runs");
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<u64>()
+                .unwrap_or(0)
+                > 0
+        })
+        .collect();
+    assert_eq!(holders.len(), 3, "every master holds some keys");
+}
