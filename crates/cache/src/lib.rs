@@ -38,12 +38,14 @@
 //! See `examples/embed.rs` for a runnable service that embeds it.
 
 mod breaker;
+mod bus;
 mod json;
 mod key;
 mod memory;
 pub mod metrics;
 mod noop;
 mod redis;
+mod tiered;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,11 +53,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use bus::{BusEvent, RedisBus};
 pub use json::{CacheExt, JsonLookup};
 pub use key::Key;
 pub use memory::{MemoryCache, MemoryConfig};
 pub use noop::NoopCache;
 pub use redis::{RedisCache, RedisConfig};
+pub use tiered::{NearConfig, TieredCache};
 
 /// Why a cache call did not succeed. Callers fall back to the source of truth.
 #[derive(Debug, Clone, thiserror::Error)]

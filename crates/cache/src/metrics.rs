@@ -7,12 +7,18 @@
 //! | `cache_sets_total` | `family`, `result` = `stored` / `stale` / `too_large` / `error` | stores |
 //! | `cache_invalidations_total` | `family` (the scope's first segment) | scopes invalidated |
 //! | `cache_corrupt_total` | `family` | entries found unusable and removed |
+//! | `cache_near_hits_total` | `family` | hits served from the near tier (also counted as hits) |
 //! | `cache_redis_duration_seconds` | `op` | Redis call latency, failures included |
 
 use std::time::Duration;
 
 pub(crate) fn lookup(family: &'static str, result: &'static str) {
     metrics::counter!("cache_requests_total", "family" => family, "result" => result).increment(1);
+}
+
+/// A hit served from the near tier after Redis confirmed it current.
+pub(crate) fn near_hit(family: &'static str) {
+    metrics::counter!("cache_near_hits_total", "family" => family).increment(1);
 }
 
 pub(crate) fn set(family: &'static str, result: &'static str) {

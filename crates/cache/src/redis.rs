@@ -21,7 +21,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -69,9 +69,12 @@ impl Default for RedisConfig {
     }
 }
 
-/// KEYS: value, generation. ARGV: generation TTL (ms).
-/// Returns {1, stored} on a hit, {0, tag} on a miss, {2, tag} for an entry that is not in
-/// this cache's format (written by something else): the caller removes it.
+/// KEYS: value, generation. ARGV: generation TTL (ms), the tag of a copy the caller
+/// holds (or '').
+/// Returns {3, ''} when the caller's copy is current and the entry has not expired (no
+/// value is sent), {1, stored} on a
+/// hit, {0, tag} on a miss, {2, tag} for an entry that is not in this cache's format
+/// (written by something else): the caller removes it.
 const LOOKUP: &str = r"
 local gen = redis.call('GET', KEYS[2])
 if not gen then
@@ -80,6 +83,9 @@ if not gen then
   redis.call('SET', KEYS[2], gen, 'PX', ARGV[1])
 end
 local tag = gen .. '\n'
+if ARGV[2] ~= '' and ARGV[2] == tag and redis.call('EXISTS', KEYS[1]) == 1 then
+  return {3, ''}
+end
 local v = redis.call('GET', KEYS[1])
 if not v then return {0, tag} end
 if string.sub(v, 1, #tag) == tag then return {1, v} end
@@ -201,6 +207,18 @@ pub(crate) fn cluster_nodes(url: &str) -> Option<Vec<String>> {
 /// A slot holding one shared connection, or nothing until the next call makes one.
 type Slot = RwLock<Option<Pooled>>;
 
+/// What a lookup found, with the generation tags a near tier needs.
+#[derive(Debug)]
+pub(crate) enum Raw {
+    /// The caller's copy (of the tag it gave) is current.
+    Current,
+    Hit {
+        tag: Arc<str>,
+        bytes: Bytes,
+    },
+    Miss(Ticket),
+}
+
 /// The Redis cache. Cheap to share: wrap it in an `Arc`.
 pub struct RedisCache {
     pools: Pools,
@@ -292,13 +310,41 @@ impl RedisCache {
         })
     }
 
-    fn value_key(&self, key: &Key) -> String {
+    /// Where `key`'s value is stored; also what a near tier names its copy.
+    pub(crate) fn value_key(&self, key: &Key) -> String {
         format!(
             "{}:{{{}}}:{}",
             self.namespace,
             encode(key.scope()),
             key.name()
         )
+    }
+
+    /// The start of every value key of `scope`.
+    pub(crate) fn scope_prefix(&self, scope: &str) -> String {
+        format!("{}:{{{}}}:", self.namespace, encode(scope))
+    }
+
+    /// The URLs of the servers: one, or every node of a cluster.
+    pub(crate) fn node_urls(&self) -> Vec<String> {
+        cluster_nodes(&self.config.url).unwrap_or_else(|| vec![self.config.url.clone()])
+    }
+
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.config.connect_timeout
+    }
+
+    /// Sends `payload` to every subscriber of `channel` (every node of a cluster).
+    pub async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), CacheError> {
+        self.call("publish", |mut c| async move {
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .map(|_| ())
     }
 
     fn generation_key(&self, scope: &str) -> String {
@@ -405,6 +451,49 @@ impl RedisCache {
         }
     }
 
+    /// Looks `key` up. With `known`, the tag of a copy the caller holds, a current copy
+    /// is confirmed without sending the value.
+    pub(crate) async fn lookup(&self, key: &Key, known: Option<&str>) -> Result<Raw, CacheError> {
+        self.recover(key.scope()).await?;
+        let keys = [self.value_key(key), self.generation_key(key.scope())];
+        let ttl = self.generation_ttl_ms();
+        let known = known.unwrap_or("");
+        let (state, bytes): (i64, Vec<u8>) = self
+            .call("lookup", |mut c| async move {
+                self.scripts
+                    .lookup
+                    .key(&keys[..])
+                    .arg(ttl)
+                    .arg(known)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        match state {
+            3 => Ok(Raw::Current),
+            1 => {
+                let bytes = Bytes::from(bytes);
+                let header = bytes.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
+                let tag: Arc<str> =
+                    String::from_utf8_lossy(bytes.get(..header).unwrap_or_default()).into();
+                Ok(Raw::Hit {
+                    tag,
+                    bytes: bytes.slice(header..),
+                })
+            }
+            0 => Ok(Raw::Miss(Ticket::new(String::from_utf8_lossy(&bytes)))),
+            _ => {
+                metrics::corrupt(key.family());
+                tracing::warn!(
+                    family = key.family(),
+                    "removing a cache entry in an unknown format"
+                );
+                let _ = Cache::remove(self, key).await;
+                Err(CacheError::Protocol("an entry in an unknown format".into()))
+            }
+        }
+    }
+
     /// Bumps one scope's generation.
     async fn bump(&self, scope: &str) -> Result<(), CacheError> {
         let key = self.generation_key(scope);
@@ -440,39 +529,12 @@ impl RedisCache {
 #[async_trait]
 impl Cache for RedisCache {
     async fn get(&self, key: &Key) -> Result<Lookup, CacheError> {
-        let result = async {
-            self.recover(key.scope()).await?;
-            let keys = [self.value_key(key), self.generation_key(key.scope())];
-            let ttl = self.generation_ttl_ms();
-            let (state, bytes): (i64, Vec<u8>) = self
-                .call("lookup", |mut c| async move {
-                    self.scripts
-                        .lookup
-                        .key(&keys[..])
-                        .arg(ttl)
-                        .invoke_async(&mut c)
-                        .await
-                })
-                .await?;
-            match state {
-                1 => {
-                    let bytes = Bytes::from(bytes);
-                    let header = bytes.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
-                    Ok(Lookup::Hit(bytes.slice(header..)))
-                }
-                0 => Ok(Lookup::Miss(Ticket::new(String::from_utf8_lossy(&bytes)))),
-                _ => {
-                    metrics::corrupt(key.family());
-                    tracing::warn!(
-                        family = key.family(),
-                        "removing a cache entry in an unknown format"
-                    );
-                    let _ = self.remove(key).await;
-                    Err(CacheError::Protocol("an entry in an unknown format".into()))
-                }
-            }
-        }
-        .await;
+        let result = self.lookup(key, None).await.map(|raw| match raw {
+            Raw::Hit { bytes, .. } => Lookup::Hit(bytes),
+            Raw::Miss(t) => Lookup::Miss(t),
+            // Unreachable without a known tag; a miss that stores nothing is safe.
+            Raw::Current => Lookup::Miss(Ticket::none()),
+        });
         metrics::lookup(
             key.family(),
             match &result {

@@ -1,0 +1,255 @@
+//! [`TieredCache`]: an in-process near tier (moka) in front of a [`RedisCache`].
+//!
+//! Guarantee (strict, and the only mode): a near copy is served only after Redis confirmed
+//! that its generation is still current, in one round trip that carries no value. So a
+//! near hit is exactly as fresh as a Redis hit, across instances: an invalidation made by
+//! any instance is seen by the next lookup on every other. What the near tier saves is
+//! the transfer of the value (a list page is tens of kilobytes) and Redis's work on it,
+//! not the round trip.
+//!
+//! Invalidations are also published on a [`RedisBus`]; every instance drops its near
+//! copies of the scopes named, and all of them when its subscription drops. That keeps
+//! memory for current data; freshness never depends on it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use moka::Expiry;
+use serde::{Deserialize, Serialize};
+use tokio::task::AbortHandle;
+
+use crate::bus::{BusEvent, RedisBus};
+use crate::redis::Raw;
+use crate::{Cache, CacheError, CacheHealth, Key, Lookup, RedisCache, Stored, Ticket, metrics};
+
+/// Settings of the near tier.
+#[derive(Debug, Clone, Copy)]
+pub struct NearConfig {
+    /// Most bytes of keys and values held in process.
+    pub max_bytes: u64,
+}
+
+impl Default for NearConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct NearEntry {
+    tag: Arc<str>,
+    bytes: Bytes,
+    ttl: Duration,
+}
+
+struct NearTtl;
+
+impl Expiry<String, NearEntry> for NearTtl {
+    fn expire_after_create(&self, _k: &String, v: &NearEntry, _now: Instant) -> Option<Duration> {
+        Some(v.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _k: &String,
+        v: &NearEntry,
+        _now: Instant,
+        _current: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(v.ttl)
+    }
+}
+
+/// An invalidation announced to the other instances.
+#[derive(Debug, Serialize, Deserialize)]
+struct Announcement {
+    origin: String,
+    scopes: Vec<String>,
+}
+
+/// The two-tier cache.
+pub struct TieredCache {
+    far: Arc<RedisCache>,
+    near: moka::future::Cache<String, NearEntry>,
+    bus: Option<Arc<RedisBus>>,
+    origin: String,
+    listener: Option<AbortHandle>,
+}
+
+impl std::fmt::Debug for TieredCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TieredCache")
+            .field("far", &self.far)
+            .field("near_entries", &self.near.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for TieredCache {
+    fn drop(&mut self) {
+        if let Some(l) = &self.listener {
+            l.abort();
+        }
+    }
+}
+
+fn drop_scopes(near: &moka::future::Cache<String, NearEntry>, prefixes: Vec<String>) {
+    let _ = near.invalidate_entries_if(move |k, _| prefixes.iter().any(|p| k.starts_with(p)));
+}
+
+impl TieredCache {
+    /// Puts a near tier in front of `far`. With a `bus`, invalidations are announced to
+    /// (and received from) the other instances. Must be called inside a Tokio runtime.
+    pub fn new(far: Arc<RedisCache>, config: NearConfig, bus: Option<Arc<RedisBus>>) -> Self {
+        let near = moka::future::Cache::builder()
+            .max_capacity(config.max_bytes)
+            .weigher(|k: &String, v: &NearEntry| {
+                u32::try_from(k.len() + v.bytes.len() + 64).unwrap_or(u32::MAX)
+            })
+            .expire_after(NearTtl)
+            .support_invalidation_closures()
+            .build();
+        let origin = format!("{:016x}", rand::random::<u64>());
+        let listener = bus.as_ref().map(|bus| {
+            let mut events = bus.subscribe();
+            let (near, far, origin) = (near.clone(), far.clone(), origin.clone());
+            tokio::spawn(async move {
+                loop {
+                    match events.recv().await {
+                        Ok(BusEvent::Message(payload)) => {
+                            let Ok(a) = serde_json::from_slice::<Announcement>(&payload) else {
+                                continue;
+                            };
+                            if a.origin != origin {
+                                let prefixes =
+                                    a.scopes.iter().map(|s| far.scope_prefix(s)).collect();
+                                drop_scopes(&near, prefixes);
+                            }
+                        }
+                        // Announcements may have been missed: keep nothing that one
+                        // might have named.
+                        Ok(BusEvent::Lost)
+                        | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            near.invalidate_all();
+                        }
+                        Ok(BusEvent::Connected) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            })
+            .abort_handle()
+        });
+        Self {
+            far,
+            near,
+            bus,
+            origin,
+            listener,
+        }
+    }
+}
+
+impl TieredCache {
+    /// Whether the near tier holds a copy of `key` (for tests and diagnostics).
+    pub async fn holds_near_copy(&self, key: &Key) -> bool {
+        self.near.get(&self.far.value_key(key)).await.is_some()
+    }
+}
+
+#[async_trait]
+impl Cache for TieredCache {
+    async fn get(&self, key: &Key) -> Result<Lookup, CacheError> {
+        let name = self.far.value_key(key);
+        let copy = self.near.get(&name).await;
+        let raw = self.far.lookup(key, copy.as_ref().map(|c| &*c.tag)).await;
+        let result = match raw {
+            Ok(Raw::Current) => match copy {
+                Some(c) => {
+                    metrics::near_hit(key.family());
+                    Ok(Lookup::Hit(c.bytes))
+                }
+                None => Ok(Lookup::Miss(Ticket::none())),
+            },
+            Ok(Raw::Hit { tag, bytes }) => {
+                // The TTL left in Redis is unknown here; the near copy is validated on
+                // every use, so a generous one only costs memory.
+                let ttl = Duration::from_secs(600);
+                self.near
+                    .insert(
+                        name,
+                        NearEntry {
+                            tag,
+                            bytes: bytes.clone(),
+                            ttl,
+                        },
+                    )
+                    .await;
+                Ok(Lookup::Hit(bytes))
+            }
+            Ok(Raw::Miss(t)) => {
+                self.near.invalidate(&name).await;
+                Ok(Lookup::Miss(t))
+            }
+            Err(e) => Err(e),
+        };
+        metrics::lookup(
+            key.family(),
+            match &result {
+                Ok(Lookup::Hit(_)) => "hit",
+                Ok(Lookup::Miss(_)) => "miss",
+                Err(_) => "error",
+            },
+        );
+        result
+    }
+
+    async fn put(
+        &self,
+        key: &Key,
+        ticket: &Ticket,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<Stored, CacheError> {
+        let stored = self.far.put(key, ticket, value.clone(), ttl).await?;
+        if let (Stored::Stored, Some(tag)) = (stored, ticket.tag()) {
+            let entry = NearEntry {
+                tag: tag.into(),
+                bytes: value,
+                ttl,
+            };
+            self.near.insert(self.far.value_key(key), entry).await;
+        }
+        Ok(stored)
+    }
+
+    async fn invalidate(&self, scopes: &[&str]) -> Result<(), CacheError> {
+        let result = self.far.invalidate(scopes).await;
+        drop_scopes(
+            &self.near,
+            scopes.iter().map(|s| self.far.scope_prefix(s)).collect(),
+        );
+        if let Some(bus) = &self.bus {
+            let a = Announcement {
+                origin: self.origin.clone(),
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            };
+            if let Ok(payload) = serde_json::to_vec(&a) {
+                let _ = bus.publish(&payload).await;
+            }
+        }
+        result
+    }
+
+    async fn remove(&self, key: &Key) -> Result<(), CacheError> {
+        self.near.invalidate(&self.far.value_key(key)).await;
+        self.far.remove(key).await
+    }
+
+    async fn health(&self) -> CacheHealth {
+        self.far.health().await
+    }
+}

@@ -1,0 +1,160 @@
+//! The near tier and the bus, on private redis-servers: two `TieredCache`s stand for two
+//! instances sharing one Redis.
+
+// Printing the measured delays is part of what the delay test is for.
+#![allow(clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use letip_cache::{
+    BusEvent, Cache, Key, Lookup, NearConfig, RedisBus, RedisCache, RedisConfig, Stored,
+    TieredCache,
+};
+use letip_testkit::RedisServer;
+
+const TTL: Duration = Duration::from_secs(60);
+
+fn far(url: &str) -> Arc<RedisCache> {
+    Arc::new(
+        RedisCache::new(RedisConfig {
+            url: url.to_owned(),
+            ..RedisConfig::default()
+        })
+        .expect("config"),
+    )
+}
+
+fn instance(url: &str, with_bus: bool) -> TieredCache {
+    let far = far(url);
+    let bus = with_bus.then(|| RedisBus::new(far.clone(), "letip:v1:invalidations"));
+    TieredCache::new(far, NearConfig::default(), bus)
+}
+
+async fn warm(c: &TieredCache, k: &Key, value: &'static [u8]) {
+    match c.get(k).await.expect("lookup") {
+        Lookup::Miss(t) => {
+            let stored = c
+                .put(k, &t, Bytes::from_static(value), TTL)
+                .await
+                .expect("store");
+            assert_eq!(stored, Stored::Stored);
+        }
+        Lookup::Hit(_) => {}
+    }
+}
+
+fn detail(id: &str) -> Key {
+    Key::new("detail", &format!("detail:{id}"), &[("id", id)])
+}
+
+async fn eventually<F: AsyncFn() -> bool>(f: F) {
+    for _ in 0..200 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the condition never held");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_current_near_copy_is_served_without_fetching_the_value() {
+    let redis = RedisServer::start();
+    let c = instance(&redis.url(), false);
+    let k = detail("1");
+    warm(&c, &k, b"from the database").await;
+    // Rewrite the stored value behind the cache's back, keeping its generation header:
+    // only a copy served from the near tier can still say the original.
+    let name = "letip:v1:{detail%3A1}:detail:id=1";
+    let stored = redis.cli(&["GET", name]);
+    let header = stored.split('\n').next().expect("a header");
+    redis.cli(&["SET", name, &format!("{header}\nrewritten"), "PX", "60000"]);
+    assert!(matches!(c.get(&k).await, Ok(Lookup::Hit(b)) if b == "from the database"));
+    // Once the entry is gone from Redis (expired, evicted), the copy is not served.
+    redis.cli(&["DEL", name]);
+    assert!(matches!(c.get(&k).await, Ok(Lookup::Miss(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instance_s_invalidation_is_never_hidden_by_a_near_copy() {
+    let redis = RedisServer::start();
+    // No bus at all: freshness rests on validation alone.
+    let (a, b) = (instance(&redis.url(), false), instance(&redis.url(), false));
+    let k = detail("2");
+    warm(&b, &k, b"v0").await;
+    assert!(matches!(b.get(&k).await, Ok(Lookup::Hit(v)) if v == "v0"));
+    assert!(b.holds_near_copy(&k).await);
+    for round in 0..20 {
+        a.invalidate(&["detail:2"]).await.expect("invalidate");
+        // The very next lookup on B, with no delay, misses.
+        let Ok(Lookup::Miss(t)) = b.get(&k).await else {
+            panic!("round {round}: B served a copy older than A's invalidation")
+        };
+        b.put(&k, &t, Bytes::from_static(b"v1"), TTL)
+            .await
+            .expect("store");
+        assert!(matches!(b.get(&k).await, Ok(Lookup::Hit(v)) if v == "v1"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_invalidations_drop_near_copies_everywhere_and_a_lost_subscription_drops_all() {
+    let mut redis = RedisServer::start();
+    let (a, b) = (instance(&redis.url(), true), instance(&redis.url(), true));
+    let (k2, k3) = (detail("2"), detail("3"));
+    // Subscriptions are made in the background; wait until an announcement gets through.
+    warm(&b, &k2, b"v").await;
+    eventually(async || {
+        a.invalidate(&["detail:2"]).await.expect("invalidate");
+        !b.holds_near_copy(&k2).await
+    })
+    .await;
+
+    warm(&b, &k2, b"v").await;
+    warm(&b, &k3, b"v").await;
+    a.invalidate(&["detail:2"]).await.expect("invalidate");
+    eventually(async || !b.holds_near_copy(&k2).await).await;
+    assert!(
+        b.holds_near_copy(&k3).await,
+        "other scopes keep their copies"
+    );
+
+    redis.kill();
+    eventually(async || !b.holds_near_copy(&k3).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bus_delivery_delay_between_instances() {
+    let redis = RedisServer::start();
+    let (fa, fb) = (far(&redis.url()), far(&redis.url()));
+    let a = RedisBus::new(fa, "bench");
+    let b = RedisBus::new(fb, "bench");
+    let mut inbox = b.subscribe();
+    // Wait for B's subscription.
+    while !matches!(inbox.recv().await, Ok(BusEvent::Connected)) {}
+    let mut delays = Vec::new();
+    for i in 0..200u32 {
+        let sent = Instant::now();
+        a.publish(&i.to_be_bytes()).await.expect("published");
+        loop {
+            if let Ok(BusEvent::Message(m)) = inbox.recv().await
+                && m.as_ref() == i.to_be_bytes()
+            {
+                break;
+            }
+        }
+        delays.push(sent.elapsed());
+    }
+    delays.sort();
+    let pct = |p: usize| delays[(delays.len() * p / 100).min(delays.len() - 1)];
+    println!(
+        "bus delivery between two instances over {} messages: p50 {:?}, p99 {:?}, max {:?}",
+        delays.len(),
+        pct(50),
+        pct(99),
+        delays[delays.len() - 1]
+    );
+    assert_eq!(delays.len(), 200);
+}
