@@ -4,12 +4,15 @@
 // JSON answers are read with `value["field"]`, which yields `Null` for a missing field
 // rather than panicking; the lint cannot tell `serde_json::Value` from a slice.
 #![allow(clippy::indexing_slicing)]
+// Multi-instance tests print the delays they measure.
+#![allow(clippy::print_stdout)]
 
 mod businesses;
 mod cache;
 mod contacts_messages;
 mod enrichment;
 mod events;
+mod instances;
 mod list;
 mod ops;
 mod seed;

@@ -115,8 +115,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub config: Config,
     running: Option<Running>,
-    // Declared last: dropped after the server has stopped.
-    pub db: TestDb,
+    // Declared last: dropped after the server has stopped. Shared by the instances of a
+    // multi-instance test; the database goes with the last of them.
+    pub db: Arc<TestDb>,
 }
 
 impl TestApp {
@@ -145,7 +146,20 @@ impl TestApp {
         adjust: impl FnOnce(&mut Config),
         wrap: impl FnOnce(Arc<dyn Repository>) -> Arc<dyn Repository>,
     ) -> Self {
-        let db = TestDb::new();
+        Self::spawn_on(Arc::new(TestDb::new()), adjust, wrap).await
+    }
+
+    /// Another instance of the same service: same database, its own port, configured by
+    /// `adjust` (point it at the same Redis to share the cache).
+    pub async fn spawn_beside(&self, adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_on(self.db.clone(), adjust, |store| store).await
+    }
+
+    async fn spawn_on(
+        db: Arc<TestDb>,
+        adjust: impl FnOnce(&mut Config),
+        wrap: impl FnOnce(Arc<dyn Repository>) -> Arc<dyn Repository>,
+    ) -> Self {
         let mut config = Config::from_env();
         config.database_url = db.url.clone();
         config.host = "127.0.0.1".into();

@@ -43,6 +43,9 @@ pub struct SeedArgs {
 pub enum CacheBackend {
     /// Redis, shared by every instance.
     Redis,
+    /// An in-process near tier in front of Redis; every near hit is confirmed current by
+    /// Redis, so it is as fresh as `redis` across instances.
+    Tiered,
     /// In-process memory: one instance only.
     Memory,
     /// No cache: every read goes to PostgreSQL.
@@ -93,6 +96,12 @@ pub struct Config {
         global = true
     )]
     pub cache_namespace: String,
+    /// A Redis Cluster's nodes (`host1:port1,host2:port2`); overrides `REDIS_URL`.
+    #[arg(long, env = "REDIS_CLUSTER_NODES", default_value = "", global = true)]
+    pub redis_cluster_nodes: String,
+    /// Most bytes the near tier holds in process (`CACHE_BACKEND=tiered`).
+    #[arg(long, env = "CACHE_NEAR_MAX_BYTES", default_value_t = 64 * 1024 * 1024, global = true)]
+    pub cache_near_max_bytes: u64,
     /// Multiplexed Redis connections shared by all requests.
     #[arg(long, env = "REDIS_CONNECTIONS", default_value_t = 2, global = true)]
     pub redis_connections: usize,
@@ -137,6 +146,16 @@ impl Config {
         Cli::parse_from(["letip"]).config
     }
 
+    /// The Redis URL to use: `REDIS_URL`, or the cluster `REDIS_CLUSTER_NODES` names.
+    pub fn redis(&self) -> String {
+        let nodes = self.redis_cluster_nodes.trim();
+        if nodes.is_empty() {
+            self.redis_url.clone()
+        } else {
+            format!("redis+cluster://{nodes}")
+        }
+    }
+
     pub fn ttls(&self) -> letip_service::CacheTtls {
         letip_service::CacheTtls {
             stats: Duration::from_secs(self.cache_ttl_stats_secs),
@@ -152,7 +171,7 @@ impl Config {
              cache_timeout_ms={} listen={}:{} workers={} ttl_secs(stats={}, list={}, detail={})",
             redact(&self.database_url),
             self.database_pool_size,
-            redact(&self.redis_url),
+            redact(&self.redis()),
             self.cache_backend,
             self.cache_namespace,
             self.cache_timeout_ms,
@@ -168,6 +187,13 @@ impl Config {
 
 /// Masks the password of a URL, if it has one.
 pub fn redact(raw: &str) -> String {
+    // A cluster URL lists several hosts, which `url` cannot parse: mask its userinfo.
+    if raw.contains("+cluster://") {
+        return match raw.split_once("://").zip(raw.rsplit_once('@')) {
+            Some(((scheme, _), (_, hosts))) => format!("{scheme}://***@{hosts}"),
+            None => raw.to_owned(),
+        };
+    }
     match url::Url::parse(raw) {
         Ok(mut u) if u.password().is_some() => {
             let _ = u.set_password(Some("***"));
@@ -191,6 +217,14 @@ mod tests {
         assert_eq!(redact("redis://:pw@r:6379"), "redis://:***@r:6379");
         assert_eq!(redact("redis://r:6379"), "redis://r:6379");
         assert!(!redact("not a url :secret@").contains("secret"));
+        assert_eq!(
+            redact("redis+cluster://:pw@h1:1,h2:2"),
+            "redis+cluster://***@h1:1,h2:2"
+        );
+        assert_eq!(
+            redact("redis+cluster://h1:1,h2:2"),
+            "redis+cluster://h1:1,h2:2"
+        );
     }
 
     #[test]

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use letip_api::AppState;
-use letip_cache::{Cache, MemoryCache, MemoryConfig, NoopCache, RedisCache, RedisConfig};
+use letip_cache::{
+    Cache, MemoryCache, MemoryConfig, NearConfig, NoopCache, RedisBus, RedisCache, RedisConfig,
+    TieredCache,
+};
 use letip_domain::Repository;
 use letip_service::{CachedRepository, EventHub, Notifying};
 use letip_store::{PgStore, PoolOptions};
@@ -23,19 +26,43 @@ pub struct Running {
     pub addr: SocketAddr,
     handle: actix_web::dev::ServerHandle,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    events: EventHub,
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
 }
 
 impl Running {
-    /// Waits until the server stops (on SIGINT or SIGTERM, or [`Running::stop`]).
-    pub async fn wait(self) -> anyhow::Result<()> {
-        self.task.await.context("server task panicked")??;
-        Ok(())
+    /// Serves until SIGINT or SIGTERM, then stops gracefully.
+    pub async fn serve_until_signal(self) -> anyhow::Result<()> {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        self.stop().await
     }
 
-    /// Stops accepting connections and waits for in-flight requests to finish.
+    /// Closes WebSocket clients with a close frame, stops accepting connections and waits
+    /// for in-flight requests to finish.
     pub async fn stop(self) -> anyhow::Result<()> {
+        self.events.close();
         self.handle.stop(true).await;
-        self.wait().await
+        self.task.await.context("server task panicked")??;
+        Ok(())
     }
 }
 
@@ -47,21 +74,19 @@ pub async fn migrate(config: &Config) -> anyhow::Result<usize> {
     Ok(letip_store::migrate(&config.database_url).await?)
 }
 
-/// The cache `CACHE_BACKEND` names. Redis being down is not an error: the server starts
-/// and reads go to PostgreSQL until Redis answers.
-pub fn cache(config: &Config) -> anyhow::Result<Arc<dyn Cache>> {
+/// A cache, and the bus that carries events between instances, if the cache has one.
+pub type CacheWiring = (Arc<dyn Cache>, Option<Arc<RedisBus>>);
+
+/// The cache `CACHE_BACKEND` names, and the bus that carries events between instances
+/// (with a Redis backend). Redis being down is not an error: the server starts and reads
+/// go to PostgreSQL until Redis answers.
+pub fn cache(config: &Config) -> anyhow::Result<CacheWiring> {
     // Generations must outlive every entry of their scope.
     let generation_ttl = config.ttls().longest() * 2;
-    Ok(match config.cache_backend {
-        CacheBackend::None => Arc::new(NoopCache),
-        CacheBackend::Memory => Arc::new(MemoryCache::new(MemoryConfig {
-            max_bytes: config.cache_memory_max_bytes,
-            max_value_bytes: config.cache_max_value_bytes,
-            generation_ttl,
-        })),
-        CacheBackend::Redis => Arc::new(
+    let redis = || -> anyhow::Result<Arc<RedisCache>> {
+        Ok(Arc::new(
             RedisCache::new(RedisConfig {
-                url: config.redis_url.clone(),
+                url: config.redis(),
                 namespace: config.cache_namespace.clone(),
                 timeout: Duration::from_millis(config.cache_timeout_ms),
                 connections: config.redis_connections,
@@ -70,7 +95,41 @@ pub fn cache(config: &Config) -> anyhow::Result<Arc<dyn Cache>> {
                 ..RedisConfig::default()
             })
             .context("configuring the Redis cache")?,
+        ))
+    };
+    let events = |far: &Arc<RedisCache>| {
+        RedisBus::new(far.clone(), &format!("{}:events", config.cache_namespace))
+    };
+    Ok(match config.cache_backend {
+        CacheBackend::None => (Arc::new(NoopCache), None),
+        CacheBackend::Memory => (
+            Arc::new(MemoryCache::new(MemoryConfig {
+                max_bytes: config.cache_memory_max_bytes,
+                max_value_bytes: config.cache_max_value_bytes,
+                generation_ttl,
+            })),
+            None,
         ),
+        CacheBackend::Redis => {
+            let far = redis()?;
+            let bus = events(&far);
+            (far, Some(bus))
+        }
+        CacheBackend::Tiered => {
+            let far = redis()?;
+            let bus = events(&far);
+            let invalidations = RedisBus::new(
+                far.clone(),
+                &format!("{}:invalidations", config.cache_namespace),
+            );
+            let near = NearConfig {
+                max_bytes: config.cache_near_max_bytes,
+            };
+            (
+                Arc::new(TieredCache::new(far, near, Some(invalidations))),
+                Some(bus),
+            )
+        }
     })
 }
 
@@ -97,13 +156,13 @@ pub async fn start_with(
         },
     )?;
     let store: Arc<dyn Repository> = wrap(Arc::new(PgStore::new(pool)));
-    let cached: Arc<dyn Repository> =
-        Arc::new(CachedRepository::new(store, cache(config)?, config.ttls()));
+    let (cache, bus) = cache(config)?;
+    let cached: Arc<dyn Repository> = Arc::new(CachedRepository::new(store, cache, config.ttls()));
     let events = EventHub::new();
-    let repo: Arc<dyn Repository> = Notifying::new(cached, events.clone());
+    let repo: Arc<dyn Repository> = Notifying::new(cached, events.clone(), bus);
     let state = AppState {
         repo,
-        events,
+        events: events.clone(),
         metrics: letip_api::observe::prometheus(),
     };
 
@@ -119,7 +178,12 @@ pub async fn start_with(
     let handle = server.handle();
     let task = tokio::spawn(server);
     tracing::info!(%addr, "listening on http://{addr}");
-    Ok(Running { addr, handle, task })
+    Ok(Running {
+        addr,
+        handle,
+        task,
+        events,
+    })
 }
 
 /// Seeds demo data, reporting progress through `progress` (businesses written so far).

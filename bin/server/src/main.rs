@@ -22,7 +22,10 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             tracing::info!(config = %config.describe(), "starting");
-            letip_server::start(&config).await?.wait().await
+            letip_server::start(&config)
+                .await?
+                .serve_until_signal()
+                .await
         }
         Command::Migrate => {
             let applied = letip_server::migrate(&config).await?;

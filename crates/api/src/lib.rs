@@ -110,7 +110,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// Starts the HTTP server on `listener` with `workers` threads. The returned server runs
-/// once awaited; it stops gracefully (in-flight requests finish) on SIGINT or SIGTERM.
+/// once awaited. It does not watch signals: its owner stops it through its handle (after
+/// closing the event hub, so WebSocket clients get a close frame).
 pub fn server(
     state: AppState,
     listener: TcpListener,
@@ -126,6 +127,7 @@ pub fn server(
             .wrap(TracingLogger::default())
     })
     .workers(workers.max(1))
+    .disable_signals()
     .shutdown_timeout(30)
     .listen(listener)?
     .run();

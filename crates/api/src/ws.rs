@@ -27,11 +27,12 @@ pub async fn ws(
 ) -> Result<HttpResponse, actix_web::Error> {
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     let events = state.events.subscribe();
+    let closing = state.events.closing();
     let stream = stream
         .max_frame_size(MAX_CLIENT_FRAME)
         .aggregate_continuations()
         .max_continuation_size(MAX_CLIENT_FRAME);
-    rt::spawn(serve_client(session, stream, events));
+    rt::spawn(serve_client(session, stream, events, closing));
     Ok(response)
 }
 
@@ -46,9 +47,20 @@ async fn serve_client(
     mut session: Session,
     mut stream: actix_ws::AggregatedMessageStream,
     mut events: tokio::sync::broadcast::Receiver<letip_service::Event>,
+    mut closing: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
+            // The server is stopping: say goodbye properly rather than drop the socket.
+            _ = closing.wait_for(|c| *c) => {
+                let _ = session
+                    .close(Some(actix_ws::CloseReason {
+                        code: actix_ws::CloseCode::Away,
+                        description: Some("server shutting down".into()),
+                    }))
+                    .await;
+                return;
+            }
             event = events.recv() => match event {
                 Ok(event) => {
                     if session.text(event.frame.to_string()).await.is_err() {
