@@ -171,4 +171,11 @@ pub trait Cache: Send + Sync + std::fmt::Debug + 'static {
     fn is_enabled(&self) -> bool {
         true
     }
+
+    /// `true` when a hit is guaranteed to be exactly the bytes that were put (an entry
+    /// damaged or written by something else is detected and never returned), so callers
+    /// need not re-check what they get.
+    fn verifies_integrity(&self) -> bool {
+        false
+    }
 }

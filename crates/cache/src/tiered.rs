@@ -252,4 +252,8 @@ impl Cache for TieredCache {
     async fn health(&self) -> CacheHealth {
         self.far.health().await
     }
+
+    fn verifies_integrity(&self) -> bool {
+        self.far.verifies_integrity()
+    }
 }

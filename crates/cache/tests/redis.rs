@@ -175,6 +175,20 @@ async fn an_entry_in_a_foreign_format_is_removed_and_reported() {
         "0"
     );
     miss(&c, &k).await;
+
+    // In the format, under the current generation, but not the bytes that were stored.
+    let t = miss(&c, &k).await;
+    c.put(&k, &t, Bytes::from_static(b"{\"ok\":true}"), TTL)
+        .await
+        .expect("put");
+    let name = "letip:v1:{detail%3A9}:detail:id=9";
+    let stored = redis.cli(&["GET", name]);
+    let (header, sealed) = stored.split_once('\n').expect("a header");
+    let tampered = format!("{header}\n{}{{\"ok\":false}}", &sealed[..8]);
+    redis.cli(&["SET", name, &tampered, "PX", "60000"]);
+    let err = c.get(&k).await.expect_err("a damaged entry is not served");
+    assert!(matches!(err, CacheError::Protocol(_)), "{err}");
+    assert_eq!(redis.cli(&["EXISTS", name]), "0");
 }
 
 #[tokio::test]

@@ -1,0 +1,866 @@
+//! `letip-bench`: seeds datasets, starts the real server in each cache mode, drives it
+//! with wrk on loopback, measures the physical ceilings in the same run (an actix-web
+//! handler answering the same bytes from memory, and `redis-benchmark` GET of the same
+//! value size), and writes `docs/benchmarks.md` with a latency plot.
+//!
+//! Every request goes to 127.0.0.1 and every load is bounded in time. Run it through
+//! `scripts/bench.sh`, which installs wrk when missing and builds the release binaries.
+
+// A command-line tool: its progress lines are its interface.
+#![allow(clippy::print_stdout)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use serde::Deserialize;
+use tokio::process::{Child, Command};
+
+mod plot;
+
+/// Benchmarks of the letip server: cache hits against the uncached path and the limits.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Dataset sizes (businesses).
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    sizes: Vec<u64>,
+    /// Seconds of load per scenario.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Seconds of the dashboard mix, per cache mode, on the largest dataset.
+    #[arg(long, default_value_t = 120)]
+    mix_seconds: u64,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 64)]
+    connections: u32,
+    /// List pages touched to measure Redis memory on the largest dataset.
+    #[arg(long, default_value_t = 2000)]
+    memory_pages: u64,
+    /// PostgreSQL server (a database per size is made on it).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
+    database: String,
+    /// Redis for the cached modes.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis: String,
+    /// Where the report goes; the plot goes beside it.
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    report: PathBuf,
+    /// Profile the hit path with `perf record` once.
+    #[arg(long)]
+    profile: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+struct Wrk {
+    requests: u64,
+    duration_us: u64,
+    non2xx: u64,
+    timeouts: u64,
+    socket_errors: u64,
+    p50_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+}
+
+impl Wrk {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / (self.duration_us.max(1) as f64 / 1e6)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Mode {
+    Redis,
+    Tiered,
+    Uncached,
+    RedisDown,
+}
+
+impl Mode {
+    const ALL: [Self; 4] = [Self::Redis, Self::Tiered, Self::Uncached, Self::RedisDown];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Redis => "cache hit (Redis)",
+            Self::Tiered => "cache hit (near tier)",
+            Self::Uncached => "uncached",
+            Self::RedisDown => "Redis down",
+        }
+    }
+
+    fn backend(self) -> &'static str {
+        match self {
+            Self::Redis | Self::RedisDown => "redis",
+            Self::Tiered => "tiered",
+            Self::Uncached => "none",
+        }
+    }
+}
+
+/// The endpoints measured, as (name, family, path) for a dataset of `size`.
+fn endpoints(size: u64) -> Vec<(&'static str, &'static str, String)> {
+    vec![
+        ("stats", "stats", "/api/businesses/stats".into()),
+        ("list", "list", "/api/businesses?page=1&limit=20".into()),
+        (
+            "list city+industry",
+            "list",
+            "/api/businesses?city=Freehold&industry=Dental&page=1".into(),
+        ),
+        (
+            "list status, page 3",
+            "list",
+            "/api/businesses?enrichment_status=enriched&page=3".into(),
+        ),
+        (
+            "detail",
+            "detail",
+            format!("/api/businesses/{}", size / 2 + 1),
+        ),
+    ]
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    pid: u32,
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("the runner has a directory")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: build it with cargo build --release",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn db_url(args: &Args, size: u64) -> String {
+    format!("{}/letip_bench_{size}", args.database.trim_end_matches('/'))
+}
+
+async fn seed(args: &Args, size: u64) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let status = Command::new(sibling("letip")?)
+        .args([
+            "seed",
+            "--businesses",
+            &size.to_string(),
+            "--seed",
+            "42",
+            "--if-empty",
+        ])
+        .env("DATABASE_URL", db_url(args, size))
+        .env("RUST_LOG", "warn")
+        .status()
+        .await?;
+    if !status.success() {
+        bail!("seeding {size} businesses failed");
+    }
+    println!(
+        "dataset of {size} businesses ready in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn start(args: &Args, size: u64, mode: Mode, run: &str) -> anyhow::Result<Server> {
+    let port = free_port()?;
+    let redis = if mode == Mode::RedisDown {
+        // Nothing listens on port 1: every Redis call fails as it would with Redis down.
+        "redis://127.0.0.1:1".to_owned()
+    } else {
+        args.redis.clone()
+    };
+    let child = Command::new(sibling("letip")?)
+        .arg("serve")
+        .env("DATABASE_URL", db_url(args, size))
+        .env("PORT", port.to_string())
+        .env("CACHE_BACKEND", mode.backend())
+        .env("REDIS_URL", redis)
+        .env(
+            "CACHE_NAMESPACE",
+            format!("bench-{run}-{size}-{}:v1", mode.backend()),
+        )
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().context("the server runs")?;
+    let server = Server { child, port, pid };
+    let client = reqwest::Client::new();
+    for _ in 0..300 {
+        if let Ok(r) = client.get(server.url("/health")).send().await
+            && r.status().is_success()
+        {
+            return Ok(server);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the server did not become healthy")
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn wrk(url: &str, seconds: u64, connections: u32, script: &Path) -> anyhow::Result<Wrk> {
+    let out = Command::new("wrk")
+        .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s")])
+        .args(["--timeout", "10s", "-s"])
+        .arg(script)
+        .arg(url)
+        .output()
+        .await
+        .context("running wrk (scripts/bench.sh installs it)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .with_context(|| format!("wrk printed no report: {text}"))?;
+    Ok(serde_json::from_str(line)?)
+}
+
+/// Throughput of `redis-benchmark` GET with values of `bytes` bytes.
+async fn redis_benchmark(redis: &str, bytes: usize, connections: u32) -> anyhow::Result<f64> {
+    let (host, port) = redis
+        .trim_start_matches("redis://")
+        .split_once(':')
+        .unwrap_or(("127.0.0.1", "6379"));
+    let out = Command::new("redis-benchmark")
+        .args([
+            "-h",
+            host,
+            "-p",
+            port.trim_end_matches('/'),
+            "-t",
+            "get",
+            "-n",
+            "200000",
+        ])
+        .args([
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &bytes.to_string(),
+            "--csv",
+        ])
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("\"GET\""))
+        .and_then(|l| l.split(',').nth(1))
+        .and_then(|v| v.trim_matches('"').parse::<f64>().ok())
+        .with_context(|| format!("redis-benchmark printed no GET line: {text}"))
+}
+
+/// Sums of a metric's samples, by the value of one label.
+fn metric_sums(text: &str, name: &str, label: &str) -> BTreeMap<String, f64> {
+    let mut sums = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with(name)) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let value: f64 = value.parse().unwrap_or(0.0);
+        let key = series
+            .split(&[',', '{', '}'][..])
+            .find_map(|kv| kv.strip_prefix(&format!("{label}=")))
+            .map(|v| v.trim_matches('"').to_owned())
+            .unwrap_or_default();
+        *sums.entry(key).or_default() += value;
+    }
+    sums
+}
+
+async fn metrics(server: &Server) -> anyhow::Result<String> {
+    Ok(reqwest::get(server.url("/metrics")).await?.text().await?)
+}
+
+#[derive(Debug, Default)]
+struct Mix {
+    requests: u64,
+    rps: f64,
+    p50_us: u64,
+    p99_us: u64,
+    non2xx: u64,
+    hit_rate: BTreeMap<String, f64>,
+    db_queries_per_1000: f64,
+}
+
+fn family_counts(text: &str) -> BTreeMap<(String, String), f64> {
+    let mut out = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("cache_requests_total{"))
+    {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let get = |label: &str| {
+            series
+                .split(&[',', '{', '}'][..])
+                .find_map(|kv| kv.strip_prefix(&format!("{label}=")))
+                .map(|v| v.trim_matches('"').to_owned())
+                .unwrap_or_default()
+        };
+        out.insert((get("family"), get("result")), value.parse().unwrap_or(0.0));
+    }
+    out
+}
+
+async fn mix(args: &Args, server: &Server, size: u64, script: &Path) -> anyhow::Result<Mix> {
+    let before = metrics(server).await?;
+    // SAFETY of the environment: wrk reads BUSINESSES in its Lua init.
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{}", args.connections),
+            &format!("-d{}s", args.mix_seconds),
+        ])
+        .args(["--timeout", "10s", "-s"])
+        .arg(script)
+        .arg(server.url(""))
+        .env("BUSINESSES", size.to_string())
+        .output()
+        .await?;
+    let after = metrics(server).await?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .with_context(|| format!("wrk printed no report: {text}"))?;
+    let w: Wrk = serde_json::from_str(line)?;
+    let (b, a) = (family_counts(&before), family_counts(&after));
+    let delta =
+        |k: &(String, String)| a.get(k).copied().unwrap_or(0.0) - b.get(k).copied().unwrap_or(0.0);
+    let mut hit_rate = BTreeMap::new();
+    for family in ["stats", "list", "detail"] {
+        let f = family.to_owned();
+        let hits = delta(&(f.clone(), "hit".into()));
+        let all = hits + delta(&(f.clone(), "miss".into())) + delta(&(f.clone(), "error".into()));
+        if all > 0.0 {
+            hit_rate.insert(f, hits / all);
+        }
+    }
+    let q = |t: &str| {
+        metric_sums(t, "letip_db_queries_total", "op")
+            .values()
+            .sum::<f64>()
+    };
+    Ok(Mix {
+        requests: w.requests,
+        rps: w.rps(),
+        p50_us: w.p50_us,
+        p99_us: w.p99_us,
+        non2xx: w.non2xx,
+        hit_rate,
+        db_queries_per_1000: (q(&after) - q(&before)) / (w.requests.max(1) as f64) * 1000.0,
+    })
+}
+
+/// Touches list pages so their entries land in Redis, then reads what Redis holds.
+async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<f64> {
+    let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0))
+}
+
+async fn redis_memory(
+    args: &Args,
+    server: &Server,
+    size: u64,
+    run: &str,
+) -> anyhow::Result<String> {
+    let redis = redis::Client::open(args.redis.as_str())?;
+    let mut conn = redis.get_multiplexed_async_connection().await?;
+    let before = used_memory(&mut conn).await?;
+    let client = reqwest::Client::new();
+    let pages = args.memory_pages.min(size.div_ceil(20));
+    let mut page = 1;
+    while page <= pages {
+        let batch: Vec<_> = (page..=(page + 15).min(pages))
+            .map(|p| {
+                client
+                    .get(server.url(&format!("/api/businesses?page={p}&limit=20")))
+                    .send()
+            })
+            .collect();
+        for r in futures_util::future::join_all(batch).await {
+            r?;
+        }
+        page += 16;
+    }
+    let used = used_memory(&mut conn).await?;
+    let pattern = format!("bench-{run}-{size}-redis:v1*");
+    let mut cursor = 0u64;
+    let (mut keys, mut without_ttl, mut list_entries) = (0u64, 0u64, 0u64);
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        for key in batch {
+            keys += 1;
+            if key.contains(":list:") {
+                list_entries += 1;
+            }
+            let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await?;
+            if ttl < 0 {
+                without_ttl += 1;
+            }
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    let total_pages = size.div_ceil(20);
+    // What the touched pages added, per page (their entries and generation keys).
+    let per_page = (used - before).max(0.0) / pages.max(1) as f64;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "After touching list pages 1 to {pages} (limit 20) of the {size}-business dataset: \
+         Redis `used_memory` {:.1} MiB for the whole server, {keys} keys of this run, {list_entries} \
+         of them list entries, **{without_ttl} keys without a TTL**.",
+        used / 1048576.0
+    );
+    let _ = writeln!(
+        s,
+        "\nTouching them added {:.1} MiB, {:.1} KiB per page; all {total_pages} pages of the \
+         unfiltered list would take about {:.0} MiB (extrapolated from that measure, not \
+         measured: a cold deep page costs an OFFSET scan of the rows before it, so touching \
+         all of them takes far longer than a benchmark run). Every entry and every generation \
+         key has a TTL (5 min for lists), so the number of keys is bounded by what was read in \
+         the last TTL.",
+        (used - before).max(0.0) / 1048576.0,
+        per_page / 1024.0,
+        total_pages as f64 * per_page / 1048576.0
+    );
+    Ok(s)
+}
+
+async fn profile(server: &Server, script: &Path, out_dir: &Path) -> anyhow::Result<String> {
+    let data = out_dir.join("perf.data");
+    let load = {
+        let url = server.url("/api/businesses?page=1&limit=20");
+        let script = script.to_owned();
+        tokio::spawn(async move { wrk(&url, 8, 64, &script).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let status = Command::new("perf")
+        .args(["record", "-F", "499", "-g", "-o"])
+        .arg(&data)
+        .args(["-p", &server.pid.to_string(), "--", "sleep", "5"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await?;
+    let _ = load.await;
+    if !status.success() {
+        bail!("perf record failed");
+    }
+    let report = Command::new("perf")
+        .args([
+            "report",
+            "--stdio",
+            "--no-children",
+            "--sort",
+            "dso,symbol",
+            "-i",
+        ])
+        .arg(&data)
+        .stderr(Stdio::null())
+        .output()
+        .await?;
+    let _ = std::fs::remove_file(&data);
+    let text = String::from_utf8_lossy(&report.stdout);
+    let top: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.trim_start()
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit())
+                && l.contains('%')
+        })
+        .take(15)
+        .collect();
+    Ok(top.join("\n"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let run = format!("{}", std::process::id());
+    let out_dir = args.report.parent().unwrap_or(Path::new(".")).to_owned();
+    std::fs::create_dir_all(&out_dir)?;
+    let lua = Path::new(env!("CARGO_MANIFEST_DIR")).join("lua");
+    let report_lua = lua.join("report.lua");
+    let mix_lua = out_dir.join(".mix-with-report.lua");
+    std::fs::write(
+        &mix_lua,
+        std::fs::read_to_string(lua.join("mix.lua"))? + &std::fs::read_to_string(&report_lua)?,
+    )?;
+
+    let started = chrono_like_now();
+    let mut results: Vec<(u64, Mode, &'static str, &'static str, Wrk, f64)> = Vec::new();
+    let mut bodies: BTreeMap<&'static str, Vec<u8>> = BTreeMap::new();
+    let mut rss: Vec<(u64, Mode, f64)> = Vec::new();
+    let mut mixes: Vec<(Mode, Mix)> = Vec::new();
+    let mut memory = String::new();
+    let mut perf = String::new();
+    let largest = args.sizes.iter().copied().max().unwrap_or(0);
+
+    for &size in &args.sizes {
+        seed(&args, size).await?;
+        for mode in Mode::ALL {
+            let server = start(&args, size, mode, &run).await?;
+            for (name, family, path) in endpoints(size) {
+                let url = server.url(&path);
+                // Two reads: the first fills the cache, the second proves it answers.
+                let body = reqwest::get(&url).await?.bytes().await?;
+                reqwest::get(&url).await?;
+                if size == largest && mode == Mode::Redis {
+                    bodies.entry(name).or_insert_with(|| body.to_vec());
+                }
+                let _ = family;
+                let w = wrk(&url, args.seconds, args.connections, &report_lua).await?;
+                println!(
+                    "{size:>8} {:<22} {name:<20} {:>9.0} req/s  p50 {:>8} µs  p99 {:>8} µs  non-2xx {}",
+                    mode.label(),
+                    w.rps(),
+                    w.p50_us,
+                    w.p99_us,
+                    w.non2xx
+                );
+                results.push((size, mode, name, family, w, body.len() as f64));
+            }
+            rss.push((size, mode, rss_mib(server.pid)));
+            if size == largest && mode == Mode::Redis {
+                memory = redis_memory(&args, &server, size, &run).await?;
+                if args.profile {
+                    perf = profile(&server, &report_lua, &out_dir)
+                        .await
+                        .unwrap_or_else(|e| format!("(profiling failed: {e})"));
+                }
+            }
+            if size == largest && matches!(mode, Mode::Redis | Mode::Tiered | Mode::Uncached) {
+                let m = mix(&args, &server, size, &mix_lua).await?;
+                println!(
+                    "mix {:<22} {:>9.0} req/s hit rates {:?}",
+                    mode.label(),
+                    m.rps,
+                    m.hit_rate
+                );
+                mixes.push((mode, m));
+            }
+            server.stop().await;
+        }
+    }
+
+    // The ceilings, measured with the bodies of the largest dataset.
+    let mut ceilings: BTreeMap<&'static str, (Wrk, f64)> = BTreeMap::new();
+    for (name, body) in &bodies {
+        let file = out_dir.join(".ceiling-body.json");
+        std::fs::write(&file, body)?;
+        let port = free_port()?;
+        let mut child = Command::new(sibling("bench-ceiling")?)
+            .arg(port.to_string())
+            .arg(&file)
+            .kill_on_drop(true)
+            .spawn()?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let w = wrk(
+            &format!("http://127.0.0.1:{port}/"),
+            args.seconds,
+            args.connections,
+            &report_lua,
+        )
+        .await?;
+        let _ = child.kill().await;
+        let r = redis_benchmark(&args.redis, body.len(), args.connections).await?;
+        println!(
+            "ceiling {name:<20} actix from memory {:>9.0} req/s   redis-benchmark GET {:>9.0} req/s",
+            w.rps(),
+            r
+        );
+        ceilings.insert(name, (w, r));
+        let _ = std::fs::remove_file(&file);
+    }
+    let _ = std::fs::remove_file(&mix_lua);
+
+    let plot_path = out_dir.join("benchmarks-latency.svg");
+    plot::latency(&plot_path, largest, &results)?;
+    let report = render(
+        &args, &started, &results, &ceilings, &rss, &mixes, &memory, &perf, largest,
+    );
+    std::fs::write(&args.report, report)?;
+    println!(
+        "wrote {} and {}",
+        args.report.display(),
+        plot_path.display()
+    );
+    Ok(())
+}
+
+fn chrono_like_now() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1048576.0);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    format!("{cores} cores ({cpu}), {mem:.0} GiB memory")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn render(
+    args: &Args,
+    started: &str,
+    results: &[(u64, Mode, &'static str, &'static str, Wrk, f64)],
+    ceilings: &BTreeMap<&'static str, (Wrk, f64)>,
+    rss: &[(u64, Mode, f64)],
+    mixes: &[(Mode, Mix)],
+    memory: &str,
+    perf: &str,
+    largest: u64,
+) -> String {
+    let mut s = String::new();
+    let sizes: Vec<String> = args.sizes.iter().map(u64::to_string).collect();
+    let _ = writeln!(s, "# Benchmarks\n");
+    let _ = writeln!(
+        s,
+        "Measured {started} on {}, server, PostgreSQL 15, Redis 7 and the load generator \
+         (wrk, 2 threads, {} connections, {} s per scenario) all on that one machine over \
+         loopback. Release build, 2 HTTP workers.\n",
+        machine(),
+        args.connections,
+        args.seconds
+    );
+    let _ = writeln!(
+        s,
+        "Command (seeds what is missing, then runs everything below and rewrites this page):\n\n\
+         ```sh\nbash scripts/bench.sh --sizes {} --seconds {} --mix-seconds {}{}\n```\n",
+        sizes.join(","),
+        args.seconds,
+        args.mix_seconds,
+        if args.profile { " --profile" } else { "" }
+    );
+    let _ = writeln!(s, "![latency by scenario](benchmarks-latency.svg)\n");
+
+    for &size in &args.sizes {
+        let _ = writeln!(s, "## {size} businesses\n");
+        let _ = writeln!(
+            s,
+            "| endpoint | mode | req/s | p50 | p99 | p99.9 | non-2xx | speedup vs uncached (req/s) |"
+        );
+        let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|");
+        for (name, _, _) in endpoints(size) {
+            let uncached = results
+                .iter()
+                .find(|r| r.0 == size && r.1 == Mode::Uncached && r.2 == name)
+                .map(|r| r.4.rps());
+            for mode in Mode::ALL {
+                if let Some((_, _, _, _, w, _)) = results
+                    .iter()
+                    .find(|r| r.0 == size && r.1 == mode && r.2 == name)
+                {
+                    let speedup = uncached
+                        .filter(|u| *u > 0.0 && mode != Mode::Uncached)
+                        .map_or(String::new(), |u| format!("{:.0}x", w.rps() / u));
+                    let _ = writeln!(
+                        s,
+                        "| {name} | {} | {:.0} | {} | {} | {} | {} | {speedup} |",
+                        mode.label(),
+                        w.rps(),
+                        us(w.p50_us),
+                        us(w.p99_us),
+                        us(w.p999_us),
+                        w.non2xx + w.timeouts + w.socket_errors,
+                    );
+                }
+            }
+        }
+        let _ = writeln!(s);
+    }
+
+    let _ = writeln!(s, "## The limits, measured in the same run\n");
+    let _ = writeln!(
+        s,
+        "The ceiling of any HTTP cache hit is an actix-web handler answering the same bytes \
+         from memory (`bench-ceiling`); the ceiling of a Redis read is `redis-benchmark` GET \
+         of a value of the same size, {} clients. Ratios are of the {largest}-business cache hits.\n",
+        args.connections
+    );
+    let _ = writeln!(
+        s,
+        "| endpoint | body | actix from memory | Redis hit | Redis hit / ceiling | near-tier hit | near / ceiling | redis-benchmark GET | Redis hit / redis-benchmark |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, (w, rb)) in ceilings {
+        let find = |mode| {
+            results
+                .iter()
+                .find(|r| r.0 == largest && r.1 == mode && r.2 == *name)
+                .map(|r| (r.4.rps(), r.5))
+        };
+        let (hit, bytes) = find(Mode::Redis).unwrap_or((0.0, 0.0));
+        let (near, _) = find(Mode::Tiered).unwrap_or((0.0, 0.0));
+        let _ = writeln!(
+            s,
+            "| {name} | {:.1} KiB | {:.0} | {hit:.0} | {:.0}% | {near:.0} | {:.0}% | {rb:.0} | {:.0}% |",
+            bytes / 1024.0,
+            w.rps(),
+            hit / w.rps().max(1.0) * 100.0,
+            near / w.rps().max(1.0) * 100.0,
+            hit / rb.max(1.0) * 100.0,
+        );
+    }
+
+    if !mixes.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Dashboard mix ({largest} businesses, {} s per mode)\n",
+            args.mix_seconds
+        );
+        let _ = writeln!(
+            s,
+            "Zipf-distributed reads (s = 1.1 over business ids, over filter combinations and \
+             pages 1 to 10): 19% stats, 40% lists, 40% details, and 1% writes (PATCH of a \
+             Zipf-chosen business). Hit rates and database statements come from `/metrics` \
+             before and after.\n"
+        );
+        let _ = writeln!(
+            s,
+            "| mode | requests | req/s | p50 | p99 | non-2xx | hit rate stats / list / detail | DB statements per 1,000 requests |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---|---:|");
+        for (mode, m) in mixes {
+            let rate = |f: &str| {
+                m.hit_rate
+                    .get(f)
+                    .map_or("-".into(), |r| format!("{:.1}%", r * 100.0))
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.0} | {} | {} | {} | {} / {} / {} | {:.0} |",
+                mode.label(),
+                m.requests,
+                m.rps,
+                us(m.p50_us),
+                us(m.p99_us),
+                m.non2xx,
+                rate("stats"),
+                rate("list"),
+                rate("detail"),
+                m.db_queries_per_1000
+            );
+        }
+    }
+
+    let _ = writeln!(s, "\n## Memory\n");
+    let _ = writeln!(s, "Server resident memory after each mode's load (MiB):\n");
+    let _ = writeln!(
+        s,
+        "| businesses | {} |",
+        Mode::ALL.map(Mode::label).join(" | ")
+    );
+    let _ = writeln!(s, "|---|{}", "---:|".repeat(Mode::ALL.len()));
+    for &size in &args.sizes {
+        let cells: Vec<String> = Mode::ALL
+            .iter()
+            .map(|m| {
+                rss.iter()
+                    .find(|r| r.0 == size && r.1 == *m)
+                    .map_or("-".into(), |r| format!("{:.0}", r.2))
+            })
+            .collect();
+        let _ = writeln!(s, "| {size} | {} |", cells.join(" | "));
+    }
+    let _ = writeln!(s, "\n{memory}");
+    let _ = writeln!(
+        s,
+        "Recommended Redis settings: `maxmemory` sized for the working set and \
+         `maxmemory-policy volatile-lru` (or `allkeys-lru`); see the README.\n"
+    );
+    if !perf.is_empty() {
+        let _ = writeln!(
+            s,
+            "## Profile of the hit path\n\n`perf record -g` of the server for 5 s under the \
+             cached list page load (top symbols, self time):\n\n```\n{perf}\n```\n"
+        );
+    }
+    s
+}
+
+fn us(v: u64) -> String {
+    if v >= 10_000 {
+        format!("{:.1} ms", v as f64 / 1000.0)
+    } else {
+        format!("{v} µs")
+    }
+}

@@ -1,0 +1,94 @@
+//! The latency plot: p50 and p99 of every endpoint in every mode, on a log scale.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::{Mode, Wrk};
+
+type Row = (u64, Mode, &'static str, &'static str, Wrk, f64);
+
+pub(crate) fn latency(path: &Path, size: u64, results: &[Row]) -> anyhow::Result<()> {
+    let rows: Vec<&Row> = results.iter().filter(|r| r.0 == size).collect();
+    let endpoints: Vec<&'static str> = {
+        let mut e: Vec<&'static str> = Vec::new();
+        for r in &rows {
+            if !e.contains(&r.2) {
+                e.push(r.2);
+            }
+        }
+        e
+    };
+    let root = SVGBackend::new(path, (1100, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let max = rows
+        .iter()
+        .map(|r| r.4.p99_us)
+        .max()
+        .unwrap_or(1000)
+        .max(1000)
+        * 3;
+    let groups = endpoints.len() as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("Latency by scenario, {size} businesses (bars p50, whiskers p99; log scale)"),
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..groups, (10u64..max).log_scale())?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(endpoints.len() * 2 + 1)
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            if (x - x.floor() - 0.5).abs() < 0.01 {
+                endpoints.get(i).copied().unwrap_or("").to_owned()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc("microseconds")
+        .draw()?;
+    let colors = [
+        RGBColor(31, 119, 180),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+    ];
+    let width = 0.8 / Mode::ALL.len() as f64;
+    for (m, mode) in Mode::ALL.iter().enumerate() {
+        let color = colors.get(m).copied().unwrap_or(BLACK);
+        let mut bars = Vec::new();
+        let mut whiskers = Vec::new();
+        for (i, name) in endpoints.iter().enumerate() {
+            if let Some(r) = rows.iter().find(|r| r.1 == *mode && r.2 == *name) {
+                let x0 = i as f64 + 0.1 + width * m as f64;
+                bars.push(Rectangle::new(
+                    [(x0, 10), (x0 + width * 0.9, r.4.p50_us.max(11))],
+                    color.filled(),
+                ));
+                let xm = x0 + width * 0.45;
+                whiskers.push(PathElement::new(
+                    vec![(xm, r.4.p50_us.max(11)), (xm, r.4.p99_us.max(11))],
+                    color.stroke_width(2),
+                ));
+            }
+        }
+        chart
+            .draw_series(bars)?
+            .label(mode.label())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+        chart.draw_series(whiskers)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
