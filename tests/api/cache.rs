@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use letip_domain::Repository;
-use letip_testkit::{FaultProxy, RedisServer};
+use letip_testkit::{FaultProxy, RedisServer, eventually};
 use letip_tests::{Probe, Res, TestApp, id};
 use serde_json::{Value, json};
 
@@ -32,17 +32,6 @@ async fn spawn_probed(redis_url: &str) -> (TestApp, Arc<Probe>) {
 
 fn cache_of(res: &Res) -> &str {
     res.header("x-cache").unwrap_or("none")
-}
-
-/// Polls a condition that a background mechanism (reconnection) makes true.
-async fn eventually<F: AsyncFn() -> bool>(what: &str, f: F) {
-    for _ in 0..200 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("never happened: {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

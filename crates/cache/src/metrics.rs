@@ -16,6 +16,21 @@ pub(crate) fn lookup(family: &'static str, result: &'static str) {
     metrics::counter!("cache_requests_total", "family" => family, "result" => result).increment(1);
 }
 
+/// Counts a lookup by its outcome.
+pub(crate) fn lookup_outcome(
+    family: &'static str,
+    outcome: &Result<crate::Lookup, crate::CacheError>,
+) {
+    lookup(
+        family,
+        match outcome {
+            Ok(crate::Lookup::Hit(_)) => "hit",
+            Ok(crate::Lookup::Miss(_)) => "miss",
+            Err(_) => "error",
+        },
+    );
+}
+
 /// A hit served from the near tier after Redis confirmed it current.
 pub(crate) fn near_hit(family: &'static str) {
     metrics::counter!("cache_near_hits_total", "family" => family).increment(1);

@@ -554,14 +554,7 @@ impl Cache for RedisCache {
             // Unreachable without a known tag; a miss that stores nothing is safe.
             Raw::Current => Lookup::Miss(Ticket::none()),
         });
-        metrics::lookup(
-            key.family(),
-            match &result {
-                Ok(Lookup::Hit(_)) => "hit",
-                Ok(Lookup::Miss(_)) => "miss",
-                Err(_) => "error",
-            },
-        );
+        metrics::lookup_outcome(key.family(), &result);
         result
     }
 

@@ -196,14 +196,7 @@ impl Cache for TieredCache {
             }
             Err(e) => Err(e),
         };
-        metrics::lookup(
-            key.family(),
-            match &result {
-                Ok(Lookup::Hit(_)) => "hit",
-                Ok(Lookup::Miss(_)) => "miss",
-                Err(_) => "error",
-            },
-        );
+        metrics::lookup_outcome(key.family(), &result);
         result
     }
 

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use letip_cache::{
     Cache, CacheError, CacheHealth, Key, Lookup, RedisCache, RedisConfig, Stored, Ticket,
 };
-use letip_testkit::{FaultProxy, RedisServer};
+use letip_testkit::{FaultProxy, RedisServer, eventually};
 
 const TTL: Duration = Duration::from_secs(60);
 
@@ -35,17 +35,6 @@ async fn hit(c: &RedisCache, k: &Key) -> Bytes {
 
 fn detail(id: &str) -> Key {
     Key::new("detail", &format!("detail:{id}"), &[("id", id)])
-}
-
-/// Polls until `f` is true; faults heal on their own schedule (breaker backoff).
-async fn eventually<F: AsyncFn() -> bool>(f: F) {
-    for _ in 0..200 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the condition never held");
 }
 
 #[tokio::test]
@@ -206,7 +195,7 @@ async fn down_at_start_then_up_reconnects_by_itself() {
     );
 
     let _redis = RedisServer::start_on(port);
-    eventually(async || c.get(&k).await.is_ok()).await;
+    eventually("the cache answers again", async || c.get(&k).await.is_ok()).await;
     assert_eq!(c.health().await, CacheHealth::Up);
 }
 
@@ -225,7 +214,7 @@ async fn killed_and_restarted_it_serves_again_and_nothing_old() {
         "a dead Redis is an error, not a miss"
     );
     redis.restart();
-    eventually(async || c.get(&k).await.is_ok()).await;
+    eventually("the cache answers again", async || c.get(&k).await.is_ok()).await;
     miss(&c, &k).await;
 }
 
@@ -252,7 +241,7 @@ async fn a_stalled_redis_costs_a_timeout_then_the_circuit_opens() {
     assert_eq!(c.health().await, CacheHealth::Down);
 
     proxy.resume();
-    eventually(async || c.get(&k).await.is_ok()).await;
+    eventually("the cache answers again", async || c.get(&k).await.is_ok()).await;
     assert_eq!(
         hit(&c, &k).await,
         "v",
@@ -278,7 +267,7 @@ async fn after_a_missed_invalidation_no_older_entry_is_ever_served() {
     proxy.resume();
 
     // Redis holds the old entry under a current generation, yet it is never served.
-    eventually(async || c.get(&k).await.is_ok()).await;
+    eventually("the cache answers again", async || c.get(&k).await.is_ok()).await;
     let t = miss(&c, &k).await;
     c.put(&k, &t, Bytes::from_static(b"after"), TTL)
         .await
@@ -298,7 +287,10 @@ async fn a_cut_connection_is_replaced() {
         .expect("put");
     proxy.cut();
     // The first calls may see the dead connections; new ones are made.
-    eventually(async || matches!(c.get(&k).await, Ok(Lookup::Hit(_)))).await;
+    eventually("a new connection serves hits", async || {
+        matches!(c.get(&k).await, Ok(Lookup::Hit(_)))
+    })
+    .await;
 }
 
 #[tokio::test]

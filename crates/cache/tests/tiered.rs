@@ -12,7 +12,7 @@ use letip_cache::{
     BusEvent, Cache, Key, Lookup, NearConfig, RedisBus, RedisCache, RedisConfig, Stored,
     TieredCache,
 };
-use letip_testkit::RedisServer;
+use letip_testkit::{RedisServer, eventually};
 
 const TTL: Duration = Duration::from_secs(60);
 
@@ -47,16 +47,6 @@ async fn warm(c: &TieredCache, k: &Key, value: &'static [u8]) {
 
 fn detail(id: &str) -> Key {
     Key::new("detail", &format!("detail:{id}"), &[("id", id)])
-}
-
-async fn eventually<F: AsyncFn() -> bool>(f: F) {
-    for _ in 0..200 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the condition never held");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,7 +96,7 @@ async fn announced_invalidations_drop_near_copies_everywhere_and_a_lost_subscrip
     let (k2, k3) = (detail("2"), detail("3"));
     // Subscriptions are made in the background; wait until an announcement gets through.
     warm(&b, &k2, b"v").await;
-    eventually(async || {
+    eventually("an announcement gets through", async || {
         a.invalidate(&["detail:2"]).await.expect("invalidate");
         !b.holds_near_copy(&k2).await
     })
@@ -115,14 +105,20 @@ async fn announced_invalidations_drop_near_copies_everywhere_and_a_lost_subscrip
     warm(&b, &k2, b"v").await;
     warm(&b, &k3, b"v").await;
     a.invalidate(&["detail:2"]).await.expect("invalidate");
-    eventually(async || !b.holds_near_copy(&k2).await).await;
+    eventually("the announced scope is dropped", async || {
+        !b.holds_near_copy(&k2).await
+    })
+    .await;
     assert!(
         b.holds_near_copy(&k3).await,
         "other scopes keep their copies"
     );
 
     redis.kill();
-    eventually(async || !b.holds_near_copy(&k3).await).await;
+    eventually("a lost subscription drops every copy", async || {
+        !b.holds_near_copy(&k3).await
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

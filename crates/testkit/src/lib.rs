@@ -12,6 +12,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// Polls `f` every 25 ms until it holds, for what a background mechanism (reconnection,
+/// a breaker's backoff, pub/sub delivery) makes true; panics naming `what` after 10 s.
+pub async fn eventually<F: AsyncFn() -> bool>(what: &str, f: F) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f().await {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (free when asked; bind soon).
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
