@@ -421,3 +421,39 @@ async fn the_memory_backend_caches_and_invalidates_too() {
     );
     assert_eq!(app.get("/health").await.body["redis"], "up");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_values_cannot_reach_outside_their_key() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn_redis(&redis.url()).await;
+    redis.cli(&["SET", "unrelated", "kept"]);
+    app.business(json!({"name": "A", "city": "x\r\nFLUSHALL"}))
+        .await;
+    for city in [
+        "x%0D%0AFLUSHALL",
+        "*",
+        "letip:v1:%7Blist%7D:%23gen",
+        "a%26industry%3DDental",
+        "%E2%9C%93",
+    ] {
+        let path = format!("/api/businesses?city={city}");
+        let first = app.get(&path).await;
+        assert_eq!(first.status, 200, "{city}");
+        assert_eq!(cache_of(&app.get(&path).await), "HIT", "{city}");
+    }
+    assert_eq!(redis.cli(&["GET", "unrelated"]), "kept");
+    // The CRLF value found its business, and the key stayed inside the namespace.
+    let res = app.get("/api/businesses?city=x%0D%0AFLUSHALL").await;
+    assert_eq!(res.body["meta"]["total"], 1);
+    let keys = redis.cli(&["KEYS", "*"]);
+    for key in keys.lines().filter(|k| *k != "unrelated") {
+        assert!(key.starts_with("letip:v1:{"), "{key}");
+        assert!(
+            !key.contains('\r') && !key.contains('\n') && !key.contains('*'),
+            "{key:?}"
+        );
+    }
+    // Distinct values never share an entry: each answered its own total.
+    let star = app.get("/api/businesses?city=*").await;
+    assert_eq!(star.body["meta"]["total"], 0);
+}

@@ -302,3 +302,24 @@ async fn a_malformed_url_is_a_configuration_error() {
     .expect_err("rejected");
     assert!(matches!(err, CacheError::Config(_)), "{err}");
 }
+
+#[tokio::test]
+async fn a_password_in_the_url_authenticates_and_a_wrong_one_only_costs_misses() {
+    let redis = RedisServer::start_with(&["--requirepass", "s3cret"]);
+    let k = detail("1");
+    let good = cache(format!("redis://:s3cret@127.0.0.1:{}", redis.port()));
+    eventually("the cache authenticates", async || {
+        good.get(&k).await.is_ok()
+    })
+    .await;
+    let t = miss(&good, &k).await;
+    good.put(&k, &t, Bytes::from_static(b"v"), TTL)
+        .await
+        .expect("put");
+    assert_eq!(hit(&good, &k).await, "v");
+    assert_eq!(good.health().await, CacheHealth::Up);
+
+    let wrong = cache(format!("redis://:nope@127.0.0.1:{}", redis.port()));
+    assert!(wrong.get(&k).await.is_err());
+    assert_eq!(wrong.health().await, CacheHealth::Down);
+}
