@@ -457,3 +457,78 @@ async fn filter_values_cannot_reach_outside_their_key() {
     let star = app.get("/api/businesses?city=*").await;
     assert_eq!(star.body["meta"]["total"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_invalidates_only_the_lists_that_can_show_its_business() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn_redis(&redis.url()).await;
+    let freehold = app
+        .business(json!({"name": "F", "city": "Freehold", "industry": "Dental"}))
+        .await;
+    app.business(json!({"name": "W", "city": "Wall", "industry": "Legal"}))
+        .await;
+    let lists = [
+        "/api/businesses",
+        "/api/businesses?city=Freehold",
+        "/api/businesses?industry=Dental&enrichment_status=pending",
+        "/api/businesses?city=Wall",
+        "/api/businesses?industry=Legal",
+        "/api/businesses?enrichment_status=enriched",
+    ];
+    let warm = async || {
+        for p in lists {
+            app.get(p).await;
+            assert_eq!(cache_of(&app.get(p).await), "HIT", "{p}");
+        }
+    };
+    let states = async || {
+        let mut out = Vec::new();
+        for p in lists {
+            out.push(cache_of(&app.get(p).await).to_owned());
+        }
+        out
+    };
+
+    // A change that keeps its filters: only the lists that show it are rebuilt.
+    warm().await;
+    let path = format!("/api/businesses/{}", id(&freehold));
+    app.patch(&path, json!({"phone": "732-555-0100"})).await;
+    assert_eq!(
+        states().await,
+        ["MISS", "MISS", "MISS", "HIT", "HIT", "HIT"]
+    );
+    assert_eq!(
+        app.get("/api/businesses?city=Freehold").await.body["data"][0]["phone"],
+        "732-555-0100"
+    );
+
+    // A move to another city may change any list.
+    warm().await;
+    app.patch(&path, json!({"city": "Wall"})).await;
+    assert_eq!(states().await, ["MISS"; 6]);
+    assert_eq!(
+        app.get("/api/businesses?city=Wall").await.body["meta"]["total"],
+        2
+    );
+    assert_eq!(
+        app.get("/api/businesses?city=Freehold").await.body["meta"]["total"],
+        0
+    );
+
+    // An enrichment reaches the lists of its new status (and of its old one).
+    warm().await;
+    app.post(
+        &format!("/api/enrich/{}", id(&freehold)),
+        json!({"status": "enriched"}),
+    )
+    .await;
+    let after = states().await;
+    assert_eq!(after[5], "MISS", "enriched lists");
+    assert_eq!(after[4], "HIT", "Legal lists cannot show a Dental business");
+    assert_eq!(
+        app.get("/api/businesses?enrichment_status=enriched")
+            .await
+            .body["meta"]["total"],
+        1
+    );
+}

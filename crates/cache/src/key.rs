@@ -1,4 +1,6 @@
-//! Keys: `family` (a metrics label and TTL group), `scope` (what is invalidated together)
+//! Keys: `family` (a metrics label and TTL group), `scope` (what is invalidated together;
+//! `root|child` names a child scope: invalidating the root invalidates every child, and
+//! invalidating a child only its own entries)
 //! and a name built canonically from `(name, value)` parts.
 //!
 //! The name is injective and order-free: the same parts in any order give the same key,

@@ -34,7 +34,8 @@ impl Default for MemoryConfig {
 
 #[derive(Debug, Clone)]
 struct Entry {
-    generation: u64,
+    /// The generations of the scope's root and of the scope, when it was stored.
+    generation: (u64, u64),
     bytes: Bytes,
     ttl: Duration,
 }
@@ -100,10 +101,21 @@ impl MemoryCache {
         }
     }
 
-    fn generation(&self, scope: &str) -> u64 {
+    fn own_generation(&self, scope: &str) -> u64 {
         self.generations.get_with_by_ref(scope, || {
             self.next_generation.fetch_add(1, Ordering::Relaxed) + 1
         })
+    }
+
+    /// The generations an entry of `scope` depends on: its root's and its own.
+    fn generation(&self, scope: &str) -> (u64, u64) {
+        let (root, _) = crate::redis::split_scope(scope);
+        (self.own_generation(root), self.own_generation(scope))
+    }
+
+    fn current(&self, scope: &str) -> Option<(u64, u64)> {
+        let (root, _) = crate::redis::split_scope(scope);
+        Some((self.generations.get(root)?, self.generations.get(scope)?))
     }
 }
 
@@ -118,7 +130,10 @@ impl Cache for MemoryCache {
             }
             _ => {
                 metrics::lookup(key.family(), "miss");
-                Ok(Lookup::Miss(Ticket::new(generation.to_string())))
+                Ok(Lookup::Miss(Ticket::new(format!(
+                    "{}.{}",
+                    generation.0, generation.1
+                ))))
             }
         }
     }
@@ -134,13 +149,17 @@ impl Cache for MemoryCache {
             metrics::set(key.family(), "too_large");
             return Ok(Stored::TooLarge);
         }
-        let Some(generation) = ticket.tag().and_then(|t| t.parse::<u64>().ok()) else {
+        let parsed = ticket.tag().and_then(|t| {
+            let (root, own) = t.split_once('.')?;
+            Some((root.parse::<u64>().ok()?, own.parse::<u64>().ok()?))
+        });
+        let Some(generation) = parsed else {
             metrics::set(key.family(), "stale");
             return Ok(Stored::Stale);
         };
-        // The entry carries its generation, so even an invalidation that lands between
+        // The entry carries its generations, so even an invalidation that lands between
         // this check and the insert leaves it unreadable.
-        if self.generations.get(key.scope()) != Some(generation) {
+        if self.current(key.scope()) != Some(generation) {
             metrics::set(key.family(), "stale");
             return Ok(Stored::Stale);
         }
@@ -274,6 +293,24 @@ mod tests {
         c.remove(&k).await.expect("remove");
         assert_eq!(c.health().await, CacheHealth::Up);
         assert!(format!("{c:?}").contains("MemoryCache"));
+    }
+
+    #[tokio::test]
+    async fn a_root_scope_invalidates_its_children_and_a_child_only_itself() {
+        let c = cache();
+        let wall = Key::new("list", "list|city=Wall", &[("city", "Wall")]);
+        let brick = Key::new("list", "list|city=Brick", &[("city", "Brick")]);
+        for k in [&wall, &brick] {
+            let t = ticket(&c, k).await;
+            c.put(k, &t, Bytes::from_static(b"v"), TTL)
+                .await
+                .expect("put");
+        }
+        c.invalidate(&["list|city=Wall"]).await.expect("invalidate");
+        assert!(matches!(c.get(&wall).await, Ok(Lookup::Miss(_))));
+        assert!(matches!(c.get(&brick).await, Ok(Lookup::Hit(_))));
+        c.invalidate(&["list"]).await.expect("invalidate");
+        assert!(matches!(c.get(&brick).await, Ok(Lookup::Miss(_))));
     }
 
     #[tokio::test]

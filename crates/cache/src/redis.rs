@@ -1,14 +1,15 @@
 //! [`RedisCache`]: the shared cache on Redis.
 //!
 //! Storage layout under a namespace `ns` (default `letip:v1`; the version segment means a
-//! format change never reads old entries). `{scope}` is the scope, percent-encoded, in
-//! braces: a Redis Cluster hash tag, so an entry and its scope's generation always live
-//! on one node and every script touches one slot.
+//! format change never reads old entries). `{root}` is the root of the entry's scope,
+//! percent-encoded, in braces: a Redis Cluster hash tag, so an entry and the generations
+//! it depends on always live on one node and every script touches one slot.
 //!
 //! | key | holds | TTL |
 //! |---|---|---|
-//! | `ns:{scope}:{family}:{name}` | `"{generation}\n"`, the CRC-32 of the value in 8 hex digits, the value | the entry's |
-//! | `ns:{scope}:#gen` | the scope's generation | `generation_ttl` |
+//! | `ns:{root}:{family}:{name}` | `"{root generation}.{own generation}\n"`, the CRC-32 of the value in 8 hex digits, the value | the entry's |
+//! | `ns:{root}:#gen` | the root scope's generation | `generation_ttl` |
+//! | `ns:{root}:#gen:{child}` | a child scope's generation (`root|child`) | `generation_ttl` |
 //!
 //! A lookup, a store and an invalidation are each one Lua script, so one round trip and
 //! atomic. An entry is served only if its header equals its scope's current generation
@@ -72,35 +73,38 @@ impl Default for RedisConfig {
     }
 }
 
-/// KEYS: value, generation. ARGV: generation TTL (ms), the tag of a copy the caller
-/// holds (or '').
+/// KEYS: value, the scope's root generation, its own generation (the same key for a scope
+/// without a parent). ARGV: generation TTL (ms), the tag of a copy the caller holds (or '').
 /// Returns {3, ''} when the caller's copy is current and the entry has not expired (no
-/// value is sent), {1, stored} on a
-/// hit, {0, tag} on a miss, {2, tag} for an entry that is not in this cache's format
-/// (written by something else): the caller removes it.
+/// value is sent), {1, stored} on a hit, {0, tag} on a miss, {2, tag} for an entry that is
+/// not in this cache's format (written by something else): the caller removes it.
 const LOOKUP: &str = r"
-local gen = redis.call('GET', KEYS[2])
-if not gen then
-  local t = redis.call('TIME')
-  gen = string.format('%d', t[1] * 1000000 + t[2])
-  redis.call('SET', KEYS[2], gen, 'PX', ARGV[1])
+local function gen(key)
+  local g = redis.call('GET', key)
+  if not g then
+    local t = redis.call('TIME')
+    g = string.format('%d', t[1] * 1000000 + t[2])
+    redis.call('SET', key, g, 'PX', ARGV[1])
+  end
+  return g
 end
-local tag = gen .. '\n'
+local tag = gen(KEYS[2]) .. '.' .. gen(KEYS[3]) .. '\n'
 if ARGV[2] ~= '' and ARGV[2] == tag and redis.call('EXISTS', KEYS[1]) == 1 then
   return {3, ''}
 end
 local v = redis.call('GET', KEYS[1])
 if not v then return {0, tag} end
 if string.sub(v, 1, #tag) == tag then return {1, v} end
-if string.match(v, '^%d+\n') then return {0, tag} end
+if string.match(v, '^%d+%.%d+\n') then return {0, tag} end
 return {2, tag}
 ";
 
-/// KEYS: value, generation. ARGV: tag, value, TTL (ms). Stores only while the tag is
-/// current.
+/// KEYS: value, root generation, own generation. ARGV: tag, value, TTL (ms). Stores only
+/// while the tag is current.
 const STORE: &str = r"
-local gen = redis.call('GET', KEYS[2])
-if gen and (gen .. '\n') == ARGV[1] then
+local root = redis.call('GET', KEYS[2])
+local own = redis.call('GET', KEYS[3])
+if root and own and (root .. '.' .. own .. '\n') == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1] .. ARGV[2], 'PX', ARGV[3])
   return 1
 end
@@ -209,6 +213,15 @@ pub(crate) fn cluster_nodes(url: &str) -> Option<Vec<String>> {
 
 /// A slot holding one shared connection, or nothing until the next call makes one.
 type Slot = RwLock<Option<Pooled>>;
+
+/// A scope and its parent: `"list|city=X"` is the child `city=X` of the root `list`;
+/// invalidating `list` invalidates every child. A scope without `|` is its own root.
+pub(crate) fn split_scope(scope: &str) -> (&str, Option<&str>) {
+    match scope.split_once('|') {
+        Some((root, child)) => (root, Some(child)),
+        None => (scope, None),
+    }
+}
 
 /// Hex digits of the CRC-32 that precedes every stored value.
 const CRC_LEN: usize = 8;
@@ -324,19 +337,18 @@ impl RedisCache {
         })
     }
 
-    /// Where `key`'s value is stored; also what a near tier names its copy.
+    /// Where `key`'s value is stored; also what a near tier names its copy. The hash tag
+    /// is the scope's root, so a scope, its children and their entries share a slot.
     pub(crate) fn value_key(&self, key: &Key) -> String {
-        format!(
-            "{}:{{{}}}:{}",
-            self.namespace,
-            encode(key.scope()),
-            key.name()
-        )
+        let (root, _) = split_scope(key.scope());
+        format!("{}:{{{}}}:{}", self.namespace, encode(root), key.name())
     }
 
-    /// The start of every value key of `scope`.
+    /// The start of every value key of `scope`'s root (a child's entries are not told
+    /// apart from its siblings' by name).
     pub(crate) fn scope_prefix(&self, scope: &str) -> String {
-        format!("{}:{{{}}}:", self.namespace, encode(scope))
+        let (root, _) = split_scope(scope);
+        format!("{}:{{{}}}:", self.namespace, encode(root))
     }
 
     /// The URLs of the servers: one, or every node of a cluster.
@@ -362,7 +374,21 @@ impl RedisCache {
     }
 
     fn generation_key(&self, scope: &str) -> String {
-        format!("{}:{{{}}}:#gen", self.namespace, encode(scope))
+        match split_scope(scope) {
+            (root, None) => format!("{}:{{{}}}:#gen", self.namespace, encode(root)),
+            (root, Some(child)) => format!(
+                "{}:{{{}}}:#gen:{}",
+                self.namespace,
+                encode(root),
+                encode(child)
+            ),
+        }
+    }
+
+    /// The generation keys a lookup of `scope` checks: its root's, then its own.
+    fn generation_keys(&self, scope: &str) -> [String; 2] {
+        let (root, _) = split_scope(scope);
+        [self.generation_key(root), self.generation_key(scope)]
     }
 
     fn pending_scopes(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -469,7 +495,8 @@ impl RedisCache {
     /// is confirmed without sending the value.
     pub(crate) async fn lookup(&self, key: &Key, known: Option<&str>) -> Result<Raw, CacheError> {
         self.recover(key.scope()).await?;
-        let keys = [self.value_key(key), self.generation_key(key.scope())];
+        let [root, own] = self.generation_keys(key.scope());
+        let keys = [self.value_key(key), root, own];
         let ttl = self.generation_ttl_ms();
         let known = known.unwrap_or("");
         let (state, bytes): (i64, Vec<u8>) = self
@@ -532,8 +559,12 @@ impl RedisCache {
     /// Applies invalidations that failed earlier, if `scope` has one. Until it succeeds
     /// nothing of the scope is served.
     async fn recover(&self, scope: &str) -> Result<(), CacheError> {
-        if !self.pending_scopes().contains(scope) {
-            return Ok(());
+        let (root, _) = split_scope(scope);
+        {
+            let pending = self.pending_scopes();
+            if !pending.contains(scope) && !pending.contains(root) {
+                return Ok(());
+            }
         }
         let pending: Vec<String> = self.pending_scopes().iter().cloned().collect();
         for s in pending {
@@ -573,7 +604,8 @@ impl Cache for RedisCache {
             metrics::set(key.family(), "stale");
             return Ok(Stored::Stale);
         };
-        let keys = [self.value_key(key), self.generation_key(key.scope())];
+        let [root, own] = self.generation_keys(key.scope());
+        let keys = [self.value_key(key), root, own];
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut sealed = Vec::with_capacity(CRC_LEN + value.len());
         sealed.extend_from_slice(format!("{:08x}", crc32fast::hash(&value)).as_bytes());

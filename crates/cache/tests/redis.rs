@@ -140,7 +140,12 @@ async fn a_lost_generation_key_makes_entries_misses_never_stale_hits() {
     // A generation only grows: invalidations move it past the clock and past itself.
     c.invalidate(&["detail:3"]).await.expect("invalidate");
     let t3 = miss(&c, &k).await;
-    let number = |t: &Ticket| t.generation().trim().parse::<u64>().expect("a number");
+    // The tag is "{root generation}.{own generation}"; this scope is its own root.
+    let number = |t: &Ticket| {
+        let tag = t.generation().trim();
+        let own = tag.rsplit('.').next().expect("two generations");
+        own.parse::<u64>().expect("a number")
+    };
     assert!(
         number(&t3) > number(&t2) && number(&t2) > number(&t),
         "{t:?} {t2:?} {t3:?}"
@@ -322,4 +327,37 @@ async fn a_password_in_the_url_authenticates_and_a_wrong_one_only_costs_misses()
     let wrong = cache(format!("redis://:nope@127.0.0.1:{}", redis.port()));
     assert!(wrong.get(&k).await.is_err());
     assert_eq!(wrong.health().await, CacheHealth::Down);
+}
+
+#[tokio::test]
+async fn a_root_scope_invalidates_its_children_and_a_child_only_itself() {
+    let redis = RedisServer::start();
+    let c = cache(redis.url());
+    let wall = Key::new("list", "list|city=Wall", &[("city", "Wall")]);
+    let brick = Key::new("list", "list|city=Brick", &[("city", "Brick")]);
+    let all = Key::new("list", "list|", &[]);
+    for k in [&wall, &brick, &all] {
+        let t = miss(&c, k).await;
+        c.put(k, &t, Bytes::from_static(b"v"), TTL)
+            .await
+            .expect("put");
+    }
+    c.invalidate(&["list|city=Wall", "list|"])
+        .await
+        .expect("invalidate");
+    miss(&c, &wall).await;
+    miss(&c, &all).await;
+    assert_eq!(hit(&c, &brick).await, "v", "a sibling keeps its entries");
+    // A reader of a child that loaded before the root moved cannot store afterwards.
+    let t = miss(&c, &wall).await;
+    c.invalidate(&["list"]).await.expect("invalidate");
+    let stored = c.put(&wall, &t, Bytes::from_static(b"old"), TTL).await;
+    assert_eq!(stored.expect("put"), Stored::Stale);
+    miss(&c, &brick).await;
+    // Every key of the family shares the root's hash tag.
+    let keys = redis.cli(&["KEYS", "*"]);
+    assert!(
+        keys.lines().all(|k| k.starts_with("letip:v1:{list}:")),
+        "{keys}"
+    );
 }

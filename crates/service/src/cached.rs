@@ -3,16 +3,16 @@
 //!
 //! Invalidation table (scopes bumped after the inner mutation committed):
 //!
-//! | mutation | stats | list | detail of |
+//! | mutation | stats | lists | detail of |
 //! |---|---|---|---|
-//! | business create | yes | yes | (new: nothing cached) |
-//! | business update | no (no counter changes) | yes | the business |
-//! | business delete | yes | yes | the business |
-//! | enrichment run | yes | yes | the business |
-//! | contact create | yes | yes (lists embed contacts) | its business |
-//! | contact delete | yes | yes | its business |
-//! | message create | yes | no (lists show no messages) | its business |
-//! | message status change | yes | no | its business |
+//! | business create | yes | those showing it (8 filter combinations) | (new: nothing cached) |
+//! | business update | no (no counter changes) | those showing it; all if city or industry changed | the business |
+//! | business delete | yes | all | the business |
+//! | enrichment run | yes | those showing it under any status | the business |
+//! | contact create | yes | all (lists embed contacts) | its business |
+//! | contact delete | yes | all | its business |
+//! | message create | yes | none (lists show no messages) | its business |
+//! | message status change | yes | none | its business |
 //!
 //! Freshness: a lookup that misses hands back the scope's generation; the value loaded
 //! from the database is stored only if that generation is still current (one atomic
@@ -30,14 +30,17 @@ use futures_util::future::BoxFuture;
 use letip_cache::{Cache, Key, Lookup};
 use letip_domain::{
     Body, Business, BusinessDetail, BusinessPage, BusinessPatch, CacheStatus, Contact,
-    EnrichmentRun, Fetched, Health, ListQuery, MessageStatusUpdate, NewBusiness, NewContact,
-    NewMessage, OutreachMessage, RepoError, Repository, Stats,
+    EnrichmentRun, EnrichmentStatus, Fetched, Health, ListQuery, MessageStatusUpdate, NewBusiness,
+    NewContact, NewMessage, OutreachMessage, RepoError, Repository, Stats,
 };
 use serde::Serialize;
 use serde::de::IgnoredAny;
 
 use crate::flight::SingleFlight;
 use crate::keys;
+
+/// How long a completed load stays shared with readers of the same generation.
+const FLIGHT_LINGER: Duration = Duration::from_millis(250);
 
 /// How long each family of entries lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +134,10 @@ impl CachedRepository {
             self.writes.load(Ordering::Acquire)
         );
         let inner = self.inner.clone();
-        let bytes = self.flights.run(flight, load(inner)).await?;
+        let bytes = self
+            .flights
+            .run(flight, Duration::ZERO, load(inner))
+            .await?;
         Ok(fetched(bytes, CacheStatus::Bypass))
     }
 
@@ -156,15 +162,19 @@ impl CachedRepository {
                 );
                 letip_cache::metrics::corrupt(family);
                 let _ = self.cache.remove(&key).await;
+                self.flights.forget_prefix(&format!("{}#", key.name()));
                 self.bypass(&key, load).await
             }
             Ok(Lookup::Miss(ticket)) => {
                 tracing::debug!(family, "cache miss");
                 let flight = format!("{}#{}", key.name(), ticket.generation());
                 let (inner, cache) = (self.inner.clone(), self.cache.clone());
+                // A caller whose lookup saw this generation may take this load's result
+                // even just after it completed: no invalidation has happened since its
+                // lookup, so nothing it must see is missing.
                 let bytes = self
                     .flights
-                    .run(flight, async move {
+                    .run(flight, FLIGHT_LINGER, async move {
                         let bytes = load(inner).await?;
                         if let Err(e) = cache.put(&key, &ticket, bytes.clone(), ttl).await {
                             tracing::debug!(family, error = %e, "cache store failed");
@@ -176,9 +186,17 @@ impl CachedRepository {
             }
             Err(e) => {
                 tracing::debug!(family, error = %e, "cache unavailable; reading the database");
+                // The entry may have been removed as damaged: a load that lingers for
+                // its generation would keep it from being stored again.
+                self.flights.forget_prefix(&format!("{}#", key.name()));
                 self.bypass(&key, load).await
             }
         }
+    }
+
+    async fn changed_all(&self, scopes: &[String]) {
+        let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+        self.changed(&scopes).await;
     }
 
     /// Makes what a committed mutation changed unreachable in the cache. A failure is
@@ -225,13 +243,31 @@ impl Repository for CachedRepository {
 
     async fn create_business(&self, new: NewBusiness) -> Result<Business, RepoError> {
         let b = self.inner.create_business(new).await?;
-        self.changed(&[keys::STATS, keys::LIST]).await;
+        let mut scopes = keys::lists_showing(
+            b.city.as_deref(),
+            b.industry.as_deref(),
+            &[b.enrichment_status],
+        );
+        scopes.push(keys::STATS.to_owned());
+        self.changed_all(&scopes).await;
         Ok(b)
     }
 
     async fn update_business(&self, id: i32, patch: BusinessPatch) -> Result<Business, RepoError> {
+        // Its old city and industry are not known here: if either changes, so may any list.
+        let moves = patch.city.is_some() || patch.industry.is_some();
         let b = self.inner.update_business(id, patch).await?;
-        self.changed(&[keys::LIST, &keys::detail_scope(id)]).await;
+        let mut scopes = if moves {
+            vec![keys::LIST.to_owned()]
+        } else {
+            keys::lists_showing(
+                b.city.as_deref(),
+                b.industry.as_deref(),
+                &[b.enrichment_status],
+            )
+        };
+        scopes.push(keys::detail_scope(id));
+        self.changed_all(&scopes).await;
         Ok(b)
     }
 
@@ -244,8 +280,16 @@ impl Repository for CachedRepository {
 
     async fn enrich(&self, id: i32, run: EnrichmentRun) -> Result<BusinessDetail, RepoError> {
         let d = self.inner.enrich(id, run).await?;
-        self.changed(&[keys::STATS, keys::LIST, &keys::detail_scope(id)])
-            .await;
+        // The status it had before is not known here: every status's lists that can
+        // show it. City and industry do not change.
+        let mut scopes = keys::lists_showing(
+            d.business.city.as_deref(),
+            d.business.industry.as_deref(),
+            &EnrichmentStatus::ALL,
+        );
+        scopes.push(keys::STATS.to_owned());
+        scopes.push(keys::detail_scope(id));
+        self.changed_all(&scopes).await;
         Ok(d)
     }
 

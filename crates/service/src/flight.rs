@@ -22,8 +22,15 @@ pub(crate) struct SingleFlight {
 impl SingleFlight {
     /// Runs `load` unless a load of `key` is under way, in which case its result is
     /// shared. The load runs on its own task: a caller that goes away (a client that
-    /// disconnected) does not cancel it for the others.
-    pub(crate) async fn run<F>(&self, key: String, load: F) -> Result<Bytes, RepoError>
+    /// disconnected) does not cancel it for the others. Its result stays shared for
+    /// `linger` after it completes, for callers that asked just too late; only keys that
+    /// name what they may share (a cache generation) should linger.
+    pub(crate) async fn run<F>(
+        &self,
+        key: String,
+        linger: std::time::Duration,
+        load: F,
+    ) -> Result<Bytes, RepoError>
     where
         F: Future<Output = Result<Bytes, RepoError>> + Send + 'static,
     {
@@ -38,9 +45,19 @@ impl SingleFlight {
                 // run before the insert below, which holds the lock.
                 let task = tokio::spawn(async move {
                     let result = load.await;
-                    map.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&done_key);
+                    let forget = move || {
+                        map.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&done_key);
+                    };
+                    if linger.is_zero() {
+                        forget();
+                    } else {
+                        tokio::spawn(async move {
+                            tokio::time::sleep(linger).await;
+                            forget();
+                        });
+                    }
                     result
                 });
                 let flight = async move {
@@ -54,6 +71,15 @@ impl SingleFlight {
             }
         };
         flight.await
+    }
+
+    /// Stops sharing the completed loads of keys that start with `prefix` (their cache
+    /// entry was found damaged and removed: the next reader must load and store again).
+    pub(crate) fn forget_prefix(&self, prefix: &str) {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| !k.starts_with(prefix));
     }
 
     #[cfg(test)]
@@ -77,7 +103,7 @@ mod tests {
             let (flights, runs) = (flights.clone(), runs.clone());
             tokio::spawn(async move {
                 flights
-                    .run("k".into(), async move {
+                    .run("k".into(), Duration::ZERO, async move {
                         runs.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         Ok(Bytes::from_static(b"v"))
@@ -96,24 +122,49 @@ mod tests {
     async fn different_keys_and_later_calls_load_again_and_errors_are_shared() {
         let flights = SingleFlight::default();
         let a = flights
-            .run("a".into(), async { Ok(Bytes::from_static(b"a")) })
+            .run("a".into(), Duration::ZERO, async {
+                Ok(Bytes::from_static(b"a"))
+            })
             .await;
         let b = flights
-            .run("b".into(), async { Ok(Bytes::from_static(b"b")) })
+            .run("b".into(), Duration::ZERO, async {
+                Ok(Bytes::from_static(b"b"))
+            })
             .await;
         assert_eq!(
             (a.expect("a"), b.expect("b")),
             (Bytes::from_static(b"a"), Bytes::from_static(b"b"))
         );
         let again = flights
-            .run("a".into(), async { Ok(Bytes::from_static(b"a2")) })
+            .run("a".into(), Duration::ZERO, async {
+                Ok(Bytes::from_static(b"a2"))
+            })
             .await;
         assert_eq!(again.expect("a2"), "a2");
         let err = flights
-            .run("e".into(), async {
+            .run("e".into(), Duration::ZERO, async {
                 Err(RepoError::Unavailable("down".into()))
             })
             .await;
         assert!(matches!(err, Err(RepoError::Unavailable(_))));
+    }
+
+    #[tokio::test]
+    async fn a_lingering_result_is_shared_with_late_callers_then_forgotten() {
+        let flights = SingleFlight::default();
+        let linger = Duration::from_millis(200);
+        let first = flights
+            .run("k".into(), linger, async { Ok(Bytes::from_static(b"1")) })
+            .await;
+        let late = flights
+            .run("k".into(), linger, async { Ok(Bytes::from_static(b"2")) })
+            .await;
+        assert_eq!(first.expect("first"), "1");
+        assert_eq!(late.expect("late"), "1", "a late caller shares the result");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let fresh = flights
+            .run("k".into(), linger, async { Ok(Bytes::from_static(b"3")) })
+            .await;
+        assert_eq!(fresh.expect("fresh"), "3");
     }
 }

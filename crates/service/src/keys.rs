@@ -3,20 +3,60 @@
 //! | family | scope | key parts | TTL |
 //! |---|---|---|---|
 //! | `stats` | `stats` | none | `CACHE_TTL_STATS_SECS` (30 s) |
-//! | `list` | `list` (every list page shares it) | `city`, `industry`, `enrichment_status`, `page`, `limit` | `CACHE_TTL_LIST_SECS` (5 min) |
+//! | `list` | `list|[city,industry,status]`: one child scope of `list` per filter combination | `city`, `industry`, `enrichment_status`, `page`, `limit` | `CACHE_TTL_LIST_SECS` (5 min) |
 //! | `detail` | `detail:{id}` | `id` | `CACHE_TTL_DETAIL_SECS` (10 min) |
 //!
 //! Absent filters are absent parts; the page and limit are always present, so `?page=1`
 //! and no page at all share a key, as they share an answer.
+//!
+//! A business appears in the lists of exactly the filter combinations its values match
+//! (8 of them: each filter absent or equal to its value), so a write that knows the
+//! business's values before and after invalidates only those child scopes; one that does
+//! not invalidates the root `list`, and with it every list page.
 
 use letip_cache::Key;
-use letip_domain::ListQuery;
+use letip_domain::{EnrichmentStatus, ListQuery};
 
 pub(crate) const STATS: &str = "stats";
 pub(crate) const LIST: &str = "list";
 
 pub(crate) fn stats() -> Key {
     Key::new(STATS, STATS, &[])
+}
+
+/// The scope of the list pages under one filter combination.
+fn list_scope(city: Option<&str>, industry: Option<&str>, status: Option<&str>) -> String {
+    // A JSON array is an injective name for the combination, whatever the values hold.
+    let filter = serde_json::to_string(&(city, industry, status)).unwrap_or_default();
+    format!("{LIST}|{filter}")
+}
+
+/// Every list scope whose pages can show a business with these values, for any of
+/// `statuses`.
+pub(crate) fn lists_showing(
+    city: Option<&str>,
+    industry: Option<&str>,
+    statuses: &[EnrichmentStatus],
+) -> Vec<String> {
+    // An empty value cannot be filtered on: `?city=` means no filter.
+    let city = city.filter(|c| !c.is_empty());
+    let industry = industry.filter(|i| !i.is_empty());
+    let mut scopes = Vec::new();
+    for c in [None, city]
+        .into_iter()
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        for i in [None, industry]
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            scopes.push(list_scope(c, i, None));
+            for s in statuses {
+                scopes.push(list_scope(c, i, Some(s.as_str())));
+            }
+        }
+    }
+    scopes
 }
 
 pub(crate) fn list(q: &ListQuery) -> Key {
@@ -31,7 +71,12 @@ pub(crate) fn list(q: &ListQuery) -> Key {
     if let Some(status) = q.filter.enrichment_status {
         parts.push(("enrichment_status", status.as_str()));
     }
-    Key::new(LIST, LIST, &parts)
+    let scope = list_scope(
+        q.filter.city.as_deref(),
+        q.filter.industry.as_deref(),
+        q.filter.enrichment_status.map(EnrichmentStatus::as_str),
+    );
+    Key::new(LIST, &scope, &parts)
 }
 
 pub(crate) fn detail_scope(id: i32) -> String {
@@ -73,6 +118,22 @@ mod tests {
         }
         assert_eq!(list(&ListQuery::default()), list(&q(None, None, 1)));
         assert_eq!(detail(42).scope(), "detail:42");
+        // A business in Freehold, Dental, pending shows in exactly 8 filter combinations,
+        // the one of each key built for those filters among them.
+        let scopes = lists_showing(
+            Some("Freehold"),
+            Some("Dental"),
+            &[EnrichmentStatus::Pending],
+        );
+        assert_eq!(scopes.len(), 8);
+        assert!(scopes.contains(&keys[0].scope().to_owned()));
+        assert!(scopes.contains(&keys[2].scope().to_owned()));
+        assert!(scopes.contains(&keys[4].scope().to_owned()));
+        assert!(
+            !scopes.contains(&keys[3].scope().to_owned()),
+            "freehold is another city"
+        );
+        assert_eq!(lists_showing(None, Some(""), &[]).len(), 1);
         assert_ne!(detail(4), detail(42));
     }
 }
