@@ -532,3 +532,27 @@ async fn a_write_invalidates_only_the_lists_that_can_show_its_business() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_a_burst_still_shares_database_reads() {
+    let port = letip_testkit::free_port();
+    let (app, probe) = spawn_probed(&format!("redis://127.0.0.1:{port}")).await;
+    app.db
+        .execute("INSERT INTO business (name) SELECT 'B' || i FROM generate_series(1, 30) i")
+        .await;
+    let before = Probe::count(&probe.stats_reads);
+    let burst = (0..100).map(|_| app.get("/api/businesses/stats"));
+    let answers = futures_util::future::join_all(burst).await;
+    assert!(
+        answers
+            .iter()
+            .all(|r| r.status == 200 && cache_of(r) == "BYPASS")
+    );
+    let reads = Probe::count(&probe.stats_reads) - before;
+    // Without sharing, every request would read: 100. Requests that arrive after a
+    // shared read finished start another one.
+    assert!(
+        reads < 20,
+        "{reads} database reads for 100 concurrent requests"
+    );
+}

@@ -872,11 +872,11 @@ bytes through instead.
 allocation and `memmove` of 20 KB buffers. The near tier removes it for hot keys (one \
 small Redis round trip confirms the copy), which is why its list hits are about twice \
 the Redis ones.
-- The dashboard mix shows the weak spot: a write invalidates every list page at once, \
-so with 1% writes the list family is rebuilt continually, and on the largest dataset \
-each list miss pays a `count(*)` over the filtered rows. Stats and details keep high \
-hit rates. Scoping list generations by filter value (a write touches only the lists its \
-business appears in) is the next step.
+- The first dashboard mix showed the weak spot: every write invalidated every list \
+page, so with 1% writes the list family was rebuilt continually (list hit rate 11% on \
+the largest dataset, where each list miss pays a `count(*)` over the filtered rows). \
+List pages are now scoped by filter combination and a write invalidates only the \
+combinations its business matches; the mix above is measured with that change.
 ";
 
 fn us(v: u64) -> String {

@@ -162,12 +162,12 @@ impl CachedRepository {
                 );
                 letip_cache::metrics::corrupt(family);
                 let _ = self.cache.remove(&key).await;
-                self.flights.forget_prefix(&format!("{}#", key.name()));
+                self.flights.forget_prefix(&format!("{}#gen:", key.name()));
                 self.bypass(&key, load).await
             }
             Ok(Lookup::Miss(ticket)) => {
                 tracing::debug!(family, "cache miss");
-                let flight = format!("{}#{}", key.name(), ticket.generation());
+                let flight = format!("{}#gen:{}", key.name(), ticket.generation());
                 let (inner, cache) = (self.inner.clone(), self.cache.clone());
                 // A caller whose lookup saw this generation may take this load's result
                 // even just after it completed: no invalidation has happened since its
@@ -188,7 +188,7 @@ impl CachedRepository {
                 tracing::debug!(family, error = %e, "cache unavailable; reading the database");
                 // The entry may have been removed as damaged: a load that lingers for
                 // its generation would keep it from being stored again.
-                self.flights.forget_prefix(&format!("{}#", key.name()));
+                self.flights.forget_prefix(&format!("{}#gen:", key.name()));
                 self.bypass(&key, load).await
             }
         }
