@@ -237,11 +237,23 @@ fn rss_mib(pid: u32) -> f64 {
 }
 
 async fn wrk(url: &str, seconds: u64, connections: u32, script: &Path) -> anyhow::Result<Wrk> {
+    wrk_with(url, seconds, connections, script, &[]).await
+}
+
+/// Runs wrk with `script` (which must print the report line) and `env` for its Lua.
+async fn wrk_with(
+    url: &str,
+    seconds: u64,
+    connections: u32,
+    script: &Path,
+    env: &[(&str, String)],
+) -> anyhow::Result<Wrk> {
     let out = Command::new("wrk")
         .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s")])
         .args(["--timeout", "10s", "-s"])
         .arg(script)
         .arg(url)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .await
         .context("running wrk (scripts/bench.sh installs it)")?;
@@ -345,26 +357,15 @@ fn family_counts(text: &str) -> BTreeMap<(String, String), f64> {
 async fn mix(args: &Args, server: &Server, size: u64, script: &Path) -> anyhow::Result<Mix> {
     let before = metrics(server).await?;
     // mix.lua reads BUSINESSES in its init to draw ids.
-    let out = Command::new("wrk")
-        .args([
-            "-t2",
-            &format!("-c{}", args.connections),
-            &format!("-d{}s", args.mix_seconds),
-        ])
-        .args(["--timeout", "10s", "-s"])
-        .arg(script)
-        .arg(server.url(""))
-        .env("BUSINESSES", size.to_string())
-        .output()
-        .await?;
+    let w = wrk_with(
+        &server.url(""),
+        args.mix_seconds,
+        args.connections,
+        script,
+        &[("BUSINESSES", size.to_string())],
+    )
+    .await?;
     let after = metrics(server).await?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .with_context(|| format!("wrk printed no report: {text}"))?;
-    let w: Wrk = serde_json::from_str(line)?;
     let (b, a) = (family_counts(&before), family_counts(&after));
     let delta =
         |k: &(String, String)| a.get(k).copied().unwrap_or(0.0) - b.get(k).copied().unwrap_or(0.0);

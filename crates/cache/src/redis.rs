@@ -284,6 +284,23 @@ impl RedisCache {
     /// is down; only a malformed URL is an error.
     pub fn new(config: RedisConfig) -> Result<Self, CacheError> {
         let connections = config.connections.max(1);
+        /// The same limits for single-server and cluster pools: one connection per slot
+        /// plus one spare, every wait bounded by the connect timeout.
+        fn bounded<M, W>(
+            builder: deadpool::managed::PoolBuilder<M, W>,
+            config: &RedisConfig,
+        ) -> deadpool::managed::PoolBuilder<M, W>
+        where
+            M: deadpool::managed::Manager,
+            W: From<deadpool::managed::Object<M>>,
+        {
+            builder
+                .max_size(config.connections.max(1) + 1)
+                .wait_timeout(Some(config.connect_timeout))
+                .create_timeout(Some(config.connect_timeout))
+                .recycle_timeout(Some(config.connect_timeout))
+                .runtime(Runtime::Tokio1)
+        }
         let bad = |e: &dyn std::fmt::Display| CacheError::Config(e.to_string());
         let pools = if let Some(nodes) = cluster_nodes(&config.url) {
             if nodes.is_empty() {
@@ -293,31 +310,27 @@ impl RedisCache {
                 redis::Client::open(node.as_str()).map_err(|e| bad(&e))?;
             }
             Pools::Cluster(
-                deadpool_redis::cluster::Config::from_urls(nodes)
-                    .builder()
-                    .map_err(|e| bad(&e))?
-                    .max_size(connections + 1)
-                    .wait_timeout(Some(config.connect_timeout))
-                    .create_timeout(Some(config.connect_timeout))
-                    .recycle_timeout(Some(config.connect_timeout))
-                    .runtime(Runtime::Tokio1)
-                    .build()
-                    .map_err(|e| bad(&e))?,
+                bounded(
+                    deadpool_redis::cluster::Config::from_urls(nodes)
+                        .builder()
+                        .map_err(|e| bad(&e))?,
+                    &config,
+                )
+                .build()
+                .map_err(|e| bad(&e))?,
             )
         } else {
             // A URL the client cannot parse fails here rather than on every request.
             redis::Client::open(config.url.as_str()).map_err(|e| bad(&e))?;
             Pools::Single(
-                deadpool_redis::Config::from_url(config.url.clone())
-                    .builder()
-                    .map_err(|e| bad(&e))?
-                    .max_size(connections + 1)
-                    .wait_timeout(Some(config.connect_timeout))
-                    .create_timeout(Some(config.connect_timeout))
-                    .recycle_timeout(Some(config.connect_timeout))
-                    .runtime(Runtime::Tokio1)
-                    .build()
-                    .map_err(|e| bad(&e))?,
+                bounded(
+                    deadpool_redis::Config::from_url(config.url.clone())
+                        .builder()
+                        .map_err(|e| bad(&e))?,
+                    &config,
+                )
+                .build()
+                .map_err(|e| bad(&e))?,
             )
         };
         let ns = config.namespace.clone();
