@@ -197,6 +197,12 @@ async fn a_burst_on_a_cold_key_costs_one_database_read() {
     app.db
         .execute("INSERT INTO business (name, city) SELECT 'B' || i, 'Freehold' FROM generate_series(1, 30) i")
         .await;
+    // That insert is announced to the server, which invalidates what it changed: let
+    // that land before the burst.
+    letip_testkit::eventually("the insert's announcements are applied", async || {
+        app.changes_applied().await >= 30
+    })
+    .await;
     for (path, counter) in [
         ("/api/businesses/stats", &probe.stats_reads),
         ("/api/businesses?city=Freehold", &probe.list_reads),

@@ -256,6 +256,16 @@ impl TestApp {
         )
     }
 
+    /// How many announced database changes this instance has applied to its cache.
+    pub async fn changes_applied(&self) -> u64 {
+        let metrics = self.get("/metrics").await.text;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("letip_changes_applied_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    }
+
     /// Stops the server gracefully, waiting for in-flight requests.
     pub async fn stop(mut self) {
         if let Some(running) = self.running.take() {

@@ -85,6 +85,15 @@ pub struct Config {
     /// Longest a Redis call may take before the read goes to the database.
     #[arg(long, env = "CACHE_TIMEOUT_MS", default_value_t = 50, global = true)]
     pub cache_timeout_ms: u64,
+    /// Longest a write waits for its cache invalidation (while Redis is not known to be
+    /// down) before answering anyway.
+    #[arg(
+        long,
+        env = "CACHE_INVALIDATE_TIMEOUT_MS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub cache_invalidate_timeout_ms: u64,
     /// Values larger than this are not cached (and counted).
     #[arg(long, env = "CACHE_MAX_VALUE_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub cache_max_value_bytes: usize,

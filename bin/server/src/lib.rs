@@ -27,6 +27,8 @@ pub struct Running {
     handle: actix_web::dev::ServerHandle,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     events: EventHub,
+    /// Applies other writers' change announcements to the cache, while caching is on.
+    feed: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -59,6 +61,9 @@ impl Running {
     /// Closes WebSocket clients with a close frame, stops accepting connections and waits
     /// for in-flight requests to finish.
     pub async fn stop(self) -> anyhow::Result<()> {
+        if let Some(feed) = &self.feed {
+            feed.abort();
+        }
         self.events.close();
         self.handle.stop(true).await;
         self.task.await.context("server task panicked")??;
@@ -89,6 +94,7 @@ pub fn cache(config: &Config) -> anyhow::Result<CacheWiring> {
                 url: config.redis(),
                 namespace: config.cache_namespace.clone(),
                 timeout: Duration::from_millis(config.cache_timeout_ms),
+                invalidate_timeout: Duration::from_millis(config.cache_invalidate_timeout_ms),
                 connections: config.redis_connections,
                 max_value_bytes: config.cache_max_value_bytes,
                 generation_ttl,
@@ -148,16 +154,28 @@ pub async fn start_with(
     if applied > 0 {
         tracing::info!(applied, "ran migrations");
     }
+    // Tells this process's writes from others' in the change feed.
+    let origin = uuid::Uuid::new_v4();
     let pool = letip_store::pool(
         &config.database_url,
         PoolOptions {
             max_size: config.database_pool_size,
+            origin: Some(origin),
             ..PoolOptions::default()
         },
     )?;
     let store: Arc<dyn Repository> = wrap(Arc::new(PgStore::new(pool)));
     let (cache, bus) = cache(config)?;
-    let cached: Arc<dyn Repository> = Arc::new(CachedRepository::new(store, cache, config.ttls()));
+    let caching = cache.is_enabled();
+    let cached = Arc::new(CachedRepository::new(store, cache, config.ttls()));
+    // Writes by other instances (one that cannot reach Redis, say) and by other clients
+    // of the database reach this instance's cache through the change feed.
+    let feed = caching.then(|| {
+        let cached = cached.clone();
+        let changes = letip_store::changes::listen(config.database_url.clone(), Some(origin));
+        tokio::spawn(async move { cached.follow(changes).await })
+    });
+    let cached: Arc<dyn Repository> = cached;
     let events = EventHub::new();
     let repo: Arc<dyn Repository> = Notifying::new(cached, events.clone(), bus);
     let state = AppState {
@@ -183,6 +201,7 @@ pub async fn start_with(
         handle,
         task,
         events,
+        feed,
     })
 }
 

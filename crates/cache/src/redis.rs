@@ -46,8 +46,14 @@ pub struct RedisConfig {
     pub url: String,
     /// Prefix of every key; its version segment separates incompatible formats.
     pub namespace: String,
-    /// Longest any Redis call may take before it counts as failed.
+    /// Longest a lookup or store may take before it counts as failed (the request then
+    /// reads the database).
     pub timeout: Duration,
+    /// Longest an invalidation may take. Longer than `timeout`: a write waits for its
+    /// invalidation rather than leave it to the slower paths (its change announcement,
+    /// or the retry before this process serves the scope again), unless the breaker
+    /// already knows Redis is away.
+    pub invalidate_timeout: Duration,
     /// Longest making a new connection may take.
     pub connect_timeout: Duration,
     /// Multiplexed connections shared by all requests.
@@ -65,6 +71,7 @@ impl Default for RedisConfig {
             url: "redis://127.0.0.1:6379".into(),
             namespace: "letip:v1".into(),
             timeout: Duration::from_millis(50),
+            invalidate_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_millis(200),
             connections: 2,
             max_value_bytes: 1024 * 1024,
@@ -466,6 +473,19 @@ impl RedisCache {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
+        self.call_within(op, self.config.timeout, f).await
+    }
+
+    async fn call_within<T, F, Fut>(
+        &self,
+        op: &'static str,
+        timeout: Duration,
+        f: F,
+    ) -> Result<T, CacheError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
         if !self.breaker.allow() {
             return Err(unavailable("circuit open"));
         }
@@ -478,7 +498,7 @@ impl RedisCache {
                 return Err(e);
             }
         };
-        let outcome = tokio::time::timeout(self.config.timeout, f(conn)).await;
+        let outcome = tokio::time::timeout(timeout, f(conn)).await;
         metrics::redis_call(op, start.elapsed());
         match outcome {
             Ok(Ok(v)) => {
@@ -496,10 +516,7 @@ impl RedisCache {
                 // A stalled pipeline would make every later call on it wait as well.
                 self.discard(slot);
                 self.failed();
-                Err(unavailable(format!(
-                    "{op} timed out after {:?}",
-                    self.config.timeout
-                )))
+                Err(unavailable(format!("{op} timed out after {timeout:?}")))
             }
         }
     }
@@ -557,7 +574,8 @@ impl RedisCache {
     async fn bump(&self, scope: &str) -> Result<(), CacheError> {
         let key = self.generation_key(scope);
         let ttl = self.generation_ttl_ms();
-        self.call("invalidate", |mut c| async move {
+        let timeout = self.config.invalidate_timeout.max(self.config.timeout);
+        self.call_within("invalidate", timeout, |mut c| async move {
             self.scripts
                 .invalidate
                 .key(key)
@@ -569,21 +587,30 @@ impl RedisCache {
         .map(|_| ())
     }
 
-    /// Applies invalidations that failed earlier, if `scope` has one. Until it succeeds
-    /// nothing of the scope is served.
+    /// Applies invalidations that failed earlier. Until they succeed nothing of their
+    /// scopes is served. All of them are applied at the first lookup that finds Redis
+    /// again, whatever its scope, so a scope this process never reads again is not left
+    /// stale for other readers of Redis.
     async fn recover(&self, scope: &str) -> Result<(), CacheError> {
         let (root, _) = split_scope(scope);
-        {
+        let pending: Vec<String> = {
             let pending = self.pending_scopes();
-            if !pending.contains(scope) && !pending.contains(root) {
+            if pending.is_empty() {
                 return Ok(());
             }
-        }
-        let pending: Vec<String> = self.pending_scopes().iter().cloned().collect();
+            pending.iter().cloned().collect()
+        };
         for s in pending {
-            self.bump(&s).await?;
-            self.pending_scopes().remove(&s);
-            tracing::info!(scope = %s, "applied an invalidation that had failed");
+            match self.bump(&s).await {
+                Ok(()) => {
+                    self.pending_scopes().remove(&s);
+                    tracing::info!(scope = %s, "applied an invalidation that had failed");
+                }
+                // Another scope's (on another cluster node, say) may wait for a later
+                // lookup; this scope's may not.
+                Err(e) if s == scope || s == root => return Err(e),
+                Err(_) => {}
+            }
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 //! This crate performs no I/O. Every input from outside is parsed here into a validated
 //! type (parse, don't validate), so layers below never see unchecked data.
 
+pub mod change;
 pub mod fetched;
 pub mod input;
 pub mod model;
@@ -13,6 +14,7 @@ pub mod query;
 mod timestamp;
 pub mod validation;
 
+pub use change::{Change, Facets, FeedEvent, RowChange};
 pub use fetched::{Body, CacheStatus, Fetched};
 pub use input::{
     BusinessPatch, EnrichmentRun, MessageStatusUpdate, NewBusiness, NewContact, NewEnrichmentLog,

@@ -1,18 +1,9 @@
 //! The cached repository: cache-aside reads in front of any repository, kept fresh by
 //! invalidating what each mutation changes before its response is sent.
 //!
-//! Invalidation table (scopes bumped after the inner mutation committed):
-//!
-//! | mutation | stats | lists | detail of |
-//! |---|---|---|---|
-//! | business create | yes | those showing it (8 filter combinations) | (new: nothing cached) |
-//! | business update | no (no counter changes) | those showing it; all if city or industry changed | the business |
-//! | business delete | yes | all | the business |
-//! | enrichment run | yes | those showing it under any status | the business |
-//! | contact create | yes | all (lists embed contacts) | its business |
-//! | contact delete | yes | all | its business |
-//! | message create | yes | none (lists show no messages) | its business |
-//! | message status change | yes | none | its business |
+//! What each mutation invalidates is decided by one table, `keys::scopes_of`, from the
+//! [`Change`] it made; changes announced by other writers (storage's change feed, see
+//! [`CachedRepository::follow`]) go through the same table.
 //!
 //! Freshness: a lookup that misses hands back the scope's generation; the value loaded
 //! from the database is stored only if that generation is still current (one atomic
@@ -21,17 +12,18 @@
 //! that starts after the response never finds an entry from before the write.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use futures_util::{Stream, StreamExt};
 use letip_cache::{Cache, Key, Lookup};
 use letip_domain::{
-    Body, Business, BusinessDetail, BusinessPage, BusinessPatch, CacheStatus, Contact,
-    EnrichmentRun, EnrichmentStatus, Fetched, Health, ListQuery, MessageStatusUpdate, NewBusiness,
-    NewContact, NewMessage, OutreachMessage, RepoError, Repository, Stats,
+    Body, Business, BusinessDetail, BusinessPage, BusinessPatch, CacheStatus, Change, Contact,
+    EnrichmentRun, EnrichmentStatus, Facets, FeedEvent, Fetched, Health, ListQuery,
+    MessageStatusUpdate, NewBusiness, NewContact, NewMessage, OutreachMessage, RepoError,
+    Repository, RowChange, Stats,
 };
 use serde::Serialize;
 use serde::de::IgnoredAny;
@@ -76,10 +68,6 @@ pub struct CachedRepository {
     cache: Arc<dyn Cache>,
     ttls: CacheTtls,
     flights: SingleFlight,
-    /// Mutations committed by this process. When the cache cannot be asked, reads share
-    /// loads only among those that saw the same count, so none joins a load older than
-    /// a write it follows.
-    writes: AtomicU64,
 }
 
 type Load =
@@ -117,7 +105,6 @@ impl CachedRepository {
             cache,
             ttls,
             flights: SingleFlight::default(),
-            writes: AtomicU64::new(0),
         }
     }
 
@@ -125,18 +112,15 @@ impl CachedRepository {
         self.ttls
     }
 
-    /// Reads through the source of truth, sharing the load with concurrent reads of the
-    /// same key that saw the same number of local writes.
+    /// Reads through the source of truth when the cache cannot be asked. Concurrent
+    /// reads of a key share a load that had not started when they arrived (no
+    /// generation tells which loads are recent enough, so none already under way is
+    /// joined): each sees every write answered before it began, on any instance.
     async fn bypass<T>(&self, key: &Key, load: Load) -> Result<Fetched<T>, RepoError> {
-        let flight = format!(
-            "{}#local-{}",
-            key.name(),
-            self.writes.load(Ordering::Acquire)
-        );
         let inner = self.inner.clone();
         let bytes = self
             .flights
-            .run(flight, Duration::ZERO, load(inner))
+            .run_fresh(key.name().to_owned(), load(inner))
             .await?;
         Ok(fetched(bytes, CacheStatus::Bypass))
     }
@@ -194,20 +178,43 @@ impl CachedRepository {
         }
     }
 
-    async fn changed_all(&self, scopes: &[String]) {
-        let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
-        self.changed(&scopes).await;
-    }
-
     /// Makes what a committed mutation changed unreachable in the cache. A failure is
     /// the cache's to remember (it refuses to serve until it has recovered); the write
     /// itself succeeded and is answered as such.
-    async fn changed(&self, scopes: &[&str]) {
-        self.writes.fetch_add(1, Ordering::AcqRel);
-        if let Err(e) = self.cache.invalidate(scopes).await {
+    async fn changed(&self, changes: &[Change]) {
+        let scopes: std::collections::BTreeSet<String> =
+            changes.iter().flat_map(keys::scopes_of).collect();
+        let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+        if let Err(e) = self.cache.invalidate(&scopes).await {
             tracing::debug!(?scopes, error = %e, "cache invalidation failed");
         }
     }
+
+    /// Applies changes announced by other writers until `feed` ends: another instance
+    /// that could not reach the cache, or any other client of the database. When the
+    /// feed reports it missed announcements, stats and every list are invalidated.
+    pub async fn follow(&self, feed: impl Stream<Item = FeedEvent>) {
+        let mut feed = std::pin::pin!(feed);
+        while let Some(event) = feed.next().await {
+            let changes = match event {
+                FeedEvent::Changed(changes) => changes,
+                FeedEvent::Resumed => vec![Change::Unknown],
+            };
+            self.changed(&changes).await;
+            metrics::counter!("letip_changes_applied_total").increment(changes.len() as u64);
+        }
+    }
+}
+
+fn facets_of(b: &Business, statuses: &[EnrichmentStatus]) -> Vec<Facets> {
+    statuses
+        .iter()
+        .map(|&status| Facets {
+            city: b.city.clone(),
+            industry: b.industry.clone(),
+            status,
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -243,13 +250,12 @@ impl Repository for CachedRepository {
 
     async fn create_business(&self, new: NewBusiness) -> Result<Business, RepoError> {
         let b = self.inner.create_business(new).await?;
-        let mut scopes = keys::lists_showing(
-            b.city.as_deref(),
-            b.industry.as_deref(),
-            &[b.enrichment_status],
-        );
-        scopes.push(keys::STATS.to_owned());
-        self.changed_all(&scopes).await;
+        self.changed(&[Change::Business {
+            id: b.id,
+            row: RowChange::Inserted,
+            facets: facets_of(&b, &[b.enrichment_status]),
+        }])
+        .await;
         Ok(b)
     }
 
@@ -257,24 +263,28 @@ impl Repository for CachedRepository {
         // Its old city and industry are not known here: if either changes, so may any list.
         let moves = patch.city.is_some() || patch.industry.is_some();
         let b = self.inner.update_business(id, patch).await?;
-        let mut scopes = if moves {
-            vec![keys::LIST.to_owned()]
-        } else {
-            keys::lists_showing(
-                b.city.as_deref(),
-                b.industry.as_deref(),
-                &[b.enrichment_status],
-            )
-        };
-        scopes.push(keys::detail_scope(id));
-        self.changed_all(&scopes).await;
+        let mut facets = facets_of(&b, &[b.enrichment_status]);
+        if moves {
+            // Unknown: it may have been in any list.
+            facets.clear();
+        }
+        self.changed(&[Change::Business {
+            id,
+            row: RowChange::Updated,
+            facets,
+        }])
+        .await;
         Ok(b)
     }
 
     async fn delete_business(&self, id: i32) -> Result<(), RepoError> {
         self.inner.delete_business(id).await?;
-        self.changed(&[keys::STATS, keys::LIST, &keys::detail_scope(id)])
-            .await;
+        self.changed(&[Change::Business {
+            id,
+            row: RowChange::Deleted,
+            facets: Vec::new(),
+        }])
+        .await;
         Ok(())
     }
 
@@ -282,14 +292,15 @@ impl Repository for CachedRepository {
         let d = self.inner.enrich(id, run).await?;
         // The status it had before is not known here: every status's lists that can
         // show it. City and industry do not change.
-        let mut scopes = keys::lists_showing(
-            d.business.city.as_deref(),
-            d.business.industry.as_deref(),
-            &EnrichmentStatus::ALL,
-        );
-        scopes.push(keys::STATS.to_owned());
-        scopes.push(keys::detail_scope(id));
-        self.changed_all(&scopes).await;
+        self.changed(&[
+            Change::Business {
+                id,
+                row: RowChange::Updated,
+                facets: facets_of(&d.business, &EnrichmentStatus::ALL),
+            },
+            Change::EnrichmentLog { business_id: id },
+        ])
+        .await;
         Ok(d)
     }
 
@@ -299,15 +310,16 @@ impl Repository for CachedRepository {
         new: NewContact,
     ) -> Result<Contact, RepoError> {
         let c = self.inner.create_contact(business_id, new).await?;
-        self.changed(&[keys::STATS, keys::LIST, &keys::detail_scope(business_id)])
-            .await;
+        self.changed(&[Change::Contact { business_id }]).await;
         Ok(c)
     }
 
     async fn delete_contact(&self, id: i32) -> Result<Contact, RepoError> {
         let c = self.inner.delete_contact(id).await?;
-        self.changed(&[keys::STATS, keys::LIST, &keys::detail_scope(c.business_id)])
-            .await;
+        self.changed(&[Change::Contact {
+            business_id: c.business_id,
+        }])
+        .await;
         Ok(c)
     }
 
@@ -317,8 +329,7 @@ impl Repository for CachedRepository {
         new: NewMessage,
     ) -> Result<OutreachMessage, RepoError> {
         let m = self.inner.create_message(business_id, new).await?;
-        self.changed(&[keys::STATS, &keys::detail_scope(business_id)])
-            .await;
+        self.changed(&[Change::Message { business_id }]).await;
         Ok(m)
     }
 
@@ -328,8 +339,10 @@ impl Repository for CachedRepository {
         update: MessageStatusUpdate,
     ) -> Result<OutreachMessage, RepoError> {
         let m = self.inner.update_message_status(id, update).await?;
-        self.changed(&[keys::STATS, &keys::detail_scope(m.business_id)])
-            .await;
+        self.changed(&[Change::Message {
+            business_id: m.business_id,
+        }])
+        .await;
         Ok(m)
     }
 

@@ -1,8 +1,15 @@
 //! Single-flight: concurrent loads of one key in one process share one load.
 //!
-//! Callers put what must not be shared into the key: the cached repository keys a flight
-//! by the cache key *and* the generation its lookup saw, so a read that starts after a
-//! write (and so sees a newer generation) never joins a load that began before it.
+//! [`SingleFlight::run`] shares whatever load of the key is under way: callers put what
+//! must not be shared into the key (the cached repository keys a flight by the cache key
+//! *and* the generation its lookup saw, so a read that starts after a write, and so sees
+//! a newer generation, never joins a load that began before it).
+//!
+//! [`SingleFlight::run_fresh`] is for callers that know no generation (the cache cannot
+//! be asked): a caller only joins a load that has not started yet, so every caller gets
+//! a result read after it arrived. While one load runs, later arrivals gather behind it
+//! and share the next one: at most two loads of a key at a time, one running and one
+//! waiting.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,9 +21,36 @@ use letip_domain::RepoError;
 
 type Flight = Shared<BoxFuture<'static, Result<Bytes, RepoError>>>;
 
-#[derive(Debug, Default, Clone)]
+/// The loads of one key in [`SingleFlight::run_fresh`].
+#[derive(Default)]
+struct Relay {
+    running: Option<(u64, Flight)>,
+    /// Starts when `running` is done; callers arriving meanwhile join it.
+    waiting: Option<(u64, Flight)>,
+    next_id: u64,
+}
+
+type Relays = Arc<Mutex<HashMap<String, Relay>>>;
+
+#[derive(Default, Clone)]
 pub(crate) struct SingleFlight {
     inflight: Arc<Mutex<HashMap<String, Flight>>>,
+    relays: Relays,
+}
+
+impl std::fmt::Debug for SingleFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SingleFlight").finish_non_exhaustive()
+    }
+}
+
+fn shared(task: tokio::task::JoinHandle<Result<Bytes, RepoError>>) -> Flight {
+    async move {
+        task.await
+            .unwrap_or_else(|e| Err(RepoError::Internal(format!("load failed: {e}"))))
+    }
+    .boxed()
+    .shared()
 }
 
 impl SingleFlight {
@@ -60,13 +94,61 @@ impl SingleFlight {
                     }
                     result
                 });
-                let flight = async move {
-                    task.await
-                        .unwrap_or_else(|e| Err(RepoError::Internal(format!("load failed: {e}"))))
-                }
-                .boxed()
-                .shared();
+                let flight = shared(task);
                 inflight.insert(key, flight.clone());
+                flight
+            }
+        };
+        flight.await
+    }
+
+    /// Runs `load`, or shares a load of `key` that has not started yet: the result was
+    /// read after this call began. A load under way is not joined; the next one, which
+    /// starts when it ends, is.
+    pub(crate) async fn run_fresh<F>(&self, key: String, load: F) -> Result<Bytes, RepoError>
+    where
+        F: Future<Output = Result<Bytes, RepoError>> + Send + 'static,
+    {
+        let flight = {
+            let mut relays = self.relays.lock().unwrap_or_else(|p| p.into_inner());
+            let relay = relays.entry(key.clone()).or_default();
+            if let Some((_, waiting)) = &relay.waiting {
+                waiting.clone()
+            } else {
+                let id = relay.next_id;
+                relay.next_id += 1;
+                let before = relay.running.as_ref().map(|(_, f)| f.clone());
+                let queued = before.is_some();
+                let relays_of_task = self.relays.clone();
+                // The task takes the lock only after this insert, which holds it.
+                let task = tokio::spawn(async move {
+                    if let Some(before) = before {
+                        let _ = before.await;
+                        let mut relays = relays_of_task.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(r) = relays.get_mut(&key)
+                            && r.waiting.as_ref().is_some_and(|(w, _)| *w == id)
+                        {
+                            r.running = r.waiting.take();
+                        }
+                    }
+                    let result = load.await;
+                    let mut relays = relays_of_task.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(r) = relays.get_mut(&key) {
+                        if r.running.as_ref().is_some_and(|(r, _)| *r == id) {
+                            r.running = None;
+                        }
+                        if r.running.is_none() && r.waiting.is_none() {
+                            relays.remove(&key);
+                        }
+                    }
+                    result
+                });
+                let flight = shared(task);
+                if queued {
+                    relay.waiting = Some((id, flight.clone()));
+                } else {
+                    relay.running = Some((id, flight.clone()));
+                }
                 flight
             }
         };
@@ -85,6 +167,7 @@ impl SingleFlight {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.inflight.lock().map(|m| m.len()).unwrap_or(0)
+            + self.relays.lock().map(|m| m.len()).unwrap_or(0)
     }
 }
 
@@ -166,5 +249,53 @@ mod tests {
             .run("k".into(), linger, async { Ok(Bytes::from_static(b"3")) })
             .await;
         assert_eq!(fresh.expect("fresh"), "3");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fresh_caller_never_gets_a_load_that_began_before_it_arrived() {
+        let flights = SingleFlight::default();
+        // The "database": a version, read at the start of each load.
+        let version = Arc::new(AtomicUsize::new(1));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let call = |flights: &SingleFlight| {
+            let (flights, version, runs) = (flights.clone(), version.clone(), runs.clone());
+            tokio::spawn(async move {
+                flights
+                    .run_fresh("k".into(), async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        let seen = version.load(Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Ok(Bytes::from(seen.to_string()))
+                    })
+                    .await
+            })
+        };
+        let early: Vec<_> = (0..20).map(|_| call(&flights)).collect();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // A write is answered while the first load runs; callers arriving after it must
+        // not get that load's result.
+        version.store(2, Ordering::SeqCst);
+        let late: Vec<_> = (0..20).map(|_| call(&flights)).collect();
+        // The first early caller started a load; the others arrived while it ran and
+        // share the next one, which began after the write.
+        let early: Vec<Bytes> = futures_util::future::join_all(early)
+            .await
+            .into_iter()
+            .map(|r| r.expect("joined").expect("loaded"))
+            .collect();
+        assert_eq!(early.iter().filter(|v| *v == "1").count(), 1);
+        for r in futures_util::future::join_all(late).await {
+            assert_eq!(
+                r.expect("joined").expect("loaded"),
+                "2",
+                "a load that began later"
+            );
+        }
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            2,
+            "the late callers shared one load"
+        );
+        assert_eq!(flights.len(), 0, "finished relays are forgotten");
     }
 }

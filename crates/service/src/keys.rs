@@ -15,7 +15,9 @@
 //! not invalidates the root `list`, and with it every list page.
 
 use letip_cache::Key;
-use letip_domain::{EnrichmentStatus, ListQuery};
+use std::collections::BTreeSet;
+
+use letip_domain::{Change, EnrichmentStatus, ListQuery, RowChange};
 
 pub(crate) const STATS: &str = "stats";
 pub(crate) const LIST: &str = "list";
@@ -42,14 +44,8 @@ pub(crate) fn lists_showing(
     let city = city.filter(|c| !c.is_empty());
     let industry = industry.filter(|i| !i.is_empty());
     let mut scopes = Vec::new();
-    for c in [None, city]
-        .into_iter()
-        .collect::<std::collections::BTreeSet<_>>()
-    {
-        for i in [None, industry]
-            .into_iter()
-            .collect::<std::collections::BTreeSet<_>>()
-        {
+    for c in [None, city].into_iter().collect::<BTreeSet<_>>() {
+        for i in [None, industry].into_iter().collect::<BTreeSet<_>>() {
             scopes.push(list_scope(c, i, None));
             for s in statuses {
                 scopes.push(list_scope(c, i, Some(s.as_str())));
@@ -85,6 +81,65 @@ pub(crate) fn detail_scope(id: i32) -> String {
 
 pub(crate) fn detail(id: i32) -> Key {
     Key::new("detail", &detail_scope(id), &[("id", &id.to_string())])
+}
+
+/// Every scope a committed change makes stale: the one invalidation table of the service,
+/// used for a write's own invalidation and for changes announced by other writers.
+///
+/// | change | stats | lists | detail of |
+/// |---|---|---|---|
+/// | business inserted or deleted | yes | those that can show it (all if its values are unknown) | the business |
+/// | business updated | if its status changed (or is unknown) | those that showed it before or after (all if unknown) | the business |
+/// | contact | yes | all (list rows embed contacts) | its business |
+/// | outreach message | yes | none (lists show no messages) | its business |
+/// | enrichment log | no | none | its business |
+/// | unknown | yes | all | (none: see ARCHITECTURE.md) |
+pub(crate) fn scopes_of(change: &Change) -> BTreeSet<String> {
+    let mut scopes = BTreeSet::new();
+    match change {
+        Change::Business { id, row, facets } => {
+            if facets.is_empty() {
+                scopes.insert(LIST.to_owned());
+                scopes.insert(STATS.to_owned());
+            } else {
+                for f in facets {
+                    scopes.extend(lists_showing(
+                        f.city.as_deref(),
+                        f.industry.as_deref(),
+                        &[f.status],
+                    ));
+                }
+                let status_moved = facets
+                    .windows(2)
+                    .any(|w| w.first().map(|f| f.status) != w.last().map(|f| f.status));
+                if *row != RowChange::Updated || status_moved {
+                    scopes.insert(STATS.to_owned());
+                }
+            }
+            scopes.insert(detail_scope(*id));
+        }
+        Change::Contact { business_id } => {
+            scopes.insert(STATS.to_owned());
+            scopes.insert(LIST.to_owned());
+            scopes.insert(detail_scope(*business_id));
+        }
+        Change::Message { business_id } => {
+            scopes.insert(STATS.to_owned());
+            scopes.insert(detail_scope(*business_id));
+        }
+        Change::EnrichmentLog { business_id } => {
+            scopes.insert(detail_scope(*business_id));
+        }
+        Change::Unknown => {
+            scopes.insert(STATS.to_owned());
+            scopes.insert(LIST.to_owned());
+        }
+    }
+    // The root `list` covers every child scope.
+    if scopes.contains(LIST) {
+        scopes.retain(|s| !s.starts_with("list|"));
+    }
+    scopes
 }
 
 #[cfg(test)]
@@ -135,5 +190,53 @@ mod tests {
         );
         assert_eq!(lists_showing(None, Some(""), &[]).len(), 1);
         assert_ne!(detail(4), detail(42));
+    }
+
+    fn facets(city: &str, status: EnrichmentStatus) -> letip_domain::Facets {
+        letip_domain::Facets {
+            city: Some(city.to_owned()),
+            industry: None,
+            status,
+        }
+    }
+
+    #[test]
+    fn a_change_makes_stale_exactly_what_can_show_it() {
+        use EnrichmentStatus::{Enriched, Pending};
+        let moved = scopes_of(&Change::Business {
+            id: 7,
+            row: RowChange::Updated,
+            facets: vec![facets("Freehold", Pending), facets("Marlboro", Pending)],
+        });
+        assert!(!moved.contains(STATS), "no counter changes");
+        assert!(moved.contains("detail:7"));
+        assert!(moved.contains(&list_scope(Some("Freehold"), None, None)));
+        assert!(moved.contains(&list_scope(Some("Marlboro"), None, Some("pending"))));
+        assert!(!moved.contains(&list_scope(Some("Howell"), None, None)));
+        assert!(!moved.contains(LIST));
+
+        let enriched = scopes_of(&Change::Business {
+            id: 7,
+            row: RowChange::Updated,
+            facets: vec![facets("Freehold", Pending), facets("Freehold", Enriched)],
+        });
+        assert!(enriched.contains(STATS), "the enriched counter moves");
+
+        let unknown = scopes_of(&Change::Business {
+            id: 7,
+            row: RowChange::Deleted,
+            facets: vec![],
+        });
+        assert_eq!(
+            unknown.into_iter().collect::<Vec<_>>(),
+            ["detail:7", LIST, STATS]
+        );
+        let contact = scopes_of(&Change::Contact { business_id: 3 });
+        assert_eq!(
+            contact.into_iter().collect::<Vec<_>>(),
+            ["detail:3", LIST, STATS]
+        );
+        let log = scopes_of(&Change::EnrichmentLog { business_id: 3 });
+        assert_eq!(log.into_iter().collect::<Vec<_>>(), ["detail:3"]);
     }
 }

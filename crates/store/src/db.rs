@@ -42,6 +42,9 @@ pub struct PoolOptions {
     pub acquire_timeout: Duration,
     /// Longest a single statement may run before PostgreSQL cancels it.
     pub statement_timeout: Duration,
+    /// Set as `letip.origin` on every session, so the change announcements of this
+    /// pool's writes can be told from others' (see [`crate::changes`]).
+    pub origin: Option<uuid::Uuid>,
 }
 
 impl Default for PoolOptions {
@@ -50,6 +53,7 @@ impl Default for PoolOptions {
             max_size: 16,
             acquire_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
+            origin: None,
         }
     }
 }
@@ -58,18 +62,24 @@ impl Default for PoolOptions {
 /// database is down; requests then fail until it is back.
 pub fn pool(database_url: &str, options: PoolOptions) -> Result<PgPool, SetupError> {
     let statement_timeout_ms = options.statement_timeout.as_millis();
+    // A UUID needs no quoting.
+    let origin = options
+        .origin
+        .map(|o| format!("; SET letip.origin = '{o}'"))
+        .unwrap_or_default();
     let mut config = ManagerConfig::<AsyncPgConnection>::default();
     // A connection whose socket closed is dropped by the pool; checking every checkout
     // with a round trip would double the cost of the cheapest queries.
     config.recycling_method = RecyclingMethod::Fast;
     config.custom_setup = Box::new(move |url| {
         let url = url.to_owned();
+        let origin = origin.clone();
         async move {
             let mut conn = AsyncPgConnection::establish(&url).await?;
             // JIT compilation costs tens of milliseconds and pays off only for long
             // analytical queries, which this service never runs.
             conn.batch_execute(&format!(
-                "SET statement_timeout = {statement_timeout_ms}; SET jit = off"
+                "SET statement_timeout = {statement_timeout_ms}; SET jit = off{origin}"
             ))
             .await
             .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;

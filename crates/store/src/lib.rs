@@ -4,6 +4,7 @@
 //! This crate knows nothing of HTTP or caching. It answers every read as
 //! [`letip_domain::CacheStatus::Bypass`]: it is the source of truth.
 
+pub mod changes;
 pub mod db;
 mod repo;
 mod rows;

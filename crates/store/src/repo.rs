@@ -50,15 +50,64 @@ fn queried(op: &'static str, statements: u64) {
     metrics::counter!("letip_db_queries_total", "op" => op).increment(statements);
 }
 
+/// The session was ended by the server (an administrator, a restart, a failover).
+fn is_terminated(message: &str) -> bool {
+    message.starts_with("terminating connection")
+        || message.contains("server closed the connection")
+}
+
 fn db_error(e: DieselError) -> RepoError {
     match e {
         DieselError::DatabaseError(
             DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
             info,
         ) => RepoError::Unavailable(info.message().to_owned()),
+        DieselError::DatabaseError(_, ref info) if is_terminated(info.message()) => {
+            RepoError::Unavailable(info.message().to_owned())
+        }
         other => RepoError::Internal(other.to_string()),
     }
 }
+
+/// An async closure whose future can be named, so that it can be required to be `Send`
+/// for every lifetime of the connection it borrows (as diesel-async's `transaction`
+/// does).
+trait ConnCall<A, R>: AsyncFnOnce(A) -> R + FnOnce(A) -> <Self as ConnCall<A, R>>::Fut {
+    type Fut: Future<Output = R>;
+}
+
+impl<F, A, Fut, R> ConnCall<A, R> for F
+where
+    F: AsyncFnOnce(A) -> R + FnOnce(A) -> Fut,
+    Fut: Future<Output = R>,
+{
+    type Fut = Fut;
+}
+
+/// What a call does, for deciding whether it may run again on a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Read,
+    Write,
+}
+
+/// Whether `e` means the connection was lost such that `op` may simply run again: a
+/// read always; a write only if it cannot have committed: its statement never reached
+/// the server, or the server answered it by ending the session (an error answer means
+/// the transaction was rolled back). A socket that closed with no answer is ambiguous
+/// for a write, which then fails.
+fn retryable(e: &DieselError, op: Op) -> bool {
+    match e {
+        DieselError::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _) => true,
+        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => op == Op::Read,
+        DieselError::DatabaseError(_, info) => is_terminated(info.message()),
+        _ => false,
+    }
+}
+
+/// How many times a call runs at most when connections keep turning out dead (all the
+/// idle connections of the pool go at once when the server restarts).
+const ATTEMPTS: usize = 3;
 
 fn is_foreign_key_violation(e: &DieselError) -> bool {
     matches!(
@@ -195,17 +244,42 @@ impl PgStore {
             .await
             .map_err(|e| RepoError::Unavailable(e.to_string()))
     }
+
+    /// Runs the call `make` makes on a pooled connection. A connection that turns out to
+    /// be dead (its session was ended while it sat in the pool) is thrown away and a new
+    /// call runs on a new one, when [`retryable`] allows, up to [`ATTEMPTS`] in all.
+    async fn run<T, F, M>(&self, op: Op, make: M) -> Result<T, RepoError>
+    where
+        M: Fn() -> F + Send,
+        for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> QueryResult<T>
+            + ConnCall<&'r mut AsyncPgConnection, QueryResult<T>, Fut: Send>
+            + Send,
+        T: Send,
+    {
+        let mut attempt = 1;
+        loop {
+            let mut conn = self.conn().await?;
+            match make()(&mut conn).await {
+                Err(e) if attempt < ATTEMPTS && retryable(&e, op) => {
+                    tracing::debug!(error = %e, "lost a database connection; retrying on a new one");
+                    drop(PgConn::take(conn));
+                    attempt += 1;
+                }
+                result => return result.map_err(db_error),
+            }
+        }
+    }
 }
 
 #[async_trait]
 impl Repository for PgStore {
     async fn stats(&self) -> Result<Fetched<Stats>, RepoError> {
-        let mut conn = self.conn().await?;
         queried("stats", 1);
-        let r: StatsRow = diesel::sql_query(STATS_SQL)
-            .get_result(&mut conn)
-            .await
-            .map_err(db_error)?;
+        let r: StatsRow = self
+            .run(Op::Read, || {
+                async |conn| diesel::sql_query(STATS_SQL).get_result(conn).await
+            })
+            .await?;
         Ok(Fetched::bypass(Stats {
             total_businesses: r.total_businesses,
             enriched_businesses: r.enriched_businesses,
@@ -217,35 +291,39 @@ impl Repository for PgStore {
     }
 
     async fn list_businesses(&self, query: &ListQuery) -> Result<Fetched<BusinessPage>, RepoError> {
-        let mut conn = self.conn().await?;
-        let (total, rows, contacts) = conn
-            .build_transaction()
-            .repeatable_read()
-            .read_only()
-            .run(async |conn| {
-                let total: i64 = filtered(&query.filter).count().get_result(conn).await?;
-                // A page past the end is empty: no need to ask.
-                if query.offset() >= total {
-                    return Ok::<_, DieselError>((total, Vec::new(), Vec::new()));
+        let (total, rows, contacts) = self
+            .run(Op::Read, || {
+                async |conn| {
+                    conn.build_transaction()
+                        .repeatable_read()
+                        .read_only()
+                        .run(async |conn| {
+                            let total: i64 =
+                                filtered(&query.filter).count().get_result(conn).await?;
+                            // A page past the end is empty: no need to ask.
+                            if query.offset() >= total {
+                                return Ok::<_, DieselError>((total, Vec::new(), Vec::new()));
+                            }
+                            let rows: Vec<BusinessRow> = filtered(&query.filter)
+                                .select(BusinessRow::as_select())
+                                .order((business::created_at.desc(), business::id.desc()))
+                                .limit(i64::from(query.limit))
+                                .offset(query.offset())
+                                .load(conn)
+                                .await?;
+                            let ids: Vec<i32> = rows.iter().map(|r| r.id()).collect();
+                            let contacts: Vec<ContactRow> = contact::table
+                                .filter(contact::business_id.eq_any(&ids))
+                                .order((contact::business_id, contact::id))
+                                .select(ContactRow::as_select())
+                                .load(conn)
+                                .await?;
+                            Ok((total, rows, contacts))
+                        })
+                        .await
                 }
-                let rows: Vec<BusinessRow> = filtered(&query.filter)
-                    .select(BusinessRow::as_select())
-                    .order((business::created_at.desc(), business::id.desc()))
-                    .limit(i64::from(query.limit))
-                    .offset(query.offset())
-                    .load(conn)
-                    .await?;
-                let ids: Vec<i32> = rows.iter().map(|r| r.id()).collect();
-                let contacts: Vec<ContactRow> = contact::table
-                    .filter(contact::business_id.eq_any(&ids))
-                    .order((contact::business_id, contact::id))
-                    .select(ContactRow::as_select())
-                    .load(conn)
-                    .await?;
-                Ok((total, rows, contacts))
             })
-            .await
-            .map_err(db_error)?;
+            .await?;
         queried("list", if rows.is_empty() { 1 } else { 3 });
 
         let mut by_business: HashMap<i32, Vec<Contact>> = HashMap::new();
@@ -268,62 +346,71 @@ impl Repository for PgStore {
     }
 
     async fn business_detail(&self, id: i32) -> Result<Fetched<BusinessDetail>, RepoError> {
-        let mut conn = self.conn().await?;
-        let rows = conn
-            .build_transaction()
-            .repeatable_read()
-            .read_only()
-            .run(async |conn| load_detail(conn, id).await)
-            .await
-            .map_err(db_error)?;
+        let rows = self
+            .run(Op::Read, || {
+                async |conn| {
+                    conn.build_transaction()
+                        .repeatable_read()
+                        .read_only()
+                        .run(async |conn| load_detail(conn, id).await)
+                        .await
+                }
+            })
+            .await?;
         queried("detail", if rows.is_some() { 4 } else { 1 });
         let rows = rows.ok_or(RepoError::not_found(Entity::Business, id))?;
         Ok(Fetched::bypass(detail_from_rows(rows)?))
     }
 
     async fn create_business(&self, new: NewBusiness) -> Result<Business, RepoError> {
-        let mut conn = self.conn().await?;
         queried("create_business", 1);
-        let row: BusinessRow = diesel::insert_into(business::table)
-            .values(InsertBusiness::from(&new))
-            .returning(BusinessRow::as_returning())
-            .get_result(&mut conn)
-            .await
-            .map_err(db_error)?;
+        let row: BusinessRow = self
+            .run(Op::Write, || {
+                async |conn| {
+                    diesel::insert_into(business::table)
+                        .values(InsertBusiness::from(&new))
+                        .returning(BusinessRow::as_returning())
+                        .get_result(conn)
+                        .await
+                }
+            })
+            .await?;
         row.try_into()
     }
 
     async fn update_business(&self, id: i32, patch: BusinessPatch) -> Result<Business, RepoError> {
-        let mut conn = self.conn().await?;
         queried("update_business", 1);
-        let row: Option<BusinessRow> = if patch.is_empty() {
-            // Nothing to change: answer the business as it is.
-            business::table
-                .find(id)
-                .select(BusinessRow::as_select())
-                .first(&mut conn)
-                .await
-                .optional()
-        } else {
-            diesel::update(business::table.find(id))
-                .set(BusinessChanges::from(patch))
-                .returning(BusinessRow::as_returning())
-                .get_result(&mut conn)
-                .await
-                .optional()
-        }
-        .map_err(db_error)?;
+        let changes = (!patch.is_empty()).then(|| BusinessChanges::from(patch));
+        let row: Option<BusinessRow> = self
+            .run(Op::Write, || {
+                async |conn| match &changes {
+                    // Nothing to change: answer the business as it is.
+                    None => business::table
+                        .find(id)
+                        .select(BusinessRow::as_select())
+                        .first(conn)
+                        .await
+                        .optional(),
+                    Some(changes) => diesel::update(business::table.find(id))
+                        .set(changes)
+                        .returning(BusinessRow::as_returning())
+                        .get_result(conn)
+                        .await
+                        .optional(),
+                }
+            })
+            .await?;
         row.ok_or(RepoError::not_found(Entity::Business, id))?
             .try_into()
     }
 
     async fn delete_business(&self, id: i32) -> Result<(), RepoError> {
-        let mut conn = self.conn().await?;
         queried("delete_business", 1);
-        let deleted = diesel::delete(business::table.find(id))
-            .execute(&mut conn)
-            .await
-            .map_err(db_error)?;
+        let deleted = self
+            .run(Op::Write, || {
+                async |conn| diesel::delete(business::table.find(id)).execute(conn).await
+            })
+            .await?;
         if deleted == 0 {
             return Err(RepoError::not_found(Entity::Business, id));
         }
@@ -331,39 +418,43 @@ impl Repository for PgStore {
     }
 
     async fn enrich(&self, id: i32, run: EnrichmentRun) -> Result<BusinessDetail, RepoError> {
-        let mut conn = self.conn().await?;
         let status = run.status().as_str();
-        let rows = conn
-            .transaction(async |conn| {
-                let updated = diesel::update(business::table.find(id))
-                    .set(business::enrichment_status.eq(status))
-                    .execute(conn)
-                    .await?;
-                if updated == 0 {
-                    return Ok::<_, DieselError>(None);
+        let rows = self
+            .run(Op::Write, || {
+                async |conn| {
+                    conn.transaction(async |conn| {
+                        let updated = diesel::update(business::table.find(id))
+                            .set(business::enrichment_status.eq(status))
+                            .execute(conn)
+                            .await?;
+                        if updated == 0 {
+                            return Ok::<_, DieselError>(None);
+                        }
+                        if !run.contacts.is_empty() {
+                            let contacts: Vec<_> = run
+                                .contacts
+                                .iter()
+                                .map(|c| InsertContact::new(id, c))
+                                .collect();
+                            diesel::insert_into(contact::table)
+                                .values(contacts)
+                                .execute(conn)
+                                .await?;
+                        }
+                        if !run.logs.is_empty() {
+                            let logs: Vec<_> =
+                                run.logs.iter().map(|l| InsertLog::new(id, l)).collect();
+                            diesel::insert_into(enrichment_log::table)
+                                .values(logs)
+                                .execute(conn)
+                                .await?;
+                        }
+                        load_detail(conn, id).await
+                    })
+                    .await
                 }
-                if !run.contacts.is_empty() {
-                    let contacts: Vec<_> = run
-                        .contacts
-                        .iter()
-                        .map(|c| InsertContact::new(id, c))
-                        .collect();
-                    diesel::insert_into(contact::table)
-                        .values(contacts)
-                        .execute(conn)
-                        .await?;
-                }
-                if !run.logs.is_empty() {
-                    let logs: Vec<_> = run.logs.iter().map(|l| InsertLog::new(id, l)).collect();
-                    diesel::insert_into(enrichment_log::table)
-                        .values(logs)
-                        .execute(conn)
-                        .await?;
-                }
-                load_detail(conn, id).await
             })
-            .await
-            .map_err(db_error)?;
+            .await?;
         queried("enrich", 7);
         let rows = rows.ok_or(RepoError::not_found(Entity::Business, id))?;
         detail_from_rows(rows)
@@ -374,35 +465,41 @@ impl Repository for PgStore {
         business_id: i32,
         new: NewContact,
     ) -> Result<Contact, RepoError> {
-        let mut conn = self.conn().await?;
         queried("create_contact", 1);
-        diesel::insert_into(contact::table)
-            .values(InsertContact::new(business_id, &new))
-            .returning(ContactRow::as_returning())
-            .get_result::<ContactRow>(&mut conn)
-            .await
-            .map(Contact::from)
-            .map_err(|e| {
-                // The business does not exist (or was deleted meanwhile).
-                if is_foreign_key_violation(&e) {
-                    RepoError::not_found(Entity::Business, business_id)
-                } else {
-                    db_error(e)
+        self.run(Op::Write, || {
+            async |conn| {
+                match diesel::insert_into(contact::table)
+                    .values(InsertContact::new(business_id, &new))
+                    .returning(ContactRow::as_returning())
+                    .get_result::<ContactRow>(conn)
+                    .await
+                {
+                    Ok(row) => Ok(Ok(Contact::from(row))),
+                    // The business does not exist (or was deleted meanwhile).
+                    Err(e) if is_foreign_key_violation(&e) => {
+                        Ok(Err(RepoError::not_found(Entity::Business, business_id)))
+                    }
+                    Err(e) => Err(e),
                 }
-            })
+            }
+        })
+        .await?
     }
 
     async fn delete_contact(&self, id: i32) -> Result<Contact, RepoError> {
-        let mut conn = self.conn().await?;
         queried("delete_contact", 1);
-        diesel::delete(contact::table.find(id))
-            .returning(ContactRow::as_returning())
-            .get_result::<ContactRow>(&mut conn)
-            .await
-            .optional()
-            .map_err(db_error)?
-            .map(Contact::from)
-            .ok_or(RepoError::not_found(Entity::Contact, id))
+        self.run(Op::Write, || {
+            async |conn| {
+                diesel::delete(contact::table.find(id))
+                    .returning(ContactRow::as_returning())
+                    .get_result::<ContactRow>(conn)
+                    .await
+                    .optional()
+            }
+        })
+        .await?
+        .map(Contact::from)
+        .ok_or(RepoError::not_found(Entity::Contact, id))
     }
 
     async fn create_message(
@@ -410,53 +507,58 @@ impl Repository for PgStore {
         business_id: i32,
         new: NewMessage,
     ) -> Result<OutreachMessage, RepoError> {
-        let mut conn = self.conn().await?;
         queried("create_message", 3);
-        let outcome = conn
-            .transaction(async |conn| {
-                // Locks the business against deletion until the message is in.
-                let exists = business::table
-                    .find(business_id)
-                    .select(business::id)
-                    .for_key_share()
-                    .first::<i32>(conn)
+        let outcome = self
+            .run(Op::Write, || {
+                async |conn| {
+                    conn.transaction(async |conn| {
+                        // Locks the business against deletion until the message is in.
+                        let exists = business::table
+                            .find(business_id)
+                            .select(business::id)
+                            .for_key_share()
+                            .first::<i32>(conn)
+                            .await
+                            .optional()?;
+                        if exists.is_none() {
+                            return Ok::<_, DieselError>(Err(RepoError::not_found(
+                                Entity::Business,
+                                business_id,
+                            )));
+                        }
+                        if let Some(contact_id) = new.contact_id {
+                            let owner = contact::table
+                                .find(contact_id)
+                                .select(contact::business_id)
+                                .for_key_share()
+                                .first::<i32>(conn)
+                                .await
+                                .optional()?;
+                            if owner != Some(business_id) {
+                                return Ok(Err(ValidationError::field(
+                                    "contact_id",
+                                    format!(
+                                        "{contact_id} is not a contact of business {business_id}"
+                                    ),
+                                )
+                                .into()));
+                            }
+                        }
+                        let row: MessageRow = diesel::insert_into(outreach_message::table)
+                            .values((
+                                outreach_message::business_id.eq(business_id),
+                                outreach_message::contact_id.eq(new.contact_id),
+                                outreach_message::message_text.eq(&new.message_text),
+                            ))
+                            .returning(MessageRow::as_returning())
+                            .get_result(conn)
+                            .await?;
+                        Ok(Ok(row))
+                    })
                     .await
-                    .optional()?;
-                if exists.is_none() {
-                    return Ok::<_, DieselError>(Err(RepoError::not_found(
-                        Entity::Business,
-                        business_id,
-                    )));
                 }
-                if let Some(contact_id) = new.contact_id {
-                    let owner = contact::table
-                        .find(contact_id)
-                        .select(contact::business_id)
-                        .for_key_share()
-                        .first::<i32>(conn)
-                        .await
-                        .optional()?;
-                    if owner != Some(business_id) {
-                        return Ok(Err(ValidationError::field(
-                            "contact_id",
-                            format!("{contact_id} is not a contact of business {business_id}"),
-                        )
-                        .into()));
-                    }
-                }
-                let row: MessageRow = diesel::insert_into(outreach_message::table)
-                    .values((
-                        outreach_message::business_id.eq(business_id),
-                        outreach_message::contact_id.eq(new.contact_id),
-                        outreach_message::message_text.eq(&new.message_text),
-                    ))
-                    .returning(MessageRow::as_returning())
-                    .get_result(conn)
-                    .await?;
-                Ok(Ok(row))
             })
-            .await
-            .map_err(db_error)?;
+            .await?;
         outcome?.try_into()
     }
 
@@ -465,29 +567,36 @@ impl Repository for PgStore {
         id: i32,
         update: MessageStatusUpdate,
     ) -> Result<OutreachMessage, RepoError> {
-        let mut conn = self.conn().await?;
         queried("update_message", 1);
         let status = update.status();
-        let target = diesel::update(outreach_message::table.find(id));
-        let row = if status == MessageStatus::Sent {
-            target
-                .set((
-                    outreach_message::status.eq(status.as_str()),
-                    outreach_message::sent_at
-                        .eq(diesel::dsl::sql::<Nullable<Timestamptz>>("now()")),
-                ))
-                .returning(MessageRow::as_returning())
-                .get_result::<MessageRow>(&mut conn)
-                .await
-        } else {
-            target
-                .set(outreach_message::status.eq(status.as_str()))
-                .returning(MessageRow::as_returning())
-                .get_result::<MessageRow>(&mut conn)
-                .await
-        }
-        .optional()
-        .map_err(db_error)?;
+        let row = self
+            .run(Op::Write, || {
+                async |conn| {
+                    let target = diesel::update(outreach_message::table.find(id));
+                    if status == MessageStatus::Sent {
+                        target
+                            .set((
+                                outreach_message::status.eq(status.as_str()),
+                                outreach_message::sent_at.eq(diesel::dsl::sql::<
+                                    Nullable<Timestamptz>,
+                                >(
+                                    "now()"
+                                )),
+                            ))
+                            .returning(MessageRow::as_returning())
+                            .get_result::<MessageRow>(conn)
+                            .await
+                    } else {
+                        target
+                            .set(outreach_message::status.eq(status.as_str()))
+                            .returning(MessageRow::as_returning())
+                            .get_result::<MessageRow>(conn)
+                            .await
+                    }
+                    .optional()
+                }
+            })
+            .await?;
         row.ok_or(RepoError::not_found(Entity::Message, id))?
             .try_into()
     }

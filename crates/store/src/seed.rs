@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use diesel::sql_types::{Array, Bool, Float8, Int4, Nullable, Text, Timestamptz};
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -507,6 +507,8 @@ async fn write(pool: &PgPool, mut b: Batch) -> Result<SeedReport, SetupError> {
         messages: b.m_business.len() as u64,
     };
     conn.transaction(async |conn| {
+        // Millions of rows are not announced one by one: one reset follows the load.
+        conn.batch_execute("SET LOCAL letip.quiet = 'on'").await?;
         let business_ids = reserve_ids(conn, "business_id_seq", b.ids.len()).await?;
         let contact_ids = reserve_ids(conn, "contact_id_seq", b.c_id.len()).await?;
         b.ids.clone_from(&business_ids);
@@ -620,6 +622,7 @@ pub async fn seed(
         .get()
         .await
         .map_err(|e| SetupError::Pool(e.to_string()))?;
+    crate::changes::announce_reset(&mut conn).await?;
     diesel::sql_query("VACUUM (ANALYZE) business, contact, enrichment_log, outreach_message")
         .execute(&mut conn)
         .await?;
