@@ -8,4 +8,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 seconds=60
 if [[ "${1:-}" == "--seconds" ]]; then seconds="$2"; fi
 bash scripts/services.sh
-CHECKER_SECONDS="$seconds" exec cargo nextest run -p letip-tests -E 'binary(checker)' --run-ignored all --no-capture
+CHECKER_SECONDS="$seconds" exec cargo nextest run -p letip-tests -E 'binary(checker)' --no-capture

@@ -199,7 +199,7 @@ async fn a_burst_on_a_cold_key_costs_one_database_read() {
         .await;
     // That insert is announced to the server, which invalidates what it changed: let
     // that land before the burst.
-    letip_testkit::eventually("the insert's announcements are applied", async || {
+    eventually("the insert's announcements are applied", async || {
         app.changes_applied().await >= 30
     })
     .await;
@@ -560,5 +560,40 @@ async fn with_redis_down_a_burst_still_shares_database_reads() {
     assert!(
         reads < 20,
         "{reads} database reads for 100 concurrent requests"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_caches_through_rediss_with_a_password_and_a_private_ca() {
+    let ca = letip_testkit::TestCa::new();
+    let redis = RedisServer::start_tls(&ca, &["--requirepass", "s3cret"]);
+    let app = TestApp::spawn_with(|c| {
+        c.cache_backend = letip_server::CacheBackend::Redis;
+        c.redis_url = format!("rediss://:s3cret@127.0.0.1:{}", redis.port());
+        c.redis_tls_ca_file = Some(ca.ca_cert.clone());
+    })
+    .await;
+    eventually("the server reaches Redis over TLS", async || {
+        app.get("/health").await.body["redis"] == "up"
+    })
+    .await;
+    app.business(json!({"name": "Over TLS"})).await;
+    let first = app.get("/api/businesses/stats").await;
+    let second = app.get("/api/businesses/stats").await;
+    assert_eq!((cache_of(&first), cache_of(&second)), ("MISS", "HIT"));
+    assert_eq!(second.body["totalBusinesses"], 1);
+    let ca_file = ca.ca_cert.to_string_lossy().into_owned();
+    let keys = redis.cli(&[
+        "--tls",
+        "--cacert",
+        &ca_file,
+        "-a",
+        "s3cret",
+        "--no-auth-warning",
+        "DBSIZE",
+    ]);
+    assert!(
+        keys.parse::<u64>().is_ok_and(|n| n > 0),
+        "entries are in that Redis: {keys}"
     );
 }

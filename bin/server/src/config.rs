@@ -73,6 +73,10 @@ pub struct Config {
         global = true
     )]
     pub redis_url: String,
+    /// PEM file of the authority that signed a `rediss://` server's certificate, when it
+    /// is not one the system trusts.
+    #[arg(long, env = "REDIS_TLS_CA_FILE", global = true)]
+    pub redis_tls_ca_file: Option<std::path::PathBuf>,
     /// Which cache to use.
     #[arg(
         long,

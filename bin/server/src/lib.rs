@@ -88,10 +88,18 @@ pub type CacheWiring = (Arc<dyn Cache>, Option<Arc<RedisBus>>);
 pub fn cache(config: &Config) -> anyhow::Result<CacheWiring> {
     // Generations must outlive every entry of their scope.
     let generation_ttl = config.ttls().longest() * 2;
+    let tls_ca_pem = match &config.redis_tls_ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("reading REDIS_TLS_CA_FILE {}", path.display()))?,
+        ),
+        None => None,
+    };
     let redis = || -> anyhow::Result<Arc<RedisCache>> {
         Ok(Arc::new(
             RedisCache::new(RedisConfig {
                 url: config.redis(),
+                tls_ca_pem: tls_ca_pem.clone(),
                 namespace: config.cache_namespace.clone(),
                 timeout: Duration::from_millis(config.cache_timeout_ms),
                 invalidate_timeout: Duration::from_millis(config.cache_invalidate_timeout_ms),

@@ -59,14 +59,14 @@ fn jitter(d: Duration) -> Duration {
 /// Keeps one subscription to `channel` alive, on whichever node answers, and forwards
 /// what it receives.
 async fn subscribe_forever(
-    urls: Vec<String>,
+    cache: Arc<RedisCache>,
     channel: String,
-    connect_timeout: Duration,
     tx: broadcast::Sender<BusEvent>,
 ) {
     let mut backoff = Duration::from_millis(100);
+    let (urls, connect_timeout) = (cache.node_urls(), cache.connect_timeout());
     for url in urls.iter().cycle() {
-        let Ok(client) = redis::Client::open(url.as_str()) else {
+        let Ok(client) = cache.client(url) else {
             continue;
         };
         let connected = tokio::time::timeout(connect_timeout, async {
@@ -98,9 +98,8 @@ impl RedisBus {
     pub fn new(cache: Arc<RedisCache>, channel: &str) -> Arc<Self> {
         let (tx, _) = broadcast::channel(CAPACITY);
         let subscriber = tokio::spawn(subscribe_forever(
-            cache.node_urls(),
+            cache.clone(),
             channel.to_owned(),
-            cache.connect_timeout(),
             tx.clone(),
         ))
         .abort_handle();

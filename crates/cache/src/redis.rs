@@ -42,8 +42,12 @@ use crate::{Cache, CacheError, CacheHealth, Key, Lookup, Stored, Ticket, metrics
 /// Settings of a [`RedisCache`].
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`.
+    /// `redis://[user:password@]host:port[/db]`, `rediss://...` for TLS, or
+    /// `redis+cluster://host:port,host:port`.
     pub url: String,
+    /// PEM certificate(s) of the authority that signed the server's TLS certificate,
+    /// for `rediss://` servers with a private CA (the system's roots otherwise).
+    pub tls_ca_pem: Option<Vec<u8>>,
     /// Prefix of every key; its version segment separates incompatible formats.
     pub namespace: String,
     /// Longest a lookup or store may take before it counts as failed (the request then
@@ -69,6 +73,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379".into(),
+            tls_ca_pem: None,
             namespace: "letip:v1".into(),
             timeout: Duration::from_millis(50),
             invalidate_timeout: Duration::from_secs(1),
@@ -201,6 +206,20 @@ impl Pooled {
 
 /// The nodes of a cluster URL: `redis+cluster://[user:pass@]h1:p1,h2:p2` (or
 /// `rediss+cluster://` for TLS), each as a plain URL with the same credentials.
+/// A client of `url`, trusting `ca_pem` for TLS when given.
+fn client(url: &str, ca_pem: Option<&[u8]>) -> redis::RedisResult<redis::Client> {
+    match ca_pem {
+        Some(ca) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.to_vec()),
+            },
+        ),
+        None => redis::Client::open(url),
+    }
+}
+
 pub(crate) fn cluster_nodes(url: &str) -> Option<Vec<String>> {
     let (scheme, rest) = url.split_once("://")?;
     let scheme = scheme.strip_suffix("+cluster")?;
@@ -328,16 +347,13 @@ impl RedisCache {
             )
         } else {
             // A URL the client cannot parse fails here rather than on every request.
-            redis::Client::open(config.url.as_str()).map_err(|e| bad(&e))?;
+            let client = client(&config.url, config.tls_ca_pem.as_deref()).map_err(|e| bad(&e))?;
+            let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())
+                .map_err(|e| bad(&e))?;
             Pools::Single(
-                bounded(
-                    deadpool_redis::Config::from_url(config.url.clone())
-                        .builder()
-                        .map_err(|e| bad(&e))?,
-                    &config,
-                )
-                .build()
-                .map_err(|e| bad(&e))?,
+                bounded(deadpool_redis::Pool::builder(manager), &config)
+                    .build()
+                    .map_err(|e| bad(&e))?,
             )
         };
         let ns = config.namespace.clone();
@@ -374,6 +390,12 @@ impl RedisCache {
     /// The URLs of the servers: one, or every node of a cluster.
     pub(crate) fn node_urls(&self) -> Vec<String> {
         cluster_nodes(&self.config.url).unwrap_or_else(|| vec![self.config.url.clone()])
+    }
+
+    /// A client of one server (`url` is one of [`Self::node_urls`]), with this cache's
+    /// TLS settings.
+    pub(crate) fn client(&self, url: &str) -> redis::RedisResult<redis::Client> {
+        client(url, self.config.tls_ca_pem.as_deref())
     }
 
     pub(crate) fn connect_timeout(&self) -> Duration {
@@ -473,20 +495,23 @@ impl RedisCache {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        self.call_within(op, self.config.timeout, f).await
+        self.call_within(op, self.config.timeout, false, f).await
     }
 
+    /// [`Self::call`] with its own timeout; `past_breaker` tries even while the breaker
+    /// holds calls off (its success closes the breaker).
     async fn call_within<T, F, Fut>(
         &self,
         op: &'static str,
         timeout: Duration,
+        past_breaker: bool,
         f: F,
     ) -> Result<T, CacheError>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        if !self.breaker.allow() {
+        if !self.breaker.allow() && !past_breaker {
             return Err(unavailable("circuit open"));
         }
         let start = Instant::now();
@@ -570,12 +595,14 @@ impl RedisCache {
         ))
     }
 
-    /// Bumps one scope's generation.
-    async fn bump(&self, scope: &str) -> Result<(), CacheError> {
+    /// Bumps one scope's generation. A write's own invalidation (`for_write`) is tried
+    /// even while the breaker holds other calls off: Redis may be back already (and
+    /// another instance reading it), and a write can afford the wait a read cannot.
+    async fn bump(&self, scope: &str, for_write: bool) -> Result<(), CacheError> {
         let key = self.generation_key(scope);
         let ttl = self.generation_ttl_ms();
         let timeout = self.config.invalidate_timeout.max(self.config.timeout);
-        self.call_within("invalidate", timeout, |mut c| async move {
+        self.call_within("invalidate", timeout, for_write, |mut c| async move {
             self.scripts
                 .invalidate
                 .key(key)
@@ -601,7 +628,7 @@ impl RedisCache {
             pending.iter().cloned().collect()
         };
         for s in pending {
-            match self.bump(&s).await {
+            match self.bump(&s, false).await {
                 Ok(()) => {
                     self.pending_scopes().remove(&s);
                     tracing::info!(scope = %s, "applied an invalidation that had failed");
@@ -684,7 +711,7 @@ impl Cache for RedisCache {
     async fn invalidate(&self, scopes: &[&str]) -> Result<(), CacheError> {
         // One script per scope (each touches one slot), sent together.
         let results =
-            futures_util::future::join_all(scopes.iter().map(|scope| self.bump(scope))).await;
+            futures_util::future::join_all(scopes.iter().map(|scope| self.bump(scope, true))).await;
         let mut first_error = None;
         for (scope, result) in scopes.iter().zip(results) {
             match result {

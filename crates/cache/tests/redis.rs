@@ -330,6 +330,39 @@ async fn a_password_in_the_url_authenticates_and_a_wrong_one_only_costs_misses()
 }
 
 #[tokio::test]
+async fn rediss_with_a_password_and_a_private_ca_works_and_an_untrusted_server_does_not() {
+    let ca = letip_testkit::TestCa::new();
+    let redis = RedisServer::start_tls(&ca, &["--requirepass", "s3cret"]);
+    let url = format!("rediss://:s3cret@127.0.0.1:{}", redis.port());
+    let tls = RedisCache::new(RedisConfig {
+        url: url.clone(),
+        tls_ca_pem: Some(ca.ca_pem()),
+        ..RedisConfig::default()
+    })
+    .expect("a valid configuration");
+    let k = detail("1");
+    eventually("the cache connects over TLS", async || {
+        tls.get(&k).await.is_ok()
+    })
+    .await;
+    let t = miss(&tls, &k).await;
+    tls.put(&k, &t, Bytes::from_static(b"v"), TTL)
+        .await
+        .expect("put");
+    assert_eq!(hit(&tls, &k).await, "v");
+    tls.invalidate(&[k.scope()]).await.expect("invalidate");
+    assert!(matches!(tls.get(&k).await, Ok(Lookup::Miss(_))));
+    assert_eq!(tls.health().await, CacheHealth::Up);
+
+    // Without the authority the server's certificate is not trusted; in plain text it
+    // does not answer either. Both only cost errors (reads then go to the database).
+    let untrusted = cache(url);
+    assert!(untrusted.get(&k).await.is_err());
+    let plain = cache(format!("redis://:s3cret@127.0.0.1:{}", redis.port()));
+    assert!(plain.get(&k).await.is_err());
+}
+
+#[tokio::test]
 async fn a_root_scope_invalidates_its_children_and_a_child_only_itself() {
     let redis = RedisServer::start();
     let c = cache(redis.url());

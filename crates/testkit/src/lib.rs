@@ -4,7 +4,9 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -89,7 +91,11 @@ impl RedisServer {
             .expect("redis-server is installed (scripts/services.sh installs it)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        let needs_auth = self.extra.iter().any(|a| a == "--requirepass");
+        // Behind a password or TLS, PING in plain text gets no PONG: wait for the port.
+        let needs_auth = self
+            .extra
+            .iter()
+            .any(|a| a == "--requirepass" || a == "--tls-port");
         while !needs_auth && !answers_ping(self.port) {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
@@ -100,6 +106,35 @@ impl RedisServer {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+    }
+
+    /// Starts redis-server speaking only TLS (with `ca`'s server certificate) on a free
+    /// port, with extra arguments.
+    pub fn start_tls(ca: &TestCa, extra: &[&str]) -> Self {
+        let port = free_port();
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        let mut args = vec![
+            "--port".to_owned(),
+            "0".to_owned(),
+            "--tls-port".to_owned(),
+            port.to_string(),
+            "--tls-cert-file".to_owned(),
+            path(&ca.server_cert),
+            "--tls-key-file".to_owned(),
+            path(&ca.server_key),
+            "--tls-ca-cert-file".to_owned(),
+            path(&ca.ca_cert),
+            "--tls-auth-clients".to_owned(),
+            "no".to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let mut server = Self {
+            port,
+            child: None,
+            extra: args,
+        };
+        server.spawn();
+        server
     }
 
     pub fn port(&self) -> u16 {
@@ -142,6 +177,112 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A certificate authority and a server certificate it signed for 127.0.0.1 and
+/// localhost, made with the `openssl` command in a directory removed when dropped.
+#[derive(Debug)]
+pub struct TestCa {
+    dir: PathBuf,
+    pub ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "letip-test-ca-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("openssl is installed");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=letip test CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(
+            dir.join("ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .expect("writable");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ]);
+        Self {
+            ca_cert: dir.join("ca.crt"),
+            server_cert: dir.join("server.crt"),
+            server_key: dir.join("server.key"),
+            dir,
+        }
+    }
+
+    /// The authority's certificate, PEM.
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(&self.ca_cert).expect("the CA certificate")
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
