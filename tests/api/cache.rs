@@ -597,3 +597,39 @@ async fn the_server_caches_through_rediss_with_a_password_and_a_private_ca() {
         "entries are in that Redis: {keys}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_pages_past_the_cached_depth_are_read_from_postgres() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn_with(|c| {
+        c.cache_backend = letip_server::CacheBackend::Redis;
+        c.redis_url = redis.url();
+        c.cache_list_max_page = 2;
+    })
+    .await;
+    app.db
+        .execute("INSERT INTO business (name) SELECT 'B' || i FROM generate_series(1, 5) i")
+        .await;
+    eventually("the insert's announcements are applied", async || {
+        app.changes_applied().await >= 5
+    })
+    .await;
+    let shallow = [
+        app.get("/api/businesses?limit=1&page=2").await,
+        app.get("/api/businesses?limit=1&page=2").await,
+    ];
+    let deep = [
+        app.get("/api/businesses?limit=1&page=3").await,
+        app.get("/api/businesses?limit=1&page=3").await,
+    ];
+    assert_eq!(
+        shallow.iter().map(cache_of).collect::<Vec<_>>(),
+        ["MISS", "HIT"]
+    );
+    assert_eq!(
+        deep.iter().map(cache_of).collect::<Vec<_>>(),
+        ["BYPASS", "BYPASS"]
+    );
+    assert_eq!(deep[1].body["data"][0]["name"], "B3");
+    assert_eq!(deep[1].body["meta"]["total"], 5);
+}

@@ -143,6 +143,10 @@ pub struct Config {
         global = true
     )]
     pub cache_ttl_list_secs: u64,
+    /// List pages deeper than this are read from the database and not cached: deep
+    /// pages are rarely read twice, and would otherwise fill the cache.
+    #[arg(long, env = "CACHE_LIST_MAX_PAGE", default_value_t = 50, global = true)]
+    pub cache_list_max_page: u32,
     #[arg(
         long,
         env = "CACHE_TTL_DETAIL_SECS",

@@ -175,7 +175,10 @@ pub async fn start_with(
     let store: Arc<dyn Repository> = wrap(Arc::new(PgStore::new(pool)));
     let (cache, bus) = cache(config)?;
     let caching = cache.is_enabled();
-    let cached = Arc::new(CachedRepository::new(store, cache, config.ttls()));
+    let cached = Arc::new(
+        CachedRepository::new(store, cache, config.ttls())
+            .with_list_max_page(config.cache_list_max_page),
+    );
     // Writes by other instances (one that cannot reach Redis, say) and by other clients
     // of the database reach this instance's cache through the change feed.
     let feed = caching.then(|| {

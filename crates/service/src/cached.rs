@@ -68,6 +68,8 @@ pub struct CachedRepository {
     cache: Arc<dyn Cache>,
     ttls: CacheTtls,
     flights: SingleFlight,
+    /// List pages deeper than this are not cached.
+    list_max_page: u32,
 }
 
 type Load =
@@ -105,7 +107,18 @@ impl CachedRepository {
             cache,
             ttls,
             flights: SingleFlight::default(),
+            list_max_page: u32::MAX,
         }
+    }
+
+    /// Caches list pages up to `page` only; deeper ones are read from the inner
+    /// repository every time (still shared by concurrent reads), so however many pages
+    /// clients walk through, the list family holds at most this many per filter
+    /// combination and page size.
+    #[must_use]
+    pub fn with_list_max_page(mut self, page: u32) -> Self {
+        self.list_max_page = page;
+        self
     }
 
     pub fn ttls(&self) -> CacheTtls {
@@ -235,6 +248,9 @@ impl Repository for CachedRepository {
         let load = load(move |repo: Arc<dyn Repository>| {
             Box::pin(async move { repo.list_businesses(&q).await })
         });
+        if query.page > self.list_max_page {
+            return self.bypass(&keys::list(query), load).await;
+        }
         self.read(keys::list(query), self.ttls.list, load).await
     }
 
