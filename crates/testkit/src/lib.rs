@@ -291,7 +291,7 @@ impl Drop for TestCa {
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<(u16, Child)>,
-    dir: std::path::PathBuf,
+    dir: PathBuf,
 }
 
 impl RedisCluster {
