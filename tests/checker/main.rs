@@ -5,14 +5,14 @@
 //! Writers own their businesses and change them one operation at a time: update (every
 //! update sets `employee_count` to the business's next version, some move it to another
 //! city), add a contact, create a message, mark a message sent, enrich (once), delete.
-//! Each of those makes exactly one step of an observable score of the business (version
-//! + contacts + messages + sent messages + enriched), so a read can tell how many of the
-//! business's completed writes it reflects. Readers read details, lists and stats on both
-//! instances. A read is **stale** when it was sent after a write's answer and does not
-//! reflect that write; its staleness is the time from that answer to the read being
-//! sent. Stats are checked against counters: `totalBusinesses` may not be below the
-//! creates answered before the read minus the deletes sent before its answer (likewise
-//! for contacts and messages).
+//! Each of those moves an observable score of the business by exactly one (the sum of
+//! version, contacts, messages, sent messages and 1 once enriched), so a read can tell
+//! how many of the business's completed writes it reflects. Readers read details, lists
+//! and stats on both instances. A read is **stale** when it was sent after a write's
+//! answer and does not reflect that write; its staleness is the time from that answer
+//! to the read being sent. Stats are checked against counters: `totalBusinesses` may not
+//! be below the creates answered before the read minus the deletes sent before its
+//! answer (likewise for contacts and messages).
 //!
 //! Faults, one at a time, in 6-second slots: Redis killed then restarted empty; Redis
 //! stalled for both instances (through a proxy, longer than the cache timeout); instance
