@@ -571,6 +571,9 @@ async fn the_server_caches_through_rediss_with_a_password_and_a_private_ca() {
         c.cache_backend = letip_server::CacheBackend::Redis;
         c.redis_url = format!("rediss://:s3cret@127.0.0.1:{}", redis.port());
         c.redis_tls_ca_file = Some(ca.ca_cert.clone());
+        // This test is about TLS, not latency: a handshake on a loaded machine may take
+        // longer than the 50 ms a read normally gets.
+        c.cache_timeout_ms = 2000;
     })
     .await;
     eventually("the server reaches Redis over TLS", async || {

@@ -103,10 +103,12 @@ pub fn cache(config: &Config) -> anyhow::Result<CacheWiring> {
                 namespace: config.cache_namespace.clone(),
                 timeout: Duration::from_millis(config.cache_timeout_ms),
                 invalidate_timeout: Duration::from_millis(config.cache_invalidate_timeout_ms),
+                // Never shorter than a call may take (a TLS handshake is part of a connect).
+                connect_timeout: Duration::from_millis(config.cache_timeout_ms)
+                    .max(RedisConfig::default().connect_timeout),
                 connections: config.redis_connections,
                 max_value_bytes: config.cache_max_value_bytes,
                 generation_ttl,
-                ..RedisConfig::default()
             })
             .context("configuring the Redis cache")?,
         ))
@@ -181,11 +183,13 @@ pub async fn start_with(
     );
     // Writes by other instances (one that cannot reach Redis, say) and by other clients
     // of the database reach this instance's cache through the change feed.
-    let feed = caching.then(|| {
+    let feed = if caching {
+        let changes = letip_store::changes::listen(config.database_url.clone(), Some(origin)).await;
         let cached = cached.clone();
-        let changes = letip_store::changes::listen(config.database_url.clone(), Some(origin));
-        tokio::spawn(async move { cached.follow(changes).await })
-    });
+        Some(tokio::spawn(async move { cached.follow(changes).await }))
+    } else {
+        None
+    };
     let cached: Arc<dyn Repository> = cached;
     let events = EventHub::new();
     let repo: Arc<dyn Repository> = Notifying::new(cached, events.clone(), bus);

@@ -337,6 +337,8 @@ async fn rediss_with_a_password_and_a_private_ca_works_and_an_untrusted_server_d
     let tls = RedisCache::new(RedisConfig {
         url: url.clone(),
         tls_ca_pem: Some(ca.ca_pem()),
+        timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(2),
         ..RedisConfig::default()
     })
     .expect("a valid configuration");

@@ -147,14 +147,26 @@ async fn follow(
 /// stops when the stream is dropped. `own` is the origin this process's pool sets (see
 /// [`crate::PoolOptions::origin`]): its announcements are skipped, as the process
 /// invalidated those itself.
-pub fn listen(url: String, own: Option<Uuid>) -> impl Stream<Item = FeedEvent> + Send + 'static {
+pub async fn listen(
+    url: String,
+    own: Option<Uuid>,
+) -> impl Stream<Item = FeedEvent> + Send + 'static {
+    // The first connection is made before answering, so a server that starts serving
+    // is already subscribed (if PostgreSQL answers): nothing committed after that is
+    // missed.
+    let first = connect(&url).await;
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         let own = own.map(|u| u.to_string());
         let mut connected_before = false;
         let mut backoff = Duration::from_millis(100);
+        let mut next = Some(first);
         while !tx.is_closed() {
-            match connect(&url).await {
+            let attempt = match next.take() {
+                Some(first) => first,
+                None => connect(&url).await,
+            };
+            match attempt {
                 Ok(mut conn) => {
                     backoff = Duration::from_millis(100);
                     if connected_before {

@@ -105,9 +105,10 @@ fn retryable(e: &DieselError, op: Op) -> bool {
     }
 }
 
-/// How many times a call runs at most when connections keep turning out dead (all the
-/// idle connections of the pool go at once when the server restarts).
-const ATTEMPTS: usize = 3;
+/// How many more times than the pool has connections a call may run when connections
+/// keep turning out dead: all the idle connections of the pool go at once when the
+/// server restarts, and each is found dead only when used.
+const EXTRA_ATTEMPTS: usize = 1;
 
 fn is_foreign_key_violation(e: &DieselError) -> bool {
     matches!(
@@ -247,7 +248,7 @@ impl PgStore {
 
     /// Runs the call `make` makes on a pooled connection. A connection that turns out to
     /// be dead (its session was ended while it sat in the pool) is thrown away and a new
-    /// call runs on a new one, when [`retryable`] allows, up to [`ATTEMPTS`] in all.
+    /// call runs on a new one, when [`retryable`] allows, until every pooled connection could have been replaced.
     async fn run<T, F, M>(&self, op: Op, make: M) -> Result<T, RepoError>
     where
         M: Fn() -> F + Send,
@@ -260,7 +261,10 @@ impl PgStore {
         loop {
             let mut conn = self.conn().await?;
             match make()(&mut conn).await {
-                Err(e) if attempt < ATTEMPTS && retryable(&e, op) => {
+                Err(e)
+                    if attempt < self.pool.status().max_size + EXTRA_ATTEMPTS
+                        && retryable(&e, op) =>
+                {
                     tracing::debug!(error = %e, "lost a database connection; retrying on a new one");
                     drop(PgConn::take(conn));
                     attempt += 1;
