@@ -636,3 +636,165 @@ async fn list_pages_past_the_cached_depth_are_read_from_postgres() {
     assert_eq!(deep[1].body["data"][0]["name"], "B3");
     assert_eq!(deep[1].body["meta"]["total"], 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_of_one_filter_share_one_count_until_a_write_can_change_it() {
+    let redis = RedisServer::start();
+    let (app, probe) = spawn_probed(&redis.url()).await;
+    app.db
+        .execute(
+            "INSERT INTO business (name, city, created_at) \
+             SELECT 'F' || i, 'Freehold', '2026-11-01T00:00:00Z'::timestamptz + (i / 3) * interval '1 minute' \
+             FROM generate_series(1, 23) i",
+        )
+        .await;
+    app.db
+        .execute("INSERT INTO business (name, city) VALUES ('M', 'Marlboro')")
+        .await;
+    eventually("the inserts' announcements are applied", async || {
+        app.changes_applied().await >= 24
+    })
+    .await;
+    let (counts, lists) = (
+        Probe::count(&probe.count_reads),
+        Probe::count(&probe.list_reads),
+    );
+    // The list as the database orders it (newest first, ties by id), in one page.
+    let all = app.get("/api/businesses?city=Freehold&limit=100").await;
+    let expected: Vec<i64> = all.body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(id)
+        .collect();
+    assert_eq!(expected.len(), 23);
+
+    let mut walked = Vec::new();
+    for page in 1..=6 {
+        let res = app
+            .get(&format!(
+                "/api/businesses?city=Freehold&limit=4&page={page}"
+            ))
+            .await;
+        assert_eq!((res.status, cache_of(&res)), (200, "MISS"), "page {page}");
+        assert_eq!(
+            res.body["meta"],
+            json!({"total": 23, "page": page, "limit": 4, "totalPages": 6})
+        );
+        walked.extend(res.body["data"].as_array().expect("data").iter().map(id));
+    }
+    assert_eq!(
+        walked, expected,
+        "pages given the total show the same rows in order"
+    );
+    assert_eq!(
+        Probe::count(&probe.count_reads) - counts,
+        1,
+        "seven pages of one filter, in two page sizes, one count"
+    );
+    assert_eq!(Probe::count(&probe.list_reads) - lists, 7);
+
+    // New values in listed rows leave the total as it was: the pages that show the row
+    // are read again, the total is not counted again.
+    let counts = Probe::count(&probe.count_reads);
+    app.patch(
+        &format!("/api/businesses/{}", expected[0]),
+        json!({"phone": "1"}),
+    )
+    .await;
+    app.post(
+        &format!("/api/businesses/{}/contacts", expected[1]),
+        json!({"name": "Pat"}),
+    )
+    .await;
+    let page1 = app.get("/api/businesses?city=Freehold&limit=4").await;
+    assert_eq!(cache_of(&page1), "MISS");
+    assert_eq!(page1.body["data"][0]["phone"], "1");
+    assert_eq!(page1.body["data"][1]["contacts"][0]["name"], "Pat");
+    assert_eq!(page1.body["meta"]["total"], 23);
+    let page7 = app
+        .get("/api/businesses?city=Freehold&limit=4&page=7")
+        .await;
+    assert_eq!(page7.body["meta"]["total"], 23);
+    assert_eq!(page7.body["data"], json!([]), "past the end");
+    assert_eq!(Probe::count(&probe.count_reads) - counts, 0);
+
+    // A business that moves to another city, a create and deletes change the totals of
+    // the lists they enter or leave.
+    let moved = app
+        .patch(
+            &format!("/api/businesses/{}", expected[2]),
+            json!({"city": "Marlboro"}),
+        )
+        .await;
+    assert_eq!(moved.status, 200);
+    let total = async |query: &str| {
+        app.get(&format!("/api/businesses?{query}&page=3"))
+            .await
+            .body["meta"]["total"]
+            .clone()
+    };
+    assert_eq!(total("city=Freehold").await, 22);
+    assert_eq!(total("city=Marlboro").await, 2);
+    assert_eq!(total("limit=5").await, 24);
+    app.business(json!({"name": "New", "city": "Freehold"}))
+        .await;
+    assert_eq!(total("city=Freehold&limit=4").await, 23);
+    assert_eq!(total("limit=5").await, 25);
+    app.delete(&format!("/api/businesses/{}", expected[5]))
+        .await;
+    app.delete(&format!("/api/businesses/{}", expected[6]))
+        .await;
+    let res = app
+        .get("/api/businesses?city=Freehold&limit=4&page=6")
+        .await;
+    assert_eq!(
+        res.body["meta"],
+        json!({"total": 21, "page": 6, "limit": 4, "totalPages": 6})
+    );
+    assert_eq!(res.body["data"].as_array().map(Vec::len), Some(1));
+    assert_eq!(total("city=Marlboro").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_past_the_cached_depth_reuse_the_cached_total() {
+    let redis = RedisServer::start();
+    let probe = std::sync::Mutex::new(None);
+    let app = TestApp::spawn_wrapped(
+        |c| {
+            c.cache_backend = letip_server::CacheBackend::Redis;
+            c.redis_url = redis.url();
+            c.cache_list_max_page = 1;
+        },
+        |store| {
+            let p = Probe::new(store);
+            *probe.lock().expect("unpoisoned") = Some(p.clone());
+            p as Arc<dyn Repository>
+        },
+    )
+    .await;
+    let probe = probe.lock().expect("unpoisoned").take().expect("wrapped");
+    app.db
+        .execute("INSERT INTO business (name) SELECT 'B' || i FROM generate_series(1, 10) i")
+        .await;
+    eventually("the insert's announcements are applied", async || {
+        app.changes_applied().await >= 10
+    })
+    .await;
+    let counts = Probe::count(&probe.count_reads);
+    for page in 2..=10 {
+        let res = app
+            .get(&format!("/api/businesses?limit=1&page={page}"))
+            .await;
+        assert_eq!(cache_of(&res), "BYPASS", "page {page} is never stored");
+        assert_eq!(res.body["meta"]["total"], 10);
+        assert_eq!(res.body["data"][0]["name"], format!("B{}", 11 - page));
+    }
+    assert_eq!(
+        Probe::count(&probe.count_reads) - counts,
+        1,
+        "nine deep pages, one count"
+    );
+    let keys = redis.cli(&["--scan", "--pattern", "*list_total*"]);
+    assert_eq!(keys.lines().count(), 1, "one stored total: {keys}");
+}

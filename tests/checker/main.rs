@@ -415,6 +415,10 @@ async fn read_list(run: &Run, rng: &mut StdRng) {
             .collect();
         (before, Instant::now())
     };
+    let creates_done = {
+        let m = run.model.lock().unwrap_or_else(|p| p.into_inner());
+        m.counters.creates_done.clone()
+    };
     let app = run.app(rng);
     let path = match city {
         Some(c) => format!("/api/businesses?limit=100&city={}", c.replace(' ', "%20")),
@@ -460,6 +464,49 @@ async fn read_list(run: &Run, rng: &mut StdRng) {
         }
     }
     let total = res.body["meta"]["total"].as_u64().unwrap_or(0);
+    // The total counts at least every business that was surely in the list when the
+    // read was sent; a total that counts fewer missed answered writes.
+    let counted: Vec<Instant> = if city.is_some() {
+        let mut since: Vec<Instant> = before
+            .iter()
+            .filter(|(id, b)| {
+                b.deleted.is_none()
+                    && !b.in_flight
+                    && after
+                        .get(*id)
+                        .is_some_and(|a| !a.in_flight && a.last_sent < snapshot)
+            })
+            .map(|(_, b)| b.city_since)
+            .collect();
+        since.sort();
+        since
+    } else {
+        let deletes_sent = {
+            let m = run.model.lock().unwrap_or_else(|p| p.into_inner());
+            m.counters.deletes_sent
+        };
+        let surely = usize::try_from(creates_done.len() as i64 - deletes_sent).unwrap_or(0);
+        creates_done
+            .iter()
+            .rev()
+            .take(surely)
+            .rev()
+            .copied()
+            .collect()
+    };
+    let total_usize = usize::try_from(total).unwrap_or(usize::MAX);
+    if total_usize < counted.len() {
+        let missed = counted.len() - total_usize;
+        let answered = counted[counted.len() - missed];
+        run.stale(
+            sent,
+            answered,
+            format!(
+                "{path} has total {total}, at least {} expected",
+                counted.len()
+            ),
+        );
+    }
     if total > 100 {
         // Not everything fits on the page: absence proves nothing.
         return;

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use letip_domain::{
-    Business, BusinessDetail, BusinessPage, BusinessPatch, Contact, EnrichmentRun, Fetched, Health,
-    ListQuery, MessageStatusUpdate, NewBusiness, NewContact, NewMessage, OutreachMessage,
-    RepoError, Repository, Stats,
+    Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch, Contact, EnrichmentRun,
+    Fetched, Health, ListQuery, MessageStatusUpdate, NewBusiness, NewContact, NewMessage,
+    OutreachMessage, RepoError, Repository, Stats,
 };
 use tokio::sync::{Mutex, oneshot};
 
@@ -25,7 +25,10 @@ struct Pause {
 pub struct Probe {
     inner: Arc<dyn Repository>,
     pub stats_reads: AtomicUsize,
+    /// List page reads, whether they count their total or are given it.
     pub list_reads: AtomicUsize,
+    /// Counts of a filter's total made on their own.
+    pub count_reads: AtomicUsize,
     pub detail_reads: AtomicUsize,
     pause: Mutex<Option<Pause>>,
 }
@@ -43,6 +46,7 @@ impl Probe {
             inner,
             stats_reads: AtomicUsize::new(0),
             list_reads: AtomicUsize::new(0),
+            count_reads: AtomicUsize::new(0),
             detail_reads: AtomicUsize::new(0),
             pause: Mutex::new(None),
         })
@@ -77,6 +81,20 @@ impl Repository for Probe {
     async fn list_businesses(&self, query: &ListQuery) -> Result<Fetched<BusinessPage>, RepoError> {
         self.list_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.list_businesses(query).await
+    }
+
+    async fn count_businesses(&self, filter: &BusinessFilter) -> Result<i64, RepoError> {
+        self.count_reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.count_businesses(filter).await
+    }
+
+    async fn list_page(
+        &self,
+        query: &ListQuery,
+        total: i64,
+    ) -> Result<Fetched<BusinessPage>, RepoError> {
+        self.list_reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.list_page(query, total).await
     }
 
     async fn business_detail(&self, id: i32) -> Result<Fetched<BusinessDetail>, RepoError> {

@@ -5,9 +5,9 @@
 use async_trait::async_trait;
 
 use crate::{
-    Business, BusinessDetail, BusinessPage, BusinessPatch, Contact, EnrichmentRun, Fetched,
-    ListQuery, MessageStatusUpdate, NewBusiness, NewContact, NewMessage, OutreachMessage, Stats,
-    ValidationError,
+    Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch, Contact, EnrichmentRun,
+    Fetched, ListQuery, MessageStatusUpdate, NewBusiness, NewContact, NewMessage, OutreachMessage,
+    Stats, ValidationError,
 };
 
 /// The kinds of record a lookup can miss.
@@ -62,7 +62,19 @@ pub struct Health {
 #[async_trait]
 pub trait Repository: Send + Sync + std::fmt::Debug + 'static {
     async fn stats(&self) -> Result<Fetched<Stats>, RepoError>;
+    /// One page of the list, with `meta.total` counted in the same snapshot.
     async fn list_businesses(&self, query: &ListQuery) -> Result<Fetched<BusinessPage>, RepoError>;
+    /// How many businesses `filter` selects: the `meta.total` of its list pages.
+    async fn count_businesses(&self, filter: &BusinessFilter) -> Result<i64, RepoError>;
+    /// One page of the list when its total is already known, so that walking many pages
+    /// of one filter costs one count, not one per page. `total` must have been counted
+    /// after every write the caller must see (a cache entry still current, say); the
+    /// rows themselves are read now.
+    async fn list_page(
+        &self,
+        query: &ListQuery,
+        total: i64,
+    ) -> Result<Fetched<BusinessPage>, RepoError>;
     async fn business_detail(&self, id: i32) -> Result<Fetched<BusinessDetail>, RepoError>;
 
     async fn create_business(&self, new: NewBusiness) -> Result<Business, RepoError>;

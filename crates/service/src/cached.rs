@@ -20,10 +20,10 @@ use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt};
 use letip_cache::{Cache, Key, Lookup};
 use letip_domain::{
-    Body, Business, BusinessDetail, BusinessPage, BusinessPatch, CacheStatus, Change, Contact,
-    EnrichmentRun, EnrichmentStatus, Facets, FeedEvent, Fetched, Health, ListQuery,
-    MessageStatusUpdate, NewBusiness, NewContact, NewMessage, OutreachMessage, RepoError,
-    Repository, RowChange, Stats,
+    Body, Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch, CacheStatus,
+    Change, Contact, EnrichmentRun, EnrichmentStatus, Facets, FeedEvent, Fetched, Health,
+    ListQuery, MessageStatusUpdate, NewBusiness, NewContact, NewMessage, OutreachMessage,
+    RepoError, Repository, RowChange, Stats,
 };
 use serde::Serialize;
 use serde::de::IgnoredAny;
@@ -219,6 +219,68 @@ impl CachedRepository {
     }
 }
 
+/// The cached totals of filter combinations (`meta.total` of their list pages).
+struct Totals {
+    cache: Arc<dyn Cache>,
+    flights: SingleFlight,
+    ttl: Duration,
+}
+
+impl Totals {
+    /// The total of `filter`: from a current cache entry, or counted (one count per
+    /// generation, shared like any load) and stored under the lookup's ticket. `None`
+    /// when the cache cannot be asked, so the caller reads total and page together.
+    ///
+    /// The entry's scope is made stale by every write that moves a business into or
+    /// out of the filter's list (`keys::scopes_of`), so a total found current counts
+    /// every write answered before this lookup, as a page entry would show it.
+    async fn get(
+        &self,
+        repo: &Arc<dyn Repository>,
+        filter: &BusinessFilter,
+    ) -> Result<Option<i64>, RepoError> {
+        let key = keys::list_total(filter);
+        let bytes = match self.cache.get(&key).await {
+            Ok(Lookup::Hit(bytes)) => bytes,
+            Ok(Lookup::Miss(ticket)) => {
+                let flight = format!("{}#gen:{}", key.name(), ticket.generation());
+                let (repo, cache, ttl) = (repo.clone(), self.cache.clone(), self.ttl);
+                let (filter, key) = (filter.clone(), key.clone());
+                self.flights
+                    .run(flight, FLIGHT_LINGER, async move {
+                        let total = repo.count_businesses(&filter).await?;
+                        let bytes = Bytes::from(total.to_string());
+                        if let Err(e) = cache.put(&key, &ticket, bytes.clone(), ttl).await {
+                            tracing::debug!(family = key.family(), error = %e, "cache store failed");
+                        }
+                        Ok(bytes)
+                    })
+                    .await?
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cache unavailable; counting with the page");
+                return Ok(None);
+            }
+        };
+        match std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|t| t.parse().ok())
+        {
+            Some(total) => Ok(Some(total)),
+            None => {
+                tracing::warn!(
+                    key = key.name(),
+                    "removing a cached total that is not a number"
+                );
+                letip_cache::metrics::corrupt(key.family());
+                let _ = self.cache.remove(&key).await;
+                self.flights.forget_prefix(&format!("{}#gen:", key.name()));
+                Ok(None)
+            }
+        }
+    }
+}
+
 fn facets_of(b: &Business, statuses: &[EnrichmentStatus]) -> Vec<Facets> {
     statuses
         .iter()
@@ -244,14 +306,48 @@ impl Repository for CachedRepository {
         if !self.cache.is_enabled() {
             return self.inner.list_businesses(query).await;
         }
+        let totals = Totals {
+            cache: self.cache.clone(),
+            flights: self.flights.clone(),
+            ttl: self.ttls.list,
+        };
         let q = query.clone();
+        // The page is read when its own lookup missed (or was refused), so a hit costs one
+        // lookup; only then is the filter's total asked of the cache.
         let load = load(move |repo: Arc<dyn Repository>| {
-            Box::pin(async move { repo.list_businesses(&q).await })
+            Box::pin(async move {
+                match totals.get(&repo, &q.filter).await? {
+                    Some(total) => repo.list_page(&q, total).await,
+                    // The cache cannot be asked: the total and the page in one snapshot.
+                    None => repo.list_businesses(&q).await,
+                }
+            })
         });
         if query.page > self.list_max_page {
             return self.bypass(&keys::list(query), load).await;
         }
         self.read(keys::list(query), self.ttls.list, load).await
+    }
+
+    async fn count_businesses(&self, filter: &BusinessFilter) -> Result<i64, RepoError> {
+        let totals = Totals {
+            cache: self.cache.clone(),
+            flights: self.flights.clone(),
+            ttl: self.ttls.list,
+        };
+        match totals.get(&self.inner, filter).await? {
+            Some(total) => Ok(total),
+            None => self.inner.count_businesses(filter).await,
+        }
+    }
+
+    async fn list_page(
+        &self,
+        query: &ListQuery,
+        total: i64,
+    ) -> Result<Fetched<BusinessPage>, RepoError> {
+        // The caller vouches for the total; nothing here is worth caching under it.
+        self.inner.list_page(query, total).await
     }
 
     async fn business_detail(&self, id: i32) -> Result<Fetched<BusinessDetail>, RepoError> {

@@ -9,9 +9,9 @@ use letip_cache::{BusEvent, RedisBus};
 
 use async_trait::async_trait;
 use letip_domain::{
-    Business, BusinessDetail, BusinessPage, BusinessPatch, Contact, EnrichmentRun, Fetched, Health,
-    ListQuery, MessageStatusUpdate, NewBusiness, NewContact, NewMessage, OutreachMessage,
-    RepoError, Repository, Stats,
+    Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch, Contact, EnrichmentRun,
+    Fetched, Health, ListQuery, MessageStatusUpdate, NewBusiness, NewContact, NewMessage,
+    OutreachMessage, RepoError, Repository, Stats,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast, watch};
@@ -215,6 +215,18 @@ impl Repository for Notifying {
 
     async fn list_businesses(&self, query: &ListQuery) -> Result<Fetched<BusinessPage>, RepoError> {
         self.inner.list_businesses(query).await
+    }
+
+    async fn count_businesses(&self, filter: &BusinessFilter) -> Result<i64, RepoError> {
+        self.inner.count_businesses(filter).await
+    }
+
+    async fn list_page(
+        &self,
+        query: &ListQuery,
+        total: i64,
+    ) -> Result<Fetched<BusinessPage>, RepoError> {
+        self.inner.list_page(query, total).await
     }
 
     async fn business_detail(&self, id: i32) -> Result<Fetched<BusinessDetail>, RepoError> {

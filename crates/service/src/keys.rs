@@ -4,7 +4,13 @@
 //! |---|---|---|---|
 //! | `stats` | `stats` | none | `CACHE_TTL_STATS_SECS` (30 s) |
 //! | `list` | `list|[city,industry,status]`: one child scope of `list` per filter combination | `city`, `industry`, `enrichment_status`, `page`, `limit` | `CACHE_TTL_LIST_SECS` (5 min) |
+//! | `list_total` | `total|[city,industry,status]`: one child scope of `total` per filter combination | `city`, `industry`, `enrichment_status` | `CACHE_TTL_LIST_SECS` (5 min) |
 //! | `detail` | `detail:{id}` | `id` | `CACHE_TTL_DETAIL_SECS` (10 min) |
+//!
+//! A filter's total (`meta.total`) has a scope of its own: it only changes when a business
+//! enters or leaves the filter's list (created, deleted, or its city, industry or status
+//! changed), not when a listed row's other values or contacts change, which make only the
+//! pages stale. Every page missed under that filter, at any depth and page size, reuses it.
 //!
 //! Absent filters are absent parts; the page and limit are always present, so `?page=1`
 //! and no page at all share a key, as they share an answer.
@@ -17,25 +23,35 @@
 use letip_cache::Key;
 use std::collections::BTreeSet;
 
-use letip_domain::{Change, EnrichmentStatus, ListQuery, RowChange};
+use letip_domain::{BusinessFilter, Change, EnrichmentStatus, ListQuery, RowChange};
 
 pub(crate) const STATS: &str = "stats";
 pub(crate) const LIST: &str = "list";
+pub(crate) const LIST_TOTAL: &str = "list_total";
+/// The root scope of the filter totals.
+pub(crate) const TOTAL: &str = "total";
 
 pub(crate) fn stats() -> Key {
     Key::new(STATS, STATS, &[])
 }
 
-/// The scope of the list pages under one filter combination.
-fn list_scope(city: Option<&str>, industry: Option<&str>, status: Option<&str>) -> String {
+/// The scope of one filter combination under `root` (`list` for its pages, `total` for
+/// its total).
+fn filter_scope(
+    root: &str,
+    city: Option<&str>,
+    industry: Option<&str>,
+    status: Option<&str>,
+) -> String {
     // A JSON array is an injective name for the combination, whatever the values hold.
     let filter = serde_json::to_string(&(city, industry, status)).unwrap_or_default();
-    format!("{LIST}|{filter}")
+    format!("{root}|{filter}")
 }
 
-/// Every list scope whose pages can show a business with these values, for any of
-/// `statuses`.
-pub(crate) fn lists_showing(
+/// Every scope under `root` of a filter combination whose list can show a business with
+/// these values, for any of `statuses`.
+fn scopes_showing(
+    root: &str,
     city: Option<&str>,
     industry: Option<&str>,
     statuses: &[EnrichmentStatus],
@@ -46,33 +62,57 @@ pub(crate) fn lists_showing(
     let mut scopes = Vec::new();
     for c in [None, city].into_iter().collect::<BTreeSet<_>>() {
         for i in [None, industry].into_iter().collect::<BTreeSet<_>>() {
-            scopes.push(list_scope(c, i, None));
+            scopes.push(filter_scope(root, c, i, None));
             for s in statuses {
-                scopes.push(list_scope(c, i, Some(s.as_str())));
+                scopes.push(filter_scope(root, c, i, Some(s.as_str())));
             }
         }
     }
     scopes
 }
 
-pub(crate) fn list(q: &ListQuery) -> Key {
-    let (page, limit) = (q.page.to_string(), q.limit.to_string());
-    let mut parts: Vec<(&str, &str)> = vec![("page", &page), ("limit", &limit)];
-    if let Some(city) = &q.filter.city {
+/// Every list scope whose pages can show a business with these values, for any of
+/// `statuses`.
+pub(crate) fn lists_showing(
+    city: Option<&str>,
+    industry: Option<&str>,
+    statuses: &[EnrichmentStatus],
+) -> Vec<String> {
+    scopes_showing(LIST, city, industry, statuses)
+}
+
+/// The scope and key parts of a filter combination.
+fn filter_parts<'a>(root: &str, f: &'a BusinessFilter) -> (String, Vec<(&'static str, &'a str)>) {
+    let mut parts: Vec<(&str, &str)> = Vec::new();
+    if let Some(city) = &f.city {
         parts.push(("city", city));
     }
-    if let Some(industry) = &q.filter.industry {
+    if let Some(industry) = &f.industry {
         parts.push(("industry", industry));
     }
-    if let Some(status) = q.filter.enrichment_status {
+    if let Some(status) = f.enrichment_status {
         parts.push(("enrichment_status", status.as_str()));
     }
-    let scope = list_scope(
-        q.filter.city.as_deref(),
-        q.filter.industry.as_deref(),
-        q.filter.enrichment_status.map(EnrichmentStatus::as_str),
+    let scope = filter_scope(
+        root,
+        f.city.as_deref(),
+        f.industry.as_deref(),
+        f.enrichment_status.map(EnrichmentStatus::as_str),
     );
+    (scope, parts)
+}
+
+pub(crate) fn list(q: &ListQuery) -> Key {
+    let (page, limit) = (q.page.to_string(), q.limit.to_string());
+    let (scope, mut parts) = filter_parts(LIST, &q.filter);
+    parts.extend([("page", page.as_str()), ("limit", limit.as_str())]);
     Key::new(LIST, &scope, &parts)
+}
+
+/// The total of a filter's list.
+pub(crate) fn list_total(f: &BusinessFilter) -> Key {
+    let (scope, parts) = filter_parts(TOTAL, f);
+    Key::new(LIST_TOTAL, &scope, &parts)
 }
 
 pub(crate) fn detail_scope(id: i32) -> String {
@@ -86,28 +126,35 @@ pub(crate) fn detail(id: i32) -> Key {
 /// Every scope a committed change makes stale: the one invalidation table of the service,
 /// used for a write's own invalidation and for changes announced by other writers.
 ///
-/// | change | stats | lists | detail of |
-/// |---|---|---|---|
-/// | business inserted or deleted | yes | those that can show it (all if its values are unknown) | the business |
-/// | business updated | if its status changed (or is unknown) | those that showed it before or after (all if unknown) | the business |
-/// | contact | yes | all (list rows embed contacts) | its business |
-/// | outreach message | yes | none (lists show no messages) | its business |
-/// | enrichment log | no | none | its business |
-/// | unknown | yes | all | (none: see ARCHITECTURE.md) |
+/// | change | stats | lists | list totals | detail of |
+/// |---|---|---|---|---|
+/// | business inserted or deleted | yes | those that can show it (all if its values are unknown) | the same combinations | the business |
+/// | business updated | if its status changed (or is unknown) | those that showed it before or after (all if unknown) | those combinations, if its city, industry or status changed (all if unknown) | the business |
+/// | contact | yes | all (list rows embed contacts) | none | its business |
+/// | outreach message | yes | none (lists show no messages) | none | its business |
+/// | enrichment log | no | none | none | its business |
+/// | unknown | yes | all | all | (none: see ARCHITECTURE.md) |
+///
+/// An update's facets are the row's filter values before and after; one set of facets
+/// means they did not change.
 pub(crate) fn scopes_of(change: &Change) -> BTreeSet<String> {
     let mut scopes = BTreeSet::new();
     match change {
         Change::Business { id, row, facets } => {
             if facets.is_empty() {
                 scopes.insert(LIST.to_owned());
+                scopes.insert(TOTAL.to_owned());
                 scopes.insert(STATS.to_owned());
             } else {
+                // Whether the business entered or left a list: its totals move.
+                let moved =
+                    *row != RowChange::Updated || facets.windows(2).any(|w| w.first() != w.last());
                 for f in facets {
-                    scopes.extend(lists_showing(
-                        f.city.as_deref(),
-                        f.industry.as_deref(),
-                        &[f.status],
-                    ));
+                    let (city, industry) = (f.city.as_deref(), f.industry.as_deref());
+                    scopes.extend(lists_showing(city, industry, &[f.status]));
+                    if moved {
+                        scopes.extend(scopes_showing(TOTAL, city, industry, &[f.status]));
+                    }
                 }
                 let status_moved = facets
                     .windows(2)
@@ -133,11 +180,15 @@ pub(crate) fn scopes_of(change: &Change) -> BTreeSet<String> {
         Change::Unknown => {
             scopes.insert(STATS.to_owned());
             scopes.insert(LIST.to_owned());
+            scopes.insert(TOTAL.to_owned());
         }
     }
-    // The root `list` covers every child scope.
-    if scopes.contains(LIST) {
-        scopes.retain(|s| !s.starts_with("list|"));
+    // A root covers every child scope.
+    for root in [LIST, TOTAL] {
+        if scopes.contains(root) {
+            let children = format!("{root}|");
+            scopes.retain(|s| !s.starts_with(&children));
+        }
     }
     scopes
 }
@@ -172,6 +223,13 @@ mod tests {
             }
         }
         assert_eq!(list(&ListQuery::default()), list(&q(None, None, 1)));
+        // A filter's total has a scope of its own and no page's key.
+        let freehold = q(Some("Freehold"), None, 1);
+        let total = list_total(&freehold.filter);
+        assert_eq!(total.scope(), r#"total|["Freehold",null,null]"#);
+        assert!(keys.iter().all(|k| *k != total));
+        assert_ne!(total, list_total(&q(Some("freehold"), None, 1).filter));
+        assert_ne!(total, list_total(&BusinessFilter::default()));
         assert_eq!(detail(42).scope(), "detail:42");
         // A business in Freehold, Dental, pending shows in exactly 8 filter combinations,
         // the one of each key built for those filters among them.
@@ -210,10 +268,41 @@ mod tests {
         });
         assert!(!moved.contains(STATS), "no counter changes");
         assert!(moved.contains("detail:7"));
-        assert!(moved.contains(&list_scope(Some("Freehold"), None, None)));
-        assert!(moved.contains(&list_scope(Some("Marlboro"), None, Some("pending"))));
-        assert!(!moved.contains(&list_scope(Some("Howell"), None, None)));
+        assert!(moved.contains(&filter_scope(LIST, Some("Freehold"), None, None)));
+        assert!(moved.contains(&filter_scope(LIST, Some("Marlboro"), None, Some("pending"))));
+        assert!(!moved.contains(&filter_scope(LIST, Some("Howell"), None, None)));
         assert!(!moved.contains(LIST));
+        assert!(moved.contains(&filter_scope(TOTAL, Some("Freehold"), None, None)));
+        assert!(moved.contains(&filter_scope(TOTAL, Some("Marlboro"), None, None)));
+        assert!(!moved.contains(&filter_scope(TOTAL, Some("Howell"), None, None)));
+
+        // New values in a listed row (a phone, say) leave every total as it was.
+        let edited = scopes_of(&Change::Business {
+            id: 7,
+            row: RowChange::Updated,
+            facets: vec![facets("Freehold", Pending), facets("Freehold", Pending)],
+        });
+        assert!(edited.contains(&filter_scope(LIST, Some("Freehold"), None, None)));
+        assert!(!edited.iter().any(|s| s.starts_with(TOTAL)), "{edited:?}");
+        let own_edit = scopes_of(&Change::Business {
+            id: 7,
+            row: RowChange::Updated,
+            facets: vec![facets("Freehold", Pending)],
+        });
+        assert_eq!(own_edit, edited);
+        let created = scopes_of(&Change::Business {
+            id: 8,
+            row: RowChange::Inserted,
+            facets: vec![facets("Freehold", Pending)],
+        });
+        assert!(created.contains(&filter_scope(TOTAL, None, None, None)));
+        assert!(created.contains(&filter_scope(
+            TOTAL,
+            Some("Freehold"),
+            None,
+            Some("pending")
+        )));
+        assert!(!created.contains(&filter_scope(TOTAL, None, None, Some("enriched"))));
 
         let enriched = scopes_of(&Change::Business {
             id: 7,
@@ -229,12 +318,13 @@ mod tests {
         });
         assert_eq!(
             unknown.into_iter().collect::<Vec<_>>(),
-            ["detail:7", LIST, STATS]
+            ["detail:7", LIST, STATS, TOTAL]
         );
         let contact = scopes_of(&Change::Contact { business_id: 3 });
         assert_eq!(
             contact.into_iter().collect::<Vec<_>>(),
-            ["detail:3", LIST, STATS]
+            ["detail:3", LIST, STATS],
+            "a contact changes rows, never a total"
         );
         let log = scopes_of(&Change::EnrichmentLog { business_id: 3 });
         assert_eq!(log.into_iter().collect::<Vec<_>>(), ["detail:3"]);

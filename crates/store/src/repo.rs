@@ -131,6 +131,66 @@ fn filtered(f: &BusinessFilter) -> business::BoxedQuery<'_, diesel::pg::Pg> {
     q
 }
 
+/// The rows of one list page and their contacts, given the filter's total.
+///
+/// The page's ids come from an index-only scan of the filter's `(…, created_at, id)`
+/// index, and only those rows are fetched: a deep page skips index entries, not table
+/// rows (page 50,000 of a million businesses: milliseconds instead of seconds).
+async fn load_page(
+    conn: &mut AsyncPgConnection,
+    query: &ListQuery,
+    total: i64,
+) -> QueryResult<(Vec<BusinessRow>, Vec<ContactRow>)> {
+    // A page past the end is empty: no need to ask.
+    if query.offset() >= total {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let ids = filtered(&query.filter)
+        .select(business::id)
+        .order((business::created_at.desc(), business::id.desc()))
+        .limit(i64::from(query.limit))
+        .offset(query.offset());
+    let rows: Vec<BusinessRow> = business::table
+        .filter(business::id.eq_any(ids))
+        .select(BusinessRow::as_select())
+        .order((business::created_at.desc(), business::id.desc()))
+        .load(conn)
+        .await?;
+    let ids: Vec<i32> = rows.iter().map(|r| r.id()).collect();
+    let contacts: Vec<ContactRow> = contact::table
+        .filter(contact::business_id.eq_any(&ids))
+        .order((contact::business_id, contact::id))
+        .select(ContactRow::as_select())
+        .load(conn)
+        .await?;
+    Ok((rows, contacts))
+}
+
+fn page_from_rows(
+    query: &ListQuery,
+    total: i64,
+    rows: Vec<BusinessRow>,
+    contacts: Vec<ContactRow>,
+) -> Result<Fetched<BusinessPage>, RepoError> {
+    let mut by_business: HashMap<i32, Vec<Contact>> = HashMap::new();
+    for c in contacts {
+        let c = Contact::from(c);
+        by_business.entry(c.business_id).or_default().push(c);
+    }
+    let data = rows
+        .into_iter()
+        .map(|row| {
+            let business = Business::try_from(row)?;
+            let contacts = by_business.remove(&business.id).unwrap_or_default();
+            Ok(BusinessWithContacts { business, contacts })
+        })
+        .collect::<Result<Vec<_>, RepoError>>()?;
+    Ok(Fetched::bypass(BusinessPage {
+        data,
+        meta: PageMeta::new(total, query.page, query.limit),
+    }))
+}
+
 #[derive(QueryableByName)]
 struct StatsRow {
     #[diesel(sql_type = BigInt)]
@@ -304,49 +364,43 @@ impl Repository for PgStore {
                         .run(async |conn| {
                             let total: i64 =
                                 filtered(&query.filter).count().get_result(conn).await?;
-                            // A page past the end is empty: no need to ask.
-                            if query.offset() >= total {
-                                return Ok::<_, DieselError>((total, Vec::new(), Vec::new()));
-                            }
-                            let rows: Vec<BusinessRow> = filtered(&query.filter)
-                                .select(BusinessRow::as_select())
-                                .order((business::created_at.desc(), business::id.desc()))
-                                .limit(i64::from(query.limit))
-                                .offset(query.offset())
-                                .load(conn)
-                                .await?;
-                            let ids: Vec<i32> = rows.iter().map(|r| r.id()).collect();
-                            let contacts: Vec<ContactRow> = contact::table
-                                .filter(contact::business_id.eq_any(&ids))
-                                .order((contact::business_id, contact::id))
-                                .select(ContactRow::as_select())
-                                .load(conn)
-                                .await?;
-                            Ok((total, rows, contacts))
+                            let (rows, contacts) = load_page(conn, query, total).await?;
+                            Ok::<_, DieselError>((total, rows, contacts))
                         })
                         .await
                 }
             })
             .await?;
         queried("list", if rows.is_empty() { 1 } else { 3 });
+        page_from_rows(query, total, rows, contacts)
+    }
 
-        let mut by_business: HashMap<i32, Vec<Contact>> = HashMap::new();
-        for c in contacts {
-            let c = Contact::from(c);
-            by_business.entry(c.business_id).or_default().push(c);
-        }
-        let data = rows
-            .into_iter()
-            .map(|row| {
-                let business = Business::try_from(row)?;
-                let contacts = by_business.remove(&business.id).unwrap_or_default();
-                Ok(BusinessWithContacts { business, contacts })
+    async fn count_businesses(&self, filter: &BusinessFilter) -> Result<i64, RepoError> {
+        queried("count", 1);
+        self.run(Op::Read, || {
+            async |conn| filtered(filter).count().get_result(conn).await
+        })
+        .await
+    }
+
+    async fn list_page(
+        &self,
+        query: &ListQuery,
+        total: i64,
+    ) -> Result<Fetched<BusinessPage>, RepoError> {
+        let (rows, contacts) = self
+            .run(Op::Read, || {
+                async |conn| {
+                    conn.build_transaction()
+                        .repeatable_read()
+                        .read_only()
+                        .run(async |conn| load_page(conn, query, total).await)
+                        .await
+                }
             })
-            .collect::<Result<Vec<_>, RepoError>>()?;
-        Ok(Fetched::bypass(BusinessPage {
-            data,
-            meta: PageMeta::new(total, query.page, query.limit),
-        }))
+            .await?;
+        queried("list", if rows.is_empty() { 0 } else { 2 });
+        page_from_rows(query, total, rows, contacts)
     }
 
     async fn business_detail(&self, id: i32) -> Result<Fetched<BusinessDetail>, RepoError> {
