@@ -39,12 +39,6 @@ pub(crate) struct BusinessRow {
     updated_at: DateTime<Utc>,
 }
 
-impl BusinessRow {
-    pub(crate) fn id(&self) -> i32 {
-        self.id
-    }
-}
-
 impl TryFrom<BusinessRow> for Business {
     type Error = RepoError;
 
