@@ -125,6 +125,14 @@ impl CachedRepository {
         self.ttls
     }
 
+    fn totals(&self) -> Totals {
+        Totals {
+            cache: self.cache.clone(),
+            flights: self.flights.clone(),
+            ttl: self.ttls.list,
+        }
+    }
+
     /// Reads through the source of truth when the cache cannot be asked. Concurrent
     /// reads of a key share a load that had not started when they arrived (no
     /// generation tells which loads are recent enough, so none already under way is
@@ -306,11 +314,7 @@ impl Repository for CachedRepository {
         if !self.cache.is_enabled() {
             return self.inner.list_businesses(query).await;
         }
-        let totals = Totals {
-            cache: self.cache.clone(),
-            flights: self.flights.clone(),
-            ttl: self.ttls.list,
-        };
+        let totals = self.totals();
         let q = query.clone();
         // The page is read when its own lookup missed (or was refused), so a hit costs one
         // lookup; only then is the filter's total asked of the cache.
@@ -330,12 +334,10 @@ impl Repository for CachedRepository {
     }
 
     async fn count_businesses(&self, filter: &BusinessFilter) -> Result<i64, RepoError> {
-        let totals = Totals {
-            cache: self.cache.clone(),
-            flights: self.flights.clone(),
-            ttl: self.ttls.list,
-        };
-        match totals.get(&self.inner, filter).await? {
+        if !self.cache.is_enabled() {
+            return self.inner.count_businesses(filter).await;
+        }
+        match self.totals().get(&self.inner, filter).await? {
             Some(total) => Ok(total),
             None => self.inner.count_businesses(filter).await,
         }
