@@ -12,7 +12,9 @@
 //! answer and does not reflect that write; its staleness is the time from that answer
 //! to the read being sent. Stats are checked against counters: `totalBusinesses` may not
 //! be below the creates answered before the read minus the deletes sent before its
-//! answer (likewise for contacts and messages).
+//! answer (likewise for contacts and messages). A list's `meta.total` may not count fewer
+//! than that for the unfiltered list, or fewer than the businesses surely in a city's
+//! list when the read was sent (no write of theirs in flight).
 //!
 //! Faults, one at a time, in 6-second slots: Redis killed then restarted empty; Redis
 //! stalled for both instances (through a proxy, longer than the cache timeout); instance
