@@ -9,11 +9,20 @@ use letip_tests::{Probe, Res, TestApp, id};
 use serde_json::{Value, json};
 
 async fn spawn_probed(redis_url: &str) -> (TestApp, Arc<Probe>) {
+    spawn_probed_with(redis_url, |_| {}).await
+}
+
+/// The server on a Redis backend at `redis_url`, its store wrapped in a [`Probe`].
+async fn spawn_probed_with(
+    redis_url: &str,
+    adjust: impl FnOnce(&mut letip_server::Config),
+) -> (TestApp, Arc<Probe>) {
     let probe = std::sync::Mutex::new(None);
     let app = TestApp::spawn_wrapped(
         |c| {
             c.cache_backend = letip_server::CacheBackend::Redis;
             c.redis_url = redis_url.to_owned();
+            adjust(c);
         },
         |store| {
             let p = Probe::new(store);
@@ -28,6 +37,17 @@ async fn spawn_probed(redis_url: &str) -> (TestApp, Arc<Probe>) {
         .take()
         .expect("the store was wrapped");
     (app, probe)
+}
+
+/// Inserts rows behind the server's back and waits until the server has applied the
+/// `rows` announcements the inserts make (it invalidates what they changed).
+async fn insert_behind(app: &TestApp, sql: &str, rows: u64) {
+    let before = app.changes_applied().await;
+    app.db.execute(sql).await;
+    eventually("the inserts' announcements are applied", async || {
+        app.changes_applied().await >= before + rows
+    })
+    .await;
 }
 
 fn cache_of(res: &Res) -> &str {
@@ -194,14 +214,13 @@ async fn every_mutation_invalidates_what_it_changes() {
 async fn a_burst_on_a_cold_key_costs_one_database_read() {
     let redis = RedisServer::start();
     let (app, probe) = spawn_probed(&redis.url()).await;
-    app.db
-        .execute("INSERT INTO business (name, city) SELECT 'B' || i, 'Freehold' FROM generate_series(1, 30) i")
-        .await;
     // That insert is announced to the server, which invalidates what it changed: let
     // that land before the burst.
-    eventually("the insert's announcements are applied", async || {
-        app.changes_applied().await >= 30
-    })
+    insert_behind(
+        &app,
+        "INSERT INTO business (name, city) SELECT 'B' || i, 'Freehold' FROM generate_series(1, 30) i",
+        30,
+    )
     .await;
     for (path, counter) in [
         ("/api/businesses/stats", &probe.stats_reads),
@@ -610,12 +629,11 @@ async fn list_pages_past_the_cached_depth_are_read_from_postgres() {
         c.cache_list_max_page = 2;
     })
     .await;
-    app.db
-        .execute("INSERT INTO business (name) SELECT 'B' || i FROM generate_series(1, 5) i")
-        .await;
-    eventually("the insert's announcements are applied", async || {
-        app.changes_applied().await >= 5
-    })
+    insert_behind(
+        &app,
+        "INSERT INTO business (name) SELECT 'B' || i FROM generate_series(1, 5) i",
+        5,
+    )
     .await;
     let shallow = [
         app.get("/api/businesses?limit=1&page=2").await,
@@ -641,19 +659,19 @@ async fn list_pages_past_the_cached_depth_are_read_from_postgres() {
 async fn pages_of_one_filter_share_one_count_until_a_write_can_change_it() {
     let redis = RedisServer::start();
     let (app, probe) = spawn_probed(&redis.url()).await;
-    app.db
-        .execute(
-            "INSERT INTO business (name, city, created_at) \
-             SELECT 'F' || i, 'Freehold', '2026-11-01T00:00:00Z'::timestamptz + (i / 3) * interval '1 minute' \
-             FROM generate_series(1, 23) i",
-        )
-        .await;
-    app.db
-        .execute("INSERT INTO business (name, city) VALUES ('M', 'Marlboro')")
-        .await;
-    eventually("the inserts' announcements are applied", async || {
-        app.changes_applied().await >= 24
-    })
+    insert_behind(
+        &app,
+        "INSERT INTO business (name, city, created_at) \
+         SELECT 'F' || i, 'Freehold', '2026-11-01T00:00:00Z'::timestamptz + (i / 3) * interval '1 minute' \
+         FROM generate_series(1, 23) i",
+        23,
+    )
+    .await;
+    insert_behind(
+        &app,
+        "INSERT INTO business (name, city) VALUES ('M', 'Marlboro')",
+        1,
+    )
     .await;
     let (counts, lists) = (
         Probe::count(&probe.count_reads),
@@ -759,27 +777,12 @@ async fn pages_of_one_filter_share_one_count_until_a_write_can_change_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_past_the_cached_depth_reuse_the_cached_total() {
     let redis = RedisServer::start();
-    let probe = std::sync::Mutex::new(None);
-    let app = TestApp::spawn_wrapped(
-        |c| {
-            c.cache_backend = letip_server::CacheBackend::Redis;
-            c.redis_url = redis.url();
-            c.cache_list_max_page = 1;
-        },
-        |store| {
-            let p = Probe::new(store);
-            *probe.lock().expect("unpoisoned") = Some(p.clone());
-            p as Arc<dyn Repository>
-        },
+    let (app, probe) = spawn_probed_with(&redis.url(), |c| c.cache_list_max_page = 1).await;
+    insert_behind(
+        &app,
+        "INSERT INTO business (name) SELECT 'B' || i FROM generate_series(1, 10) i",
+        10,
     )
-    .await;
-    let probe = probe.lock().expect("unpoisoned").take().expect("wrapped");
-    app.db
-        .execute("INSERT INTO business (name) SELECT 'B' || i FROM generate_series(1, 10) i")
-        .await;
-    eventually("the insert's announcements are applied", async || {
-        app.changes_applied().await >= 10
-    })
     .await;
     let counts = Probe::count(&probe.count_reads);
     for page in 2..=10 {
