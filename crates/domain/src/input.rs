@@ -8,14 +8,14 @@ use serde::{Deserialize, Deserializer, de::DeserializeOwned};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::validation::{email, http_url, in_range, max_len, opt_max_len};
+use crate::validation::{email, http_url, in_range, max_len};
 use crate::{EnrichmentStatus, MessageStatus, ValidationError};
 
-/// Longest value accepted for short text fields.
-const SHORT: usize = 255;
-/// Longest outreach message accepted.
-const MESSAGE_MAX: usize = 10_000;
-/// Most contacts or logs one enrichment run may record.
+/// Longest business name accepted, after trimming. The only per-field length limit: the
+/// original API had no other, and stored rows may hold longer values in any text column.
+/// Other text is bounded by the request body limit alone.
+const NAME_MAX: usize = 255;
+/// Most contacts or logs one enrichment run may record (one insert statement each).
 const RUN_ITEMS_MAX: usize = 200;
 
 /// Fields that the server sets; clients may not send them.
@@ -100,7 +100,7 @@ fn check_name(name: &mut String) -> Result<(), ValidationError> {
     if trimmed.is_empty() {
         return Err(ValidationError::field("name", "must not be empty"));
     }
-    max_len("name", trimmed, SHORT)?;
+    max_len("name", trimmed, NAME_MAX)?;
     *name = trimmed.to_owned();
     Ok(())
 }
@@ -109,7 +109,7 @@ fn check_required_text(field: &str, value: &str) -> Result<(), ValidationError> 
     if value.trim().is_empty() {
         return Err(ValidationError::field(field, "must not be empty"));
     }
-    max_len(field, value, SHORT)
+    Ok(())
 }
 
 /// A new business, as `POST /api/businesses` accepts it.
@@ -167,13 +167,6 @@ impl NewBusiness {
         if let Some(source) = &self.source {
             check_required_text("source", source)?;
         }
-        opt_max_len("address", self.address.as_deref(), 500)?;
-        opt_max_len("city", self.city.as_deref(), SHORT)?;
-        opt_max_len("zip", self.zip.as_deref(), 20)?;
-        opt_max_len("phone", self.phone.as_deref(), 50)?;
-        opt_max_len("business_type", self.business_type.as_deref(), SHORT)?;
-        opt_max_len("industry", self.industry.as_deref(), SHORT)?;
-        opt_max_len("google_maps_url", self.google_maps_url.as_deref(), 2048)?;
         if let Some(w) = &self.website {
             http_url("website", w)?;
         }
@@ -278,13 +271,6 @@ impl BusinessPatch {
         if let Some(Some(source)) = &self.source {
             check_required_text("source", source)?;
         }
-        opt_max_len("address", flat(&self.address), 500)?;
-        opt_max_len("city", flat(&self.city), SHORT)?;
-        opt_max_len("zip", flat(&self.zip), 20)?;
-        opt_max_len("phone", flat(&self.phone), 50)?;
-        opt_max_len("business_type", flat(&self.business_type), SHORT)?;
-        opt_max_len("industry", flat(&self.industry), SHORT)?;
-        opt_max_len("google_maps_url", flat(&self.google_maps_url), 2048)?;
         if let Some(w) = flat(&self.website) {
             http_url("website", w)?;
         }
@@ -345,13 +331,8 @@ impl NewContact {
 
     /// Checks every field; `prefix` is put before field names in errors (`contacts[0].`).
     pub fn validate(&self, prefix: &str) -> Result<(), ValidationError> {
-        let f = |name: &str| format!("{prefix}{name}");
-        opt_max_len(&f("name"), self.name.as_deref(), SHORT)?;
-        opt_max_len(&f("title"), self.title.as_deref(), SHORT)?;
-        opt_max_len(&f("phone"), self.phone.as_deref(), 50)?;
-        opt_max_len(&f("linkedin_url"), self.linkedin_url.as_deref(), 2048)?;
         if let Some(e) = &self.email {
-            email(&f("email"), e)?;
+            email(&format!("{prefix}email"), e)?;
         }
         Ok(())
     }
@@ -380,12 +361,37 @@ impl From<EnrichmentOutcome> for EnrichmentStatus {
 pub struct NewEnrichmentLog {
     pub service: String,
     pub status: String,
+    /// Any JSON value: a string is stored verbatim, any other value as its JSON text.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub request_data: Option<Value>,
+    /// As `request_data`.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub response_data: Option<Value>,
     #[serde(default)]
     pub error_message: Option<String>,
+}
+
+impl NewEnrichmentLog {
+    /// `request_data` as it is stored: a string verbatim, any other JSON value as its JSON
+    /// text (what the original backend's `JSON.stringify` stored).
+    pub fn request_text(&self) -> Option<String> {
+        json_text(self.request_data.as_ref())
+    }
+
+    /// `response_data` as it is stored (see [`Self::request_text`]).
+    pub fn response_text(&self) -> Option<String> {
+        json_text(self.response_data.as_ref())
+    }
+}
+
+fn json_text(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
 }
 
 /// The outcome of one enrichment run, as `POST /api/enrich/{id}` accepts it.
@@ -421,11 +427,6 @@ impl EnrichmentRun {
         for (i, log) in self.logs.iter().enumerate() {
             check_required_text(&format!("logs[{i}].service"), &log.service)?;
             check_required_text(&format!("logs[{i}].status"), &log.status)?;
-            opt_max_len(
-                &format!("logs[{i}].error_message"),
-                log.error_message.as_deref(),
-                MESSAGE_MAX,
-            )?;
         }
         Ok(())
     }
@@ -455,7 +456,6 @@ impl NewMessage {
         if new.message_text.trim().is_empty() {
             return Err(ValidationError::field("message_text", "must not be empty"));
         }
-        max_len("message_text", &new.message_text, MESSAGE_MAX)?;
         Ok(new)
     }
 }
@@ -513,6 +513,25 @@ mod tests {
         assert_eq!(ok.name, "Freehold Dental");
         let max = format!(r#"{{"name": "{}"}}"#, "é".repeat(255));
         assert!(NewBusiness::from_json(max.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn only_the_name_has_a_length_limit() {
+        // The original API limited no other text field, and stored rows hold longer ones.
+        let long = "x".repeat(300);
+        let body = serde_json::json!({
+            "name": "A", "city": long, "industry": long, "address": long, "zip": long,
+            "phone": long, "business_type": long, "state": long, "source": long,
+            "website": format!("https://example.com/{}", "p".repeat(3000)),
+        });
+        let b = NewBusiness::from_json(body.to_string().as_bytes()).expect("valid");
+        assert_eq!(b.city.as_deref(), Some(long.as_str()));
+        let p = BusinessPatch::from_json(body.to_string().as_bytes()).expect("valid");
+        assert_eq!(p.industry, Some(Some(long.clone())));
+        let c = serde_json::json!({"name": long, "title": long, "phone": long});
+        assert!(NewContact::from_json(c.to_string().as_bytes()).is_ok());
+        let m = serde_json::json!({"message_text": "y".repeat(20_000)});
+        assert!(NewMessage::from_json(m.to_string().as_bytes()).is_ok());
     }
 
     #[test]
@@ -622,6 +641,10 @@ mod tests {
         .expect("valid");
         assert_eq!(run.status(), EnrichmentStatus::Enriched);
         assert_eq!(run.logs.len(), 1);
+        assert_eq!(
+            run.logs.first().and_then(NewEnrichmentLog::request_text),
+            Some(r#"{"q":1}"#.to_owned())
+        );
         assert!(err(EnrichmentRun::from_json(br#"{"status": "pending"}"#)).field == "status");
         assert_eq!(err(EnrichmentRun::from_json(b"{}")).field, "status");
         let e = err(EnrichmentRun::from_json(
@@ -632,6 +655,25 @@ mod tests {
             br#"{"status": "failed", "logs": [{"service": "x"}]}"#,
         ));
         assert!(e.field.contains("status"), "{e:?}");
+    }
+
+    #[test]
+    fn log_data_is_stored_as_text_a_string_verbatim() {
+        let run = EnrichmentRun::from_json(
+            br#"{"status": "enriched", "logs": [
+                {"service": "a", "status": "ok", "request_data": "not {json",
+                 "response_data": {"z": 1, "a": [true, null]}},
+                {"service": "b", "status": "ok", "request_data": null, "response_data": 42}]}"#,
+        )
+        .expect("valid");
+        let [a, b] = run.logs.as_slice() else {
+            panic!("two logs")
+        };
+        assert_eq!(a.request_text().as_deref(), Some("not {json"));
+        // Keys keep the order they were sent in, as JSON.stringify writes them.
+        assert_eq!(a.response_text().as_deref(), Some(r#"{"z":1,"a":[true,null]}"#));
+        assert_eq!(b.request_text(), None);
+        assert_eq!(b.response_text().as_deref(), Some("42"));
     }
 
     #[test]

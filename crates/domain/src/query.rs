@@ -10,8 +10,6 @@ pub const MAX_LIMIT: u32 = 100;
 /// The deepest page served: an OFFSET beyond `MAX_PAGE * MAX_LIMIT` rows would make the
 /// database walk millions of index entries for one request.
 pub const MAX_PAGE: u32 = 100_000;
-/// Longest filter value accepted; longer values cannot match any stored column.
-pub const MAX_FILTER_LEN: usize = 255;
 
 /// Exact-match filters of the business list. An empty value means no filter.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -70,8 +68,8 @@ impl ListQuery {
                 return Err(ValidationError::field(key, "must be given at most once"));
             }
             match key {
-                "city" => q.filter.city = filter_value(key, value)?,
-                "industry" => q.filter.industry = filter_value(key, value)?,
+                "city" => q.filter.city = filter_value(value),
+                "industry" => q.filter.industry = filter_value(value),
                 "enrichment_status" if !value.is_empty() => {
                     q.filter.enrichment_status = Some(EnrichmentStatus::parse(key, value)?);
                 }
@@ -84,17 +82,9 @@ impl ListQuery {
     }
 }
 
-fn filter_value(key: &str, value: &str) -> Result<Option<String>, ValidationError> {
-    if value.is_empty() {
-        return Ok(None);
-    }
-    if value.chars().count() > MAX_FILTER_LEN {
-        return Err(ValidationError::field(
-            key,
-            format!("must be at most {MAX_FILTER_LEN} characters long"),
-        ));
-    }
-    Ok(Some(value.to_owned()))
+/// Any value a row can hold is a valid filter: the URL length limit bounds it.
+fn filter_value(value: &str) -> Option<String> {
+    (!value.is_empty()).then(|| value.to_owned())
 }
 
 fn number(key: &str, value: &str, min: u32, max: u32) -> Result<u32, ValidationError> {
@@ -167,10 +157,14 @@ mod tests {
         }
         let e = parse(&[("city", "a"), ("city", "b")]).expect_err("duplicate");
         assert_eq!(e.field, "city");
-        let long = "x".repeat(MAX_FILTER_LEN + 1);
-        assert_eq!(
-            parse(&[("industry", &long)]).expect_err("long").field,
-            "industry"
-        );
+    }
+
+    #[test]
+    fn a_filter_takes_any_value_a_row_can_hold() {
+        // Stored rows have no length limit, so neither has a filter on them.
+        let long = "x".repeat(300);
+        let q = parse(&[("city", long.as_str()), ("industry", "Dental & Co")]).expect("valid");
+        assert_eq!(q.filter.city.as_deref(), Some(long.as_str()));
+        assert_eq!(q.filter.industry.as_deref(), Some("Dental & Co"));
     }
 }

@@ -34,16 +34,7 @@ pub(crate) fn max_len(field: &str, value: &str, max: usize) -> Result<(), Valida
     Ok(())
 }
 
-pub(crate) fn opt_max_len(
-    field: &str,
-    value: Option<&str>,
-    max: usize,
-) -> Result<(), ValidationError> {
-    value.map_or(Ok(()), |v| max_len(field, v, max))
-}
-
 pub(crate) fn http_url(field: &str, value: &str) -> Result<(), ValidationError> {
-    max_len(field, value, 2048)?;
     match url::Url::parse(value) {
         Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => Ok(()),
         _ => Err(ValidationError::field(
@@ -54,7 +45,6 @@ pub(crate) fn http_url(field: &str, value: &str) -> Result<(), ValidationError> 
 }
 
 pub(crate) fn email(field: &str, value: &str) -> Result<(), ValidationError> {
-    max_len(field, value, 320)?;
     let parsed: Result<email_address::EmailAddress, _> = value.parse();
     // The address must also have a dot in its domain: `user@localhost` is valid by the RFC
     // but is never a deliverable lead.
