@@ -1,101 +1,98 @@
--- The lead tables keep the original backend's table and column names: reports and other
--- services read this database directly.
+-- The lead tables exactly as the original backend's Prisma migration made them: quoted
+-- names, `TIMESTAMP(3)` without time zone holding UTC, `updated_at` with no default (the
+-- writer sets it), plain text status columns with no CHECK, no length limit anywhere.
+-- Reports and the original backend read and write these tables, so this service adopts
+-- them as they are: on a database that backend made, every statement below finds its
+-- object and changes nothing; on an empty database it makes the same schema. Later
+-- migrations only add (functions, triggers); indexes are built concurrently at start
+-- (crates/store/src/indexes.rs), so that building one never blocks writers.
 
-CREATE FUNCTION letip_set_updated_at() RETURNS trigger AS $$
+CREATE TABLE IF NOT EXISTS "business" (
+    "id" SERIAL NOT NULL,
+    "name" TEXT NOT NULL,
+    "address" TEXT,
+    "city" TEXT,
+    "state" TEXT DEFAULT 'NJ',
+    "zip" TEXT,
+    "phone" TEXT,
+    "website" TEXT,
+    "business_type" TEXT,
+    "industry" TEXT,
+    "employee_count" INTEGER,
+    "year_founded" INTEGER,
+    "google_maps_url" TEXT,
+    "latitude" DOUBLE PRECISION,
+    "longitude" DOUBLE PRECISION,
+    "enrichment_status" TEXT NOT NULL DEFAULT 'pending',
+    "source" TEXT NOT NULL DEFAULT 'google_maps',
+    "created_at" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    "updated_at" TIMESTAMP(3) NOT NULL,
+
+    CONSTRAINT "business_pkey" PRIMARY KEY ("id")
+);
+
+CREATE TABLE IF NOT EXISTS "contact" (
+    "id" SERIAL NOT NULL,
+    "business_id" INTEGER NOT NULL,
+    "name" TEXT,
+    "title" TEXT,
+    "email" TEXT,
+    "email_verified" BOOLEAN DEFAULT false,
+    "phone" TEXT,
+    "linkedin_url" TEXT,
+    "is_primary" BOOLEAN NOT NULL DEFAULT false,
+    "created_at" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    "updated_at" TIMESTAMP(3) NOT NULL,
+
+    CONSTRAINT "contact_pkey" PRIMARY KEY ("id")
+);
+
+CREATE TABLE IF NOT EXISTS "enrichment_log" (
+    "id" SERIAL NOT NULL,
+    "business_id" INTEGER NOT NULL,
+    "service" TEXT NOT NULL,
+    "status" TEXT NOT NULL,
+    "request_data" TEXT,
+    "response_data" TEXT,
+    "error_message" TEXT,
+    "created_at" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
+
+    CONSTRAINT "enrichment_log_pkey" PRIMARY KEY ("id")
+);
+
+CREATE TABLE IF NOT EXISTS "outreach_message" (
+    "id" SERIAL NOT NULL,
+    "business_id" INTEGER NOT NULL,
+    "contact_id" INTEGER,
+    "message_text" TEXT NOT NULL,
+    "generated_at" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    "sent_at" TIMESTAMP(3),
+    "status" TEXT NOT NULL DEFAULT 'generated',
+
+    CONSTRAINT "outreach_message_pkey" PRIMARY KEY ("id")
+);
+
+-- The original foreign keys, added only where missing (ALTER TABLE has no IF NOT EXISTS
+-- for constraints). On an adopted database they all exist and nothing is locked.
+DO $$
+DECLARE
+    fk record;
 BEGIN
-    -- An UPDATE that changes nothing keeps its timestamp.
-    IF NEW IS DISTINCT FROM OLD THEN
-        NEW.updated_at := now();
-    END IF;
-    RETURN NEW;
+    FOR fk IN SELECT * FROM (VALUES
+        ('contact', 'contact_business_id_fkey',
+         'FOREIGN KEY ("business_id") REFERENCES "business"("id") ON DELETE CASCADE ON UPDATE CASCADE'),
+        ('enrichment_log', 'enrichment_log_business_id_fkey',
+         'FOREIGN KEY ("business_id") REFERENCES "business"("id") ON DELETE CASCADE ON UPDATE CASCADE'),
+        ('outreach_message', 'outreach_message_business_id_fkey',
+         'FOREIGN KEY ("business_id") REFERENCES "business"("id") ON DELETE CASCADE ON UPDATE CASCADE'),
+        ('outreach_message', 'outreach_message_contact_id_fkey',
+         'FOREIGN KEY ("contact_id") REFERENCES "contact"("id") ON DELETE SET NULL ON UPDATE CASCADE')
+    ) AS t(tab, name, def)
+    LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = fk.name
+                       AND conrelid = format('%I', fk.tab)::regclass) THEN
+            EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I %s', fk.tab, fk.name, fk.def);
+        END IF;
+    END LOOP;
 END;
-$$ LANGUAGE plpgsql;
-
-CREATE TABLE business (
-    id                serial PRIMARY KEY,
-    name              text NOT NULL CHECK (length(btrim(name)) BETWEEN 1 AND 255),
-    address           text,
-    city              text,
-    state             text NOT NULL DEFAULT 'NJ',
-    zip               text,
-    phone             text,
-    website           text,
-    business_type     text,
-    industry          text,
-    employee_count    integer CHECK (employee_count >= 0),
-    year_founded      integer,
-    google_maps_url   text,
-    latitude          double precision CHECK (latitude BETWEEN -90 AND 90),
-    longitude         double precision CHECK (longitude BETWEEN -180 AND 180),
-    enrichment_status text NOT NULL DEFAULT 'pending'
-                      CHECK (enrichment_status IN ('pending', 'enriched', 'failed')),
-    source            text NOT NULL DEFAULT 'google_maps',
-    -- Millisecond precision: what is stored is exactly what the API shows.
-    created_at        timestamptz(3) NOT NULL DEFAULT now(),
-    updated_at        timestamptz(3) NOT NULL DEFAULT now()
-);
-
--- The list is ordered newest first with the id as tie-breaker; each filter has an index
--- that serves both its count and its page in that order.
-CREATE INDEX business_created_idx ON business (created_at DESC, id DESC);
-CREATE INDEX business_city_created_idx ON business (city, created_at DESC, id DESC);
-CREATE INDEX business_industry_created_idx ON business (industry, created_at DESC, id DESC);
-CREATE INDEX business_status_created_idx
-    ON business (enrichment_status, created_at DESC, id DESC);
-
-CREATE TRIGGER business_set_updated_at BEFORE UPDATE ON business
-    FOR EACH ROW EXECUTE FUNCTION letip_set_updated_at();
-
-CREATE TABLE contact (
-    id             serial PRIMARY KEY,
-    business_id    integer NOT NULL REFERENCES business (id) ON DELETE CASCADE,
-    name           text,
-    title          text,
-    email          text,
-    email_verified boolean NOT NULL DEFAULT false,
-    phone          text,
-    linkedin_url   text,
-    is_primary     boolean NOT NULL DEFAULT false,
-    created_at     timestamptz(3) NOT NULL DEFAULT now(),
-    updated_at     timestamptz(3) NOT NULL DEFAULT now()
-);
-
--- Serves the contacts of a business (detail and list pages) and the cascade.
-CREATE INDEX contact_business_idx ON contact (business_id, id);
-
-CREATE TRIGGER contact_set_updated_at BEFORE UPDATE ON contact
-    FOR EACH ROW EXECUTE FUNCTION letip_set_updated_at();
-
-CREATE TABLE enrichment_log (
-    id            serial PRIMARY KEY,
-    business_id   integer NOT NULL REFERENCES business (id) ON DELETE CASCADE,
-    service       text NOT NULL,
-    status        text NOT NULL,
-    request_data  jsonb,
-    response_data jsonb,
-    error_message text,
-    created_at    timestamptz(3) NOT NULL DEFAULT now()
-);
-
--- Serves the 10 newest logs of a business and the cascade.
-CREATE INDEX enrichment_log_business_idx ON enrichment_log (business_id, created_at DESC, id DESC);
-
-CREATE TABLE outreach_message (
-    id           serial PRIMARY KEY,
-    business_id  integer NOT NULL REFERENCES business (id) ON DELETE CASCADE,
-    contact_id   integer REFERENCES contact (id) ON DELETE SET NULL,
-    message_text text NOT NULL,
-    generated_at timestamptz(3) NOT NULL DEFAULT now(),
-    sent_at      timestamptz(3),
-    status       text NOT NULL DEFAULT 'generated'
-                 CHECK (status IN ('generated', 'sent', 'failed'))
-);
-
--- Serves the 5 newest messages of a business and the cascade.
-CREATE INDEX outreach_message_business_idx
-    ON outreach_message (business_id, generated_at DESC, id DESC);
--- Serves ON DELETE SET NULL when a contact goes.
-CREATE INDEX outreach_message_contact_idx ON outreach_message (contact_id)
-    WHERE contact_id IS NOT NULL;
--- Serves the stats counts by status.
-CREATE INDEX outreach_message_status_idx ON outreach_message (status);
+$$;

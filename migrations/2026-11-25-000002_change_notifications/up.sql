@@ -11,7 +11,11 @@
 -- skip what it already invalidated itself); a session that sets letip.quiet = 'on' (the
 -- seeder, which announces one reset at the end) sends nothing.
 
-CREATE FUNCTION letip_notify_change() RETURNS trigger AS $$
+-- Waiting behind a long transaction would queue the original backend's writes behind
+-- this one; fail instead (the server retries the migrations).
+SET LOCAL lock_timeout = '5s';
+
+CREATE OR REPLACE FUNCTION letip_notify_change() RETURNS trigger AS $$
 DECLARE
     origin  text := coalesce(current_setting('letip.origin', true), '');
     payload text;

@@ -29,7 +29,10 @@ async fn an_enrichment_run_records_status_contacts_and_logs_at_once() {
         .as_array()
         .and_then(|l| l.iter().find(|l| l["service"] == "hunter"))
         .expect("the hunter log");
-    assert_eq!(log["request_data"], json!({"domain": "acme.example.com"}));
+    // Log data is answered as the text stored, as the original backend answered its
+    // JSON.stringify output.
+    assert_eq!(log["request_data"], r#"{"domain":"acme.example.com"}"#);
+    assert_eq!(log["response_data"], r#"{"emails":2}"#);
     assert_eq!(log["error_message"], serde_json::Value::Null);
     for f in [
         "id",

@@ -7,6 +7,7 @@
 // Multi-instance tests print the delays they measure.
 #![allow(clippy::print_stdout)]
 
+mod adoption;
 mod adversarial;
 mod businesses;
 mod cache;

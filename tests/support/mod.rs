@@ -70,7 +70,45 @@ impl Drop for TestDb {
     }
 }
 
+#[derive(diesel::QueryableByName)]
+struct JsonRows {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    rows: String,
+}
+
 impl TestDb {
+    /// Creates the database now, for tests that arrange it before any server runs (a
+    /// database the original backend made).
+    pub async fn create(&self) {
+        letip_store::ensure_database(&self.url)
+            .await
+            .expect("the test database is created");
+    }
+
+    /// Runs a script of several statements (a schema, a data fixture).
+    pub async fn batch(&self, sql: &str) {
+        use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+        let mut conn = AsyncPgConnection::establish(&self.url)
+            .await
+            .expect("the test database accepts connections");
+        conn.batch_execute(sql).await.expect("the script runs");
+    }
+
+    /// The rows of a query, as JSON objects (PostgreSQL's `row_to_json`).
+    pub async fn rows(&self, sql: &str) -> Vec<Value> {
+        use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+        let mut conn = AsyncPgConnection::establish(&self.url)
+            .await
+            .expect("the test database accepts connections");
+        let JsonRows { rows } = diesel::sql_query(format!(
+            "SELECT coalesce(json_agg(row_to_json(t)), '[]')::text AS rows FROM ({sql}) AS t"
+        ))
+        .get_result(&mut conn)
+        .await
+        .expect("the query runs");
+        serde_json::from_str(&rows).expect("PostgreSQL answers JSON")
+    }
+
     /// Runs SQL directly, for arranging what the API cannot (such as equal timestamps).
     pub async fn execute(&self, sql: &str) {
         use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -153,6 +191,11 @@ impl TestApp {
     /// `adjust` (point it at the same Redis to share the cache).
     pub async fn spawn_beside(&self, adjust: impl FnOnce(&mut Config)) -> Self {
         Self::spawn_on(self.db.clone(), adjust, |store| store).await
+    }
+
+    /// A server on a database the test arranged (see [`TestDb::create`]).
+    pub async fn spawn_on_db(db: Arc<TestDb>, adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_on(db, adjust, |store| store).await
     }
 
     async fn spawn_on(

@@ -671,7 +671,10 @@ mod tests {
         };
         assert_eq!(a.request_text().as_deref(), Some("not {json"));
         // Keys keep the order they were sent in, as JSON.stringify writes them.
-        assert_eq!(a.response_text().as_deref(), Some(r#"{"z":1,"a":[true,null]}"#));
+        assert_eq!(
+            a.response_text().as_deref(),
+            Some(r#"{"z":1,"a":[true,null]}"#)
+        );
         assert_eq!(b.request_text(), None);
         assert_eq!(b.response_text().as_deref(), Some("42"));
     }

@@ -22,7 +22,7 @@ pub use input::{
 };
 pub use model::{
     Business, BusinessDetail, BusinessPage, BusinessWithContacts, Contact, EnrichmentLog,
-    EnrichmentStatus, MessageStatus, OutreachMessage, PageMeta, Stats,
+    EnrichmentStatus, MessageStatus, OutreachMessage, PageMeta, Stats, StatusValue, Stored,
 };
 pub use ports::{Entity, Health, RepoError, Repository};
 pub use query::{BusinessFilter, ListQuery};

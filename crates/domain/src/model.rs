@@ -27,7 +27,7 @@ impl EnrichmentStatus {
         }
     }
 
-    /// Parses a stored or submitted value; `field` names it in the error.
+    /// Parses a submitted value; `field` names it in the error.
     pub fn parse(field: &str, s: &str) -> Result<Self, ValidationError> {
         Self::ALL
             .into_iter()
@@ -66,6 +66,87 @@ impl MessageStatus {
     }
 }
 
+/// A status column as stored. The original schema's status columns are plain text, so
+/// another writer (the original backend, a script) may have stored a value this service
+/// never writes: it is answered as stored, and counts as none of the known values.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Stored<T> {
+    Known(T),
+    Other(String),
+}
+
+/// The status enums: their values and text form.
+pub trait StatusValue: Copy + 'static {
+    const ALL: &'static [Self];
+    fn text(self) -> &'static str;
+}
+
+impl StatusValue for EnrichmentStatus {
+    const ALL: &'static [Self] = &Self::ALL;
+    fn text(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl StatusValue for MessageStatus {
+    const ALL: &'static [Self] = &Self::ALL;
+    fn text(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl<T: StatusValue> Stored<T> {
+    /// Reads a stored value: never fails.
+    pub fn from_stored(s: String) -> Self {
+        match T::ALL.iter().find(|v| v.text() == s) {
+            Some(v) => Self::Known(*v),
+            None => Self::Other(s),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Known(v) => v.text(),
+            Self::Other(s) => s,
+        }
+    }
+
+    /// The known value, or `None` for a value this service does not know.
+    pub fn known(&self) -> Option<T> {
+        match self {
+            Self::Known(v) => Some(*v),
+            Self::Other(_) => None,
+        }
+    }
+}
+
+impl<T> From<T> for Stored<T> {
+    fn from(v: T) -> Self {
+        Self::Known(v)
+    }
+}
+
+impl<T: StatusValue> PartialEq<T> for Stored<T>
+where
+    T: PartialEq,
+{
+    fn eq(&self, other: &T) -> bool {
+        self.known().is_some_and(|v| v == *other)
+    }
+}
+
+impl<T: StatusValue> Serialize for Stored<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de, T: StatusValue> Deserialize<'de> for Stored<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self::from_stored)
+    }
+}
+
 /// A business lead.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Business {
@@ -73,7 +154,8 @@ pub struct Business {
     pub name: String,
     pub address: Option<String>,
     pub city: Option<String>,
-    pub state: String,
+    /// `NJ` unless given; `null` only in rows another writer stored so.
+    pub state: Option<String>,
     pub zip: Option<String>,
     pub phone: Option<String>,
     pub website: Option<String>,
@@ -84,7 +166,10 @@ pub struct Business {
     pub google_maps_url: Option<String>,
     pub latitude: Option<f64>,
     pub longitude: Option<f64>,
-    pub enrichment_status: EnrichmentStatus,
+    /// `pending`, `enriched` or `failed`; a row another writer stored with any other value
+    /// is answered with it as stored.
+    #[schema(value_type = String, example = "pending")]
+    pub enrichment_status: Stored<EnrichmentStatus>,
     pub source: String,
     #[serde(with = "crate::timestamp")]
     pub created_at: DateTime<Utc>,
@@ -100,7 +185,8 @@ pub struct Contact {
     pub name: Option<String>,
     pub title: Option<String>,
     pub email: Option<String>,
-    pub email_verified: bool,
+    /// `false` unless given; `null` only in rows another writer stored so.
+    pub email_verified: Option<bool>,
     pub phone: Option<String>,
     pub linkedin_url: Option<String>,
     pub is_primary: bool,
@@ -117,8 +203,11 @@ pub struct EnrichmentLog {
     pub business_id: i32,
     pub service: String,
     pub status: String,
-    pub request_data: Option<serde_json::Value>,
-    pub response_data: Option<serde_json::Value>,
+    /// The text stored: for a value sent as JSON, its JSON text (as the original backend's
+    /// `JSON.stringify`); a string sent is stored and answered verbatim.
+    pub request_data: Option<String>,
+    /// As `request_data`.
+    pub response_data: Option<String>,
     pub error_message: Option<String>,
     #[serde(with = "crate::timestamp")]
     pub created_at: DateTime<Utc>,
@@ -136,7 +225,10 @@ pub struct OutreachMessage {
     #[serde(with = "crate::timestamp::option")]
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub sent_at: Option<DateTime<Utc>>,
-    pub status: MessageStatus,
+    /// `generated`, `sent` or `failed`; a row another writer stored with any other value
+    /// is answered with it as stored.
+    #[schema(value_type = String, example = "generated")]
+    pub status: Stored<MessageStatus>,
 }
 
 /// A business as the list shows it: with all its contacts.
@@ -228,7 +320,7 @@ mod tests {
             message_text: "hi".into(),
             generated_at: t,
             sent_at: None,
-            status: MessageStatus::Generated,
+            status: MessageStatus::Generated.into(),
         };
         let json = serde_json::to_value(&msg).expect("serializes");
         assert_eq!(json["generated_at"], "2026-11-25T18:31:25.123Z");
@@ -236,5 +328,19 @@ mod tests {
         assert_eq!(json["status"], "generated");
         let back: OutreachMessage = serde_json::from_value(json).expect("deserializes");
         assert_eq!(back.generated_at.timestamp_millis(), t.timestamp_millis());
+    }
+
+    #[test]
+    fn a_status_another_writer_stored_is_answered_as_stored() {
+        let draft = Stored::<MessageStatus>::from_stored("draft".into());
+        assert_eq!(draft.known(), None);
+        assert_ne!(draft, MessageStatus::Generated);
+        assert_eq!(serde_json::to_value(&draft).expect("serializes"), "draft");
+        let sent = Stored::<MessageStatus>::from_stored("sent".into());
+        assert_eq!(sent, MessageStatus::Sent);
+        assert_eq!(sent.as_str(), "sent");
+        let back: Stored<EnrichmentStatus> =
+            serde_json::from_str(r#""Enriched""#).expect("deserializes");
+        assert_eq!(back, Stored::Other("Enriched".into()));
     }
 }

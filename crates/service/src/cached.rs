@@ -367,7 +367,7 @@ impl Repository for CachedRepository {
         self.changed(&[Change::Business {
             id: b.id,
             row: RowChange::Inserted,
-            facets: facets_of(&b, &[b.enrichment_status]),
+            facets: facets_of(&b, b.enrichment_status.known().as_slice()),
         }])
         .await;
         Ok(b)
@@ -377,7 +377,7 @@ impl Repository for CachedRepository {
         // Its old city and industry are not known here: if either changes, so may any list.
         let moves = patch.city.is_some() || patch.industry.is_some();
         let b = self.inner.update_business(id, patch).await?;
-        let mut facets = facets_of(&b, &[b.enrichment_status]);
+        let mut facets = facets_of(&b, b.enrichment_status.known().as_slice());
         if moves {
             // Unknown: it may have been in any list.
             facets.clear();

@@ -9,7 +9,7 @@ use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
-use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use futures_util::FutureExt;
 
 /// The migrations of `migrations/`, compiled into the binary.
@@ -77,9 +77,13 @@ pub fn pool(database_url: &str, options: PoolOptions) -> Result<PgPool, SetupErr
         async move {
             let mut conn = AsyncPgConnection::establish(&url).await?;
             // JIT compilation costs tens of milliseconds and pays off only for long
-            // analytical queries, which this service never runs.
+            // analytical queries, which this service never runs. The schema's timestamps
+            // have no time zone and hold UTC: every statement writes UTC explicitly, and
+            // the session's zone is UTC too, so column defaults (`CURRENT_TIMESTAMP`)
+            // also store UTC whatever the server's or database's zone is.
             conn.batch_execute(&format!(
-                "SET statement_timeout = {statement_timeout_ms}; SET jit = off{origin}"
+                "SET statement_timeout = {statement_timeout_ms}; SET jit = off; \
+                 SET TIME ZONE 'UTC'{origin}"
             ))
             .await
             .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
@@ -152,7 +156,9 @@ pub async fn drop_database(database_url: &str) -> Result<(), SetupError> {
     Ok(())
 }
 
-/// Runs the pending migrations. Answers how many ran.
+/// Brings the database to the working schema, on an empty database or on one the
+/// original backend made: runs the pending migrations, then builds the missing indexes
+/// concurrently (see [`crate::schema_setup`]). Answers how many migrations ran.
 ///
 /// The harness is synchronous, so it runs on a blocking thread over a connection wrapped
 /// for sync use; calling it from the async runtime directly would block a worker.
@@ -160,9 +166,7 @@ pub async fn migrate(database_url: &str) -> Result<usize, SetupError> {
     let url = database_url.to_owned();
     tokio::task::spawn_blocking(move || {
         let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&url)?;
-        conn.run_pending_migrations(MIGRATIONS)
-            .map(|applied| applied.len())
-            .map_err(|e| SetupError::Migrate(e.to_string()))
+        crate::schema_setup::run(&mut conn)
     })
     .await
     .map_err(|e| SetupError::Migrate(e.to_string()))?

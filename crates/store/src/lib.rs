@@ -9,6 +9,7 @@ pub mod db;
 mod repo;
 mod rows;
 mod schema;
+pub mod schema_setup;
 pub mod seed;
 
 pub use db::{PgPool, PoolOptions, SetupError, drop_database, ensure_database, migrate, pool};

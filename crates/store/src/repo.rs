@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::{BigInt, Nullable, Timestamptz};
+use diesel::sql_types::{BigInt, Nullable, Timestamp};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use letip_domain::{
     Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch, BusinessWithContacts,
@@ -22,7 +22,7 @@ use letip_domain::{
 use crate::db::{PgConn, PgPool};
 use crate::rows::{
     BusinessChanges, BusinessRow, ContactRow, EnrichmentLogRow, InsertBusiness, InsertContact,
-    InsertLog, MessageRow,
+    InsertLog, MessageRow, utc_now,
 };
 use crate::schema::{business, contact, enrichment_log, outreach_message};
 
@@ -189,11 +189,11 @@ fn page_from_rows(
     let data = rows
         .into_iter()
         .map(|row| {
-            let business = Business::try_from(row)?;
+            let business = Business::from(row);
             let contacts = by_business.remove(&business.id).unwrap_or_default();
-            Ok(BusinessWithContacts { business, contacts })
+            BusinessWithContacts { business, contacts }
         })
-        .collect::<Result<Vec<_>, RepoError>>()?;
+        .collect();
     Ok(Fetched::bypass(BusinessPage {
         data,
         meta: PageMeta::new(total, query.page, query.limit),
@@ -285,18 +285,13 @@ type DetailRows = (
     Vec<MessageRow>,
 );
 
-fn detail_from_rows(
-    (row, contacts, logs, messages): DetailRows,
-) -> Result<BusinessDetail, RepoError> {
-    Ok(BusinessDetail {
-        business: row.try_into()?,
+fn detail_from_rows((row, contacts, logs, messages): DetailRows) -> BusinessDetail {
+    BusinessDetail {
+        business: row.into(),
         contacts: contacts.into_iter().map(Contact::from).collect(),
         enrichment_logs: logs.into_iter().map(Into::into).collect(),
-        outreach_messages: messages
-            .into_iter()
-            .map(OutreachMessage::try_from)
-            .collect::<Result<_, _>>()?,
-    })
+        outreach_messages: messages.into_iter().map(OutreachMessage::from).collect(),
+    }
 }
 
 impl PgStore {
@@ -426,7 +421,7 @@ impl Repository for PgStore {
             .await?;
         queried("detail", if rows.is_some() { 4 } else { 1 });
         let rows = rows.ok_or(RepoError::not_found(Entity::Business, id))?;
-        Ok(Fetched::bypass(detail_from_rows(rows)?))
+        Ok(Fetched::bypass(detail_from_rows(rows)))
     }
 
     async fn create_business(&self, new: NewBusiness) -> Result<Business, RepoError> {
@@ -434,15 +429,20 @@ impl Repository for PgStore {
         let row: BusinessRow = self
             .run(Op::Write, || {
                 async |conn| {
+                    // `updated_at` has no default in the schema: the writer sets it.
                     diesel::insert_into(business::table)
-                        .values(InsertBusiness::from(&new))
+                        .values((
+                            InsertBusiness::from(&new),
+                            business::created_at.eq(utc_now()),
+                            business::updated_at.eq(utc_now()),
+                        ))
                         .returning(BusinessRow::as_returning())
                         .get_result(conn)
                         .await
                 }
             })
             .await?;
-        row.try_into()
+        Ok(row.into())
     }
 
     async fn update_business(&self, id: i32, patch: BusinessPatch) -> Result<Business, RepoError> {
@@ -467,8 +467,8 @@ impl Repository for PgStore {
                 }
             })
             .await?;
-        row.ok_or(RepoError::not_found(Entity::Business, id))?
-            .try_into()
+        row.map(Business::from)
+            .ok_or(RepoError::not_found(Entity::Business, id))
     }
 
     async fn delete_business(&self, id: i32) -> Result<(), RepoError> {
@@ -490,18 +490,27 @@ impl Repository for PgStore {
             .run(Op::Write, || {
                 async |conn| {
                     conn.transaction(async |conn| {
-                        let updated = diesel::update(business::table.find(id))
+                        // Answers the transaction's time, for the rows inserted below.
+                        let Some(now) = diesel::update(business::table.find(id))
                             .set(business::enrichment_status.eq(status))
-                            .execute(conn)
-                            .await?;
-                        if updated == 0 {
+                            .returning(utc_now())
+                            .get_result::<chrono::NaiveDateTime>(conn)
+                            .await
+                            .optional()?
+                        else {
                             return Ok::<_, DieselError>(None);
-                        }
+                        };
                         if !run.contacts.is_empty() {
                             let contacts: Vec<_> = run
                                 .contacts
                                 .iter()
-                                .map(|c| InsertContact::new(id, c))
+                                .map(|c| {
+                                    (
+                                        InsertContact::new(id, c),
+                                        contact::created_at.eq(now),
+                                        contact::updated_at.eq(now),
+                                    )
+                                })
                                 .collect();
                             diesel::insert_into(contact::table)
                                 .values(contacts)
@@ -509,8 +518,11 @@ impl Repository for PgStore {
                                 .await?;
                         }
                         if !run.logs.is_empty() {
-                            let logs: Vec<_> =
-                                run.logs.iter().map(|l| InsertLog::new(id, l)).collect();
+                            let logs: Vec<_> = run
+                                .logs
+                                .iter()
+                                .map(|l| InsertLog::new(id, l, now))
+                                .collect();
                             diesel::insert_into(enrichment_log::table)
                                 .values(logs)
                                 .execute(conn)
@@ -524,7 +536,7 @@ impl Repository for PgStore {
             .await?;
         queried("enrich", 7);
         let rows = rows.ok_or(RepoError::not_found(Entity::Business, id))?;
-        detail_from_rows(rows)
+        Ok(detail_from_rows(rows))
     }
 
     async fn create_contact(
@@ -536,7 +548,11 @@ impl Repository for PgStore {
         self.run(Op::Write, || {
             async |conn| {
                 match diesel::insert_into(contact::table)
-                    .values(InsertContact::new(business_id, &new))
+                    .values((
+                        InsertContact::new(business_id, &new),
+                        contact::created_at.eq(utc_now()),
+                        contact::updated_at.eq(utc_now()),
+                    ))
                     .returning(ContactRow::as_returning())
                     .get_result::<ContactRow>(conn)
                     .await
@@ -616,6 +632,7 @@ impl Repository for PgStore {
                                 outreach_message::business_id.eq(business_id),
                                 outreach_message::contact_id.eq(new.contact_id),
                                 outreach_message::message_text.eq(&new.message_text),
+                                outreach_message::generated_at.eq(utc_now()),
                             ))
                             .returning(MessageRow::as_returning())
                             .get_result(conn)
@@ -626,7 +643,7 @@ impl Repository for PgStore {
                 }
             })
             .await?;
-        outcome?.try_into()
+        Ok(outcome?.into())
     }
 
     async fn update_message_status(
@@ -644,11 +661,11 @@ impl Repository for PgStore {
                         target
                             .set((
                                 outreach_message::status.eq(status.as_str()),
-                                outreach_message::sent_at.eq(diesel::dsl::sql::<
-                                    Nullable<Timestamptz>,
-                                >(
-                                    "now()"
-                                )),
+                                outreach_message::sent_at.eq(
+                                    diesel::dsl::sql::<Nullable<Timestamp>>(
+                                        "timezone('UTC', now())",
+                                    ),
+                                ),
                             ))
                             .returning(MessageRow::as_returning())
                             .get_result::<MessageRow>(conn)
@@ -664,8 +681,8 @@ impl Repository for PgStore {
                 }
             })
             .await?;
-        row.ok_or(RepoError::not_found(Entity::Message, id))?
-            .try_into()
+        row.map(OutreachMessage::from)
+            .ok_or(RepoError::not_found(Entity::Message, id))
     }
 
     async fn health(&self) -> Health {

@@ -1,18 +1,31 @@
 //! Row types: what diesel reads and writes, and their conversion to domain records.
-//! Status columns are text with CHECK constraints; a value the domain does not know is a
-//! broken invariant and surfaces as an internal error.
+//!
+//! The schema is the original backend's, which admits more than this service writes:
+//! status columns are plain text, `state` and `email_verified` are nullable, and no text
+//! column has a length limit. Every row converts to a record whatever it holds, so
+//! reading never fails on a stored value. Timestamps are `TIMESTAMP(3)` without time
+//! zone holding UTC.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::expression::SqlLiteral;
 use diesel::prelude::*;
+use diesel::sql_types::Timestamp;
 use letip_domain::{
-    Business, BusinessPatch, Contact, EnrichmentLog, EnrichmentStatus, MessageStatus, NewBusiness,
-    NewContact, NewEnrichmentLog, OutreachMessage, RepoError,
+    Business, BusinessPatch, Contact, EnrichmentLog, NewBusiness, NewContact, NewEnrichmentLog,
+    OutreachMessage, Stored,
 };
 
 use crate::schema::{business, contact, enrichment_log, outreach_message};
 
-fn bad_status(e: impl std::fmt::Display) -> RepoError {
-    RepoError::Internal(format!("unexpected status in the database: {e}"))
+/// The current time as the schema stores it: UTC wall-clock time, whatever the session's
+/// time zone. `now()` is the transaction's start, so every row a transaction writes gets
+/// the same time.
+pub(crate) fn utc_now() -> SqlLiteral<Timestamp> {
+    diesel::dsl::sql("timezone('UTC', now())")
+}
+
+fn utc(t: NaiveDateTime) -> DateTime<Utc> {
+    t.and_utc()
 }
 
 #[derive(Debug, Queryable, Selectable)]
@@ -22,7 +35,7 @@ pub(crate) struct BusinessRow {
     name: String,
     address: Option<String>,
     city: Option<String>,
-    state: String,
+    state: Option<String>,
     zip: Option<String>,
     phone: Option<String>,
     website: Option<String>,
@@ -35,17 +48,14 @@ pub(crate) struct BusinessRow {
     longitude: Option<f64>,
     enrichment_status: String,
     source: String,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
 }
 
-impl TryFrom<BusinessRow> for Business {
-    type Error = RepoError;
-
-    fn try_from(r: BusinessRow) -> Result<Self, RepoError> {
-        Ok(Self {
-            enrichment_status: EnrichmentStatus::parse("enrichment_status", &r.enrichment_status)
-                .map_err(bad_status)?,
+impl From<BusinessRow> for Business {
+    fn from(r: BusinessRow) -> Self {
+        Self {
+            enrichment_status: Stored::from_stored(r.enrichment_status),
             id: r.id,
             name: r.name,
             address: r.address,
@@ -62,9 +72,9 @@ impl TryFrom<BusinessRow> for Business {
             latitude: r.latitude,
             longitude: r.longitude,
             source: r.source,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-        })
+            created_at: utc(r.created_at),
+            updated_at: utc(r.updated_at),
+        }
     }
 }
 
@@ -163,12 +173,12 @@ pub(crate) struct ContactRow {
     name: Option<String>,
     title: Option<String>,
     email: Option<String>,
-    email_verified: bool,
+    email_verified: Option<bool>,
     phone: Option<String>,
     linkedin_url: Option<String>,
     is_primary: bool,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
 }
 
 impl From<ContactRow> for Contact {
@@ -183,8 +193,8 @@ impl From<ContactRow> for Contact {
             phone: r.phone,
             linkedin_url: r.linkedin_url,
             is_primary: r.is_primary,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
+            created_at: utc(r.created_at),
+            updated_at: utc(r.updated_at),
         }
     }
 }
@@ -202,6 +212,8 @@ pub(crate) struct InsertContact<'a> {
     is_primary: bool,
 }
 
+/// The insert sets `created_at` and `updated_at` beside these: `updated_at` has no
+/// default in the schema.
 impl<'a> InsertContact<'a> {
     pub(crate) fn new(business_id: i32, c: &'a NewContact) -> Self {
         Self {
@@ -224,10 +236,10 @@ pub(crate) struct EnrichmentLogRow {
     business_id: i32,
     service: String,
     status: String,
-    request_data: Option<serde_json::Value>,
-    response_data: Option<serde_json::Value>,
+    request_data: Option<String>,
+    response_data: Option<String>,
     error_message: Option<String>,
-    created_at: DateTime<Utc>,
+    created_at: NaiveDateTime,
 }
 
 impl From<EnrichmentLogRow> for EnrichmentLog {
@@ -240,7 +252,7 @@ impl From<EnrichmentLogRow> for EnrichmentLog {
             request_data: r.request_data,
             response_data: r.response_data,
             error_message: r.error_message,
-            created_at: r.created_at,
+            created_at: utc(r.created_at),
         }
     }
 }
@@ -251,20 +263,22 @@ pub(crate) struct InsertLog<'a> {
     business_id: i32,
     service: &'a str,
     status: &'a str,
-    request_data: Option<&'a serde_json::Value>,
-    response_data: Option<&'a serde_json::Value>,
+    request_data: Option<String>,
+    response_data: Option<String>,
     error_message: Option<&'a str>,
+    created_at: NaiveDateTime,
 }
 
 impl<'a> InsertLog<'a> {
-    pub(crate) fn new(business_id: i32, l: &'a NewEnrichmentLog) -> Self {
+    pub(crate) fn new(business_id: i32, l: &'a NewEnrichmentLog, now: NaiveDateTime) -> Self {
         Self {
             business_id,
             service: &l.service,
             status: &l.status,
-            request_data: l.request_data.as_ref(),
-            response_data: l.response_data.as_ref(),
+            request_data: l.request_text(),
+            response_data: l.response_text(),
             error_message: l.error_message.as_deref(),
+            created_at: now,
         }
     }
 }
@@ -276,23 +290,21 @@ pub(crate) struct MessageRow {
     business_id: i32,
     contact_id: Option<i32>,
     message_text: String,
-    generated_at: DateTime<Utc>,
-    sent_at: Option<DateTime<Utc>>,
+    generated_at: NaiveDateTime,
+    sent_at: Option<NaiveDateTime>,
     status: String,
 }
 
-impl TryFrom<MessageRow> for OutreachMessage {
-    type Error = RepoError;
-
-    fn try_from(r: MessageRow) -> Result<Self, RepoError> {
-        Ok(Self {
-            status: MessageStatus::parse("status", &r.status).map_err(bad_status)?,
+impl From<MessageRow> for OutreachMessage {
+    fn from(r: MessageRow) -> Self {
+        Self {
+            status: Stored::from_stored(r.status),
             id: r.id,
             business_id: r.business_id,
             contact_id: r.contact_id,
             message_text: r.message_text,
-            generated_at: r.generated_at,
-            sent_at: r.sent_at,
-        })
+            generated_at: utc(r.generated_at),
+            sent_at: r.sent_at.map(utc),
+        }
     }
 }

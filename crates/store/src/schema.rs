@@ -1,4 +1,5 @@
-//! Diesel's view of the tables in `migrations/`.
+//! Diesel's view of the tables in `migrations/`: the original backend's schema. Every
+//! timestamp is `TIMESTAMP(3)` without time zone holding UTC.
 
 diesel::table! {
     business (id) {
@@ -6,7 +7,7 @@ diesel::table! {
         name -> Text,
         address -> Nullable<Text>,
         city -> Nullable<Text>,
-        state -> Text,
+        state -> Nullable<Text>,
         zip -> Nullable<Text>,
         phone -> Nullable<Text>,
         website -> Nullable<Text>,
@@ -19,8 +20,8 @@ diesel::table! {
         longitude -> Nullable<Float8>,
         enrichment_status -> Text,
         source -> Text,
-        created_at -> Timestamptz,
-        updated_at -> Timestamptz,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
     }
 }
 
@@ -31,12 +32,12 @@ diesel::table! {
         name -> Nullable<Text>,
         title -> Nullable<Text>,
         email -> Nullable<Text>,
-        email_verified -> Bool,
+        email_verified -> Nullable<Bool>,
         phone -> Nullable<Text>,
         linkedin_url -> Nullable<Text>,
         is_primary -> Bool,
-        created_at -> Timestamptz,
-        updated_at -> Timestamptz,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
     }
 }
 
@@ -46,10 +47,10 @@ diesel::table! {
         business_id -> Int4,
         service -> Text,
         status -> Text,
-        request_data -> Nullable<Jsonb>,
-        response_data -> Nullable<Jsonb>,
+        request_data -> Nullable<Text>,
+        response_data -> Nullable<Text>,
         error_message -> Nullable<Text>,
-        created_at -> Timestamptz,
+        created_at -> Timestamp,
     }
 }
 
@@ -59,8 +60,8 @@ diesel::table! {
         business_id -> Int4,
         contact_id -> Nullable<Int4>,
         message_text -> Text,
-        generated_at -> Timestamptz,
-        sent_at -> Nullable<Timestamptz>,
+        generated_at -> Timestamp,
+        sent_at -> Nullable<Timestamp>,
         status -> Text,
     }
 }

@@ -434,7 +434,7 @@ INSERT INTO business (id, name, address, city, zip, phone, website, business_typ
     created_at, updated_at)
 SELECT id, name, address, city, zip, phone, website, business_type, industry,
     employee_count, year_founded, google_maps_url, latitude, longitude, enrichment_status,
-    created_at, created_at
+    timezone('UTC', created_at), timezone('UTC', created_at)
 FROM unnest($1::int4[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
     $7::text[], $8::text[], $9::text[], $10::int4[], $11::int4[], $12::text[],
     $13::float8[], $14::float8[], $15::text[], $16::timestamptz[])
@@ -446,7 +446,7 @@ const INSERT_CONTACTS: &str = "\
 INSERT INTO contact (id, business_id, name, title, email, email_verified, phone, linkedin_url,
     is_primary, created_at, updated_at)
 SELECT id, business_id, name, title, email, email_verified, phone, linkedin_url, is_primary,
-    created_at, created_at
+    timezone('UTC', created_at), timezone('UTC', created_at)
 FROM unnest($1::int4[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::bool[],
     $7::text[], $8::text[], $9::bool[], $10::timestamptz[])
     AS t(id, business_id, name, title, email, email_verified, phone, linkedin_url,
@@ -454,13 +454,17 @@ FROM unnest($1::int4[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::bool
 
 const INSERT_LOGS: &str = "\
 INSERT INTO enrichment_log (business_id, service, status, error_message, created_at)
-SELECT * FROM unnest($1::int4[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])";
+SELECT business_id, service, status, error_message, timezone('UTC', created_at)
+FROM unnest($1::int4[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
+    AS t(business_id, service, status, error_message, created_at)";
 
 const INSERT_MESSAGES: &str = "\
 INSERT INTO outreach_message (business_id, contact_id, message_text, generated_at, sent_at,
     status)
-SELECT * FROM unnest($1::int4[], $2::int4[], $3::text[], $4::timestamptz[],
-    $5::timestamptz[], $6::text[])";
+SELECT business_id, contact_id, message_text, timezone('UTC', generated_at),
+    timezone('UTC', sent_at), status
+FROM unnest($1::int4[], $2::int4[], $3::text[], $4::timestamptz[], $5::timestamptz[],
+    $6::text[]) AS t(business_id, contact_id, message_text, generated_at, sent_at, status)";
 
 #[derive(diesel::QueryableByName)]
 struct Id {
