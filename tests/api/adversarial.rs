@@ -67,8 +67,8 @@ async fn a_flood_of_distinct_requests_leaves_redis_and_the_server_bounded() {
     .await;
     app.db
         .execute(
-            "INSERT INTO business (name, city, industry) SELECT 'Business ' || i, \
-             (ARRAY['Freehold', 'Howell', 'Marlboro'])[1 + i % 3], 'Dental' \
+            "INSERT INTO business (name, city, industry, updated_at) SELECT 'Business ' || i, \
+             (ARRAY['Freehold', 'Howell', 'Marlboro'])[1 + i % 3], 'Dental', now() \
              FROM generate_series(1, 300) i",
         )
         .await;

@@ -218,7 +218,7 @@ async fn a_burst_on_a_cold_key_costs_one_database_read() {
     // that land before the burst.
     insert_behind(
         &app,
-        "INSERT INTO business (name, city) SELECT 'B' || i, 'Freehold' FROM generate_series(1, 30) i",
+        "INSERT INTO business (name, city, updated_at) SELECT 'B' || i, 'Freehold', now() FROM generate_series(1, 30) i",
         30,
     )
     .await;
@@ -563,7 +563,7 @@ async fn with_redis_down_a_burst_still_shares_database_reads() {
     let port = letip_testkit::free_port();
     let (app, probe) = spawn_probed(&format!("redis://127.0.0.1:{port}")).await;
     app.db
-        .execute("INSERT INTO business (name) SELECT 'B' || i FROM generate_series(1, 30) i")
+        .execute("INSERT INTO business (name, updated_at) SELECT 'B' || i, now() FROM generate_series(1, 30) i")
         .await;
     let before = Probe::count(&probe.stats_reads);
     let burst = (0..100).map(|_| app.get("/api/businesses/stats"));
@@ -631,7 +631,7 @@ async fn list_pages_past_the_cached_depth_are_read_from_postgres() {
     .await;
     insert_behind(
         &app,
-        "INSERT INTO business (name) SELECT 'B' || i FROM generate_series(1, 5) i",
+        "INSERT INTO business (name, updated_at) SELECT 'B' || i, now() FROM generate_series(1, 5) i",
         5,
     )
     .await;
@@ -661,15 +661,15 @@ async fn pages_of_one_filter_share_one_count_until_a_write_can_change_it() {
     let (app, probe) = spawn_probed(&redis.url()).await;
     insert_behind(
         &app,
-        "INSERT INTO business (name, city, created_at) \
-         SELECT 'F' || i, 'Freehold', '2026-11-01T00:00:00Z'::timestamptz + (i / 3) * interval '1 minute' \
+        "INSERT INTO business (name, city, created_at, updated_at) \
+         SELECT 'F' || i, 'Freehold', '2026-11-01T00:00:00'::timestamp + (i / 3) * interval '1 minute', now() \
          FROM generate_series(1, 23) i",
         23,
     )
     .await;
     insert_behind(
         &app,
-        "INSERT INTO business (name, city) VALUES ('M', 'Marlboro')",
+        "INSERT INTO business (name, city, updated_at) VALUES ('M', 'Marlboro', now())",
         1,
     )
     .await;
@@ -780,7 +780,7 @@ async fn pages_past_the_cached_depth_reuse_the_cached_total() {
     let (app, probe) = spawn_probed_with(&redis.url(), |c| c.cache_list_max_page = 1).await;
     insert_behind(
         &app,
-        "INSERT INTO business (name) SELECT 'B' || i FROM generate_series(1, 10) i",
+        "INSERT INTO business (name, updated_at) SELECT 'B' || i, now() FROM generate_series(1, 10) i",
         10,
     )
     .await;

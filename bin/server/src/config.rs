@@ -23,6 +23,9 @@ pub enum Command {
     Migrate,
     /// Fills the database with deterministic demo data.
     Seed(SeedArgs),
+    /// Recounts the dashboard's stats counters from the tables (after a load made with
+    /// triggers disabled); writers wait while it counts.
+    RecountStats,
 }
 
 #[derive(Debug, Clone, Args)]

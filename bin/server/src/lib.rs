@@ -220,6 +220,12 @@ pub async fn start_with(
     })
 }
 
+/// Migrates, then recounts the stats counters from the tables.
+pub async fn recount_stats(config: &Config) -> anyhow::Result<()> {
+    migrate(config).await?;
+    Ok(letip_store::recount_stats(&config.database_url).await?)
+}
+
 /// Seeds demo data, reporting progress through `progress` (businesses written so far).
 pub async fn seed(
     config: &Config,

@@ -1,4 +1,4 @@
-//! `letip`: serve (the default), migrate, or seed.
+//! `letip`: serve (the default), migrate, seed, or recount the stats counters.
 
 use std::time::Instant;
 
@@ -33,6 +33,15 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Seed(args) => seed(&config, &args).await,
+        Command::RecountStats => {
+            let started = Instant::now();
+            letip_server::recount_stats(&config).await?;
+            tracing::info!(
+                seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+                "stats counters recounted"
+            );
+            Ok(())
+        }
     }
 }
 

@@ -172,6 +172,17 @@ pub async fn migrate(database_url: &str) -> Result<usize, SetupError> {
     .map_err(|e| SetupError::Migrate(e.to_string()))?
 }
 
+/// Recounts the dashboard counters from the tables (after writes made with the counting
+/// triggers disabled, such as a restore with `session_replication_role = replica`).
+/// Writers wait while it counts.
+pub async fn recount_stats(database_url: &str) -> Result<(), SetupError> {
+    let mut conn = AsyncPgConnection::establish(database_url).await?;
+    diesel::sql_query("SELECT letip_recount_stats()")
+        .execute(&mut conn)
+        .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

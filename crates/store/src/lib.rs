@@ -12,5 +12,7 @@ mod schema;
 pub mod schema_setup;
 pub mod seed;
 
-pub use db::{PgPool, PoolOptions, SetupError, drop_database, ensure_database, migrate, pool};
+pub use db::{
+    PgPool, PoolOptions, SetupError, drop_database, ensure_database, migrate, pool, recount_stats,
+};
 pub use repo::PgStore;

@@ -1,0 +1,18 @@
+DROP TRIGGER letip_message_count_truncate ON "outreach_message";
+DROP TRIGGER letip_message_count_delete ON "outreach_message";
+DROP TRIGGER letip_message_count_update ON "outreach_message";
+DROP TRIGGER letip_message_count_insert ON "outreach_message";
+DROP TRIGGER letip_contact_count_truncate ON "contact";
+DROP TRIGGER letip_contact_count_delete ON "contact";
+DROP TRIGGER letip_contact_count_insert ON "contact";
+DROP TRIGGER letip_business_count_truncate ON "business";
+DROP TRIGGER letip_business_count_delete ON "business";
+DROP TRIGGER letip_business_count_update ON "business";
+DROP TRIGGER letip_business_count_insert ON "business";
+DROP FUNCTION letip_recount_after_truncate();
+DROP FUNCTION letip_count_message();
+DROP FUNCTION letip_count_contact();
+DROP FUNCTION letip_count_business();
+DROP FUNCTION letip_recount_stats();
+DROP FUNCTION letip_stats_add(bigint, bigint, bigint, bigint, bigint, bigint);
+DROP TABLE letip_stats;
