@@ -26,11 +26,6 @@ use crate::rows::{
 };
 use crate::schema::{business, contact, enrichment_log, outreach_message};
 
-/// Enrichment logs shown on a detail page.
-const DETAIL_LOGS: i64 = 10;
-/// Outreach messages shown on a detail page.
-const DETAIL_MESSAGES: i64 = 5;
-
 /// The PostgreSQL repository.
 #[derive(Clone)]
 pub struct PgStore {
@@ -226,52 +221,63 @@ SELECT sum(businesses)::int8 AS total_businesses, sum(enriched)::int8 AS enriche
        sum(messages_generated)::int8 AS messages_pending
 FROM letip_stats";
 
-/// Loads a business with its contacts, newest logs and newest messages. Four statements;
-/// callers run it inside a transaction for a consistent snapshot.
-async fn load_detail(
-    conn: &mut AsyncPgConnection,
-    id: i32,
-) -> QueryResult<
-    Option<(
-        BusinessRow,
-        Vec<ContactRow>,
-        Vec<EnrichmentLogRow>,
-        Vec<MessageRow>,
-    )>,
-> {
-    let Some(row) = business::table
-        .find(id)
-        .select(BusinessRow::as_select())
-        .first(conn)
+/// A business and its children, as one statement answers them: the business's columns,
+/// and its contacts, newest logs and newest messages as JSON arrays of rows (built by
+/// PostgreSQL's `json_agg`). These tables hold no floating-point column, so JSON carries
+/// every value they can hold exactly.
+#[derive(QueryableByName)]
+struct DetailRow {
+    #[diesel(embed)]
+    business: BusinessRow,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    contacts: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    logs: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    messages: String,
+}
+
+/// One statement, so one snapshot and one round trip, whatever the number of children:
+/// every contact, the 10 newest logs and the 5 newest messages.
+const DETAIL_SQL: &str = r#"
+SELECT b.id, b.name, b.address, b.city, b.state, b.zip, b.phone, b.website, b.business_type,
+       b.industry, b.employee_count, b.year_founded, b.google_maps_url, b.latitude,
+       b.longitude, b.enrichment_status, b.source, b.created_at, b.updated_at,
+       (SELECT coalesce(json_agg(c ORDER BY c.id), '[]')::text
+        FROM (SELECT id, business_id, name, title, email, email_verified, phone,
+                     linkedin_url, is_primary, created_at, updated_at
+              FROM contact WHERE business_id = b.id) AS c) AS contacts,
+       (SELECT coalesce(json_agg(l ORDER BY l.created_at DESC, l.id DESC), '[]')::text
+        FROM (SELECT id, business_id, service, status, request_data, response_data,
+                     error_message, created_at
+              FROM enrichment_log WHERE business_id = b.id
+              ORDER BY created_at DESC, id DESC LIMIT 10) AS l) AS logs,
+       (SELECT coalesce(json_agg(m ORDER BY m.generated_at DESC, m.id DESC), '[]')::text
+        FROM (SELECT id, business_id, contact_id, message_text, generated_at, sent_at, status
+              FROM outreach_message WHERE business_id = b.id
+              ORDER BY generated_at DESC, id DESC LIMIT 5) AS m) AS messages
+FROM business AS b WHERE b.id = $1"#;
+
+fn decode<T: serde::de::DeserializeOwned>(json: &str) -> QueryResult<T> {
+    serde_json::from_str(json).map_err(|e| DieselError::DeserializationError(Box::new(e)))
+}
+
+/// Loads a business with its contacts, newest logs and newest messages, in one statement.
+async fn load_detail(conn: &mut AsyncPgConnection, id: i32) -> QueryResult<Option<DetailRows>> {
+    let Some(row) = diesel::sql_query(DETAIL_SQL)
+        .bind::<diesel::sql_types::Int4, _>(id)
+        .get_result::<DetailRow>(conn)
         .await
         .optional()?
     else {
         return Ok(None);
     };
-    let contacts = contact::table
-        .filter(contact::business_id.eq(id))
-        .order(contact::id.asc())
-        .select(ContactRow::as_select())
-        .load(conn)
-        .await?;
-    let logs = enrichment_log::table
-        .filter(enrichment_log::business_id.eq(id))
-        .order((enrichment_log::created_at.desc(), enrichment_log::id.desc()))
-        .limit(DETAIL_LOGS)
-        .select(EnrichmentLogRow::as_select())
-        .load(conn)
-        .await?;
-    let messages = outreach_message::table
-        .filter(outreach_message::business_id.eq(id))
-        .order((
-            outreach_message::generated_at.desc(),
-            outreach_message::id.desc(),
-        ))
-        .limit(DETAIL_MESSAGES)
-        .select(MessageRow::as_select())
-        .load(conn)
-        .await?;
-    Ok(Some((row, contacts, logs, messages)))
+    Ok(Some((
+        row.business,
+        decode(&row.contacts)?,
+        decode(&row.logs)?,
+        decode(&row.messages)?,
+    )))
 }
 
 type DetailRows = (
@@ -404,18 +410,10 @@ impl Repository for PgStore {
     }
 
     async fn business_detail(&self, id: i32) -> Result<Fetched<BusinessDetail>, RepoError> {
+        queried("detail", 1);
         let rows = self
-            .run(Op::Read, || {
-                async |conn| {
-                    conn.build_transaction()
-                        .repeatable_read()
-                        .read_only()
-                        .run(async |conn| load_detail(conn, id).await)
-                        .await
-                }
-            })
+            .run(Op::Read, || async |conn| load_detail(conn, id).await)
             .await?;
-        queried("detail", if rows.is_some() { 4 } else { 1 });
         let rows = rows.ok_or(RepoError::not_found(Entity::Business, id))?;
         Ok(Fetched::bypass(detail_from_rows(rows)))
     }
@@ -530,7 +528,7 @@ impl Repository for PgStore {
                 }
             })
             .await?;
-        queried("enrich", 7);
+        queried("enrich", 4);
         let rows = rows.ok_or(RepoError::not_found(Entity::Business, id))?;
         Ok(detail_from_rows(rows))
     }

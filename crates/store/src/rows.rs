@@ -28,7 +28,7 @@ fn utc(t: NaiveDateTime) -> DateTime<Utc> {
     t.and_utc()
 }
 
-#[derive(Debug, Queryable, Selectable)]
+#[derive(Debug, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = business, check_for_backend(diesel::pg::Pg))]
 pub(crate) struct BusinessRow {
     id: i32,
@@ -165,7 +165,8 @@ impl From<BusinessPatch> for BusinessChanges {
     }
 }
 
-#[derive(Debug, Queryable, Selectable)]
+/// Also read from the JSON rows of a detail (see `repo::DETAIL_SQL`).
+#[derive(Debug, Queryable, Selectable, serde::Deserialize)]
 #[diesel(table_name = contact, check_for_backend(diesel::pg::Pg))]
 pub(crate) struct ContactRow {
     id: i32,
@@ -229,7 +230,8 @@ impl<'a> InsertContact<'a> {
     }
 }
 
-#[derive(Debug, Queryable, Selectable)]
+/// Also read from the JSON rows of a detail (see `repo::DETAIL_SQL`).
+#[derive(Debug, Queryable, Selectable, serde::Deserialize)]
 #[diesel(table_name = enrichment_log, check_for_backend(diesel::pg::Pg))]
 pub(crate) struct EnrichmentLogRow {
     id: i32,
@@ -283,7 +285,8 @@ impl<'a> InsertLog<'a> {
     }
 }
 
-#[derive(Debug, Queryable, Selectable)]
+/// Also read from the JSON rows of a detail (see `repo::DETAIL_SQL`).
+#[derive(Debug, Queryable, Selectable, serde::Deserialize)]
 #[diesel(table_name = outreach_message, check_for_backend(diesel::pg::Pg))]
 pub(crate) struct MessageRow {
     id: i32,
