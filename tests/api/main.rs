@@ -17,3 +17,4 @@ mod instances;
 mod list;
 mod ops;
 mod seed;
+mod socketio;
