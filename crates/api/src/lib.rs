@@ -68,6 +68,7 @@ impl std::fmt::Debug for AppState {
         ops::health,
         ops::metrics,
         ws::ws,
+        socketio::endpoint,
     )
 )]
 pub struct ApiDoc;

@@ -33,7 +33,23 @@ fn text(body: String) -> HttpResponse {
         .body(body)
 }
 
-/// Every request to `/socket.io/`.
+/// Socket.IO (Engine.IO 4): a long-polling handshake, poll or post, or a WebSocket
+/// (with `transport=websocket`, directly or upgrading a polling `sid`).
+#[utoipa::path(
+    method(get, post), path = "/socket.io/", tag = "events",
+    params(
+        ("EIO" = String, Query, description = "Engine.IO protocol version: `4`"),
+        ("transport" = String, Query, description = "`polling` or `websocket`"),
+        ("sid" = Option<String>, Query, description = "the session, after the handshake"),
+    ),
+    responses(
+        (status = 200, description = "an Engine.IO payload (`0{...}` on a handshake), or `ok` after a post", content_type = "text/plain"),
+        (status = 101, description = "switching to the WebSocket protocol"),
+        (status = 400, description = "`{\"code\": N, \"message\": ...}`: unknown transport (0), unknown session (1), bad handshake method (2), bad request (3), unsupported protocol version (5)"),
+        (status = 403, description = "`{\"code\": 4, \"message\": \"Forbidden\"}`: an origin `CORS_ORIGINS` refuses"),
+        (status = 413, description = "a post over `maxPayload`"),
+    )
+)]
 pub async fn endpoint(
     req: HttpRequest,
     payload: web::Payload,

@@ -28,7 +28,7 @@ use letip_service::EventHub;
 use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc, watch};
 
-pub use http::endpoint;
+pub use http::{__path_endpoint, endpoint};
 pub use session::Timing;
 
 /// Open Socket.IO sessions of this process.
