@@ -18,4 +18,5 @@ mod instances;
 mod list;
 mod ops;
 mod seed;
+mod socketio;
 mod stats_counters;

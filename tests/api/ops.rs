@@ -112,6 +112,8 @@ async fn the_openapi_document_lists_every_route_and_the_docs_page_serves_it() {
         ("/health", "get"),
         ("/metrics", "get"),
         ("/ws", "get"),
+        ("/socket.io/", "get"),
+        ("/socket.io/", "post"),
     ] {
         assert!(
             paths[path][method].is_object(),

@@ -157,6 +157,42 @@ pub struct Config {
         global = true
     )]
     pub cache_ttl_detail_secs: u64,
+    /// Origins allowed to call the API from a browser, comma-separated
+    /// (`https://dash.example.com,http://localhost:5173`); empty allows every origin.
+    #[arg(long, env = "CORS_ORIGINS", default_value = "", global = true)]
+    pub cors_origins: String,
+    /// Socket.IO: a ping is sent this long after the last pong.
+    #[arg(
+        long,
+        env = "SOCKETIO_PING_INTERVAL_MS",
+        default_value_t = 25_000,
+        global = true
+    )]
+    pub socketio_ping_interval_ms: u64,
+    /// Socket.IO: a client that does not answer a ping within this is dropped.
+    #[arg(
+        long,
+        env = "SOCKETIO_PING_TIMEOUT_MS",
+        default_value_t = 20_000,
+        global = true
+    )]
+    pub socketio_ping_timeout_ms: u64,
+    /// Socket.IO: the largest message (WebSocket frame or polling body) a client may send.
+    #[arg(
+        long,
+        env = "SOCKETIO_MAX_PAYLOAD",
+        default_value_t = 1_000_000,
+        global = true
+    )]
+    pub socketio_max_payload: usize,
+    /// Socket.IO: events a client may fall behind before it skips the oldest.
+    #[arg(
+        long,
+        env = "SOCKETIO_CLIENT_BUFFER",
+        default_value_t = 1024,
+        global = true
+    )]
+    pub socketio_client_buffer: usize,
 }
 
 impl Config {
@@ -184,11 +220,55 @@ impl Config {
         }
     }
 
+    /// The origins of `CORS_ORIGINS` as browsers send them (`scheme://host[:port]`);
+    /// empty (every origin) when it is empty or holds `*`.
+    pub fn cors_origins(&self) -> anyhow::Result<Vec<String>> {
+        let mut origins = Vec::new();
+        for raw in self.cors_origins.split(',').map(str::trim) {
+            if raw.is_empty() {
+                continue;
+            }
+            if raw == "*" {
+                return Ok(Vec::new());
+            }
+            let origin = url::Url::parse(raw)
+                .ok()
+                .map(|u| u.origin())
+                .filter(url::Origin::is_tuple)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "CORS_ORIGINS: {raw:?} is not an origin such as https://dash.example.com"
+                    )
+                })?;
+            origins.push(origin.ascii_serialization());
+        }
+        Ok(origins)
+    }
+
+    /// What the HTTP layer needs beyond the repository: CORS and Socket.IO settings.
+    pub fn http_options(&self) -> anyhow::Result<letip_api::HttpOptions> {
+        let defaults = letip_api::socketio::Options::default();
+        Ok(letip_api::HttpOptions {
+            cors_origins: self.cors_origins()?,
+            socketio: letip_api::socketio::Options {
+                timing: letip_api::socketio::Timing {
+                    ping_interval: Duration::from_millis(self.socketio_ping_interval_ms),
+                    ping_timeout: Duration::from_millis(self.socketio_ping_timeout_ms),
+                    ..defaults.timing
+                },
+                max_payload: self.socketio_max_payload,
+                client_buffer: self.socketio_client_buffer,
+                allowed_origins: Vec::new(),
+            },
+        })
+    }
+
     /// The configuration as a log line, with passwords in URLs masked.
     pub fn describe(&self) -> String {
         format!(
             "database_url={} pool_size={} redis_url={} cache_backend={:?} cache_namespace={} \
-             cache_timeout_ms={} listen={}:{} workers={} ttl_secs(stats={}, list={}, detail={})",
+             cache_timeout_ms={} listen={}:{} workers={} ttl_secs(stats={}, list={}, detail={}) \
+             cors_origins={:?}",
             redact(&self.database_url),
             self.database_pool_size,
             redact(&self.redis()),
@@ -201,6 +281,7 @@ impl Config {
             self.cache_ttl_stats_secs,
             self.cache_ttl_list_secs,
             self.cache_ttl_detail_secs,
+            self.cors_origins,
         )
     }
 }
@@ -245,6 +326,38 @@ mod tests {
             redact("redis+cluster://h1:1,h2:2"),
             "redis+cluster://h1:1,h2:2"
         );
+    }
+
+    #[test]
+    fn cors_origins_are_read_as_browsers_send_them() {
+        let with = |v: &str| Config {
+            cors_origins: v.to_owned(),
+            ..Config::from_env()
+        };
+        assert_eq!(
+            with("").cors_origins().expect("valid"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            with(" https://Dash.example.com/ , http://localhost:5173,")
+                .cors_origins()
+                .expect("valid"),
+            vec!["https://dash.example.com", "http://localhost:5173"]
+        );
+        assert_eq!(
+            with("https://a.example.com:443")
+                .cors_origins()
+                .expect("valid"),
+            vec!["https://a.example.com"]
+        );
+        assert!(
+            with("http://a.example.com,*")
+                .cors_origins()
+                .expect("valid")
+                .is_empty()
+        );
+        assert!(with("dash.example.com").cors_origins().is_err());
+        assert!(with("file:///tmp/x").cors_origins().is_err());
     }
 
     #[test]

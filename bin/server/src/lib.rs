@@ -58,7 +58,7 @@ impl Running {
         self.stop().await
     }
 
-    /// Closes WebSocket clients with a close frame, stops accepting connections and waits
+    /// Closes WebSocket and Socket.IO clients, stops accepting connections and waits
     /// for in-flight requests to finish.
     pub async fn stop(self) -> anyhow::Result<()> {
         if let Some(feed) = &self.feed {
@@ -199,6 +199,7 @@ pub async fn start_with(
         metrics: letip_api::observe::prometheus(),
     };
 
+    let http = config.http_options()?;
     let listener = TcpListener::bind((config.host.as_str(), config.port))
         .with_context(|| format!("binding {}:{}", config.host, config.port))?;
     let addr = listener.local_addr()?;
@@ -207,7 +208,7 @@ pub async fn start_with(
     } else {
         config.workers
     };
-    let server = letip_api::server(state, listener, workers)?;
+    let server = letip_api::server(state, listener, workers, http)?;
     let handle = server.handle();
     let task = tokio::spawn(server);
     tracing::info!(%addr, "listening on http://{addr}");

@@ -1,5 +1,5 @@
 //! The HTTP layer of letip: the businesses API of `shared/API.md`, health, metrics,
-//! OpenAPI and live events, on actix-web.
+//! OpenAPI and live events (`/ws` and Socket.IO), with CORS, on actix-web.
 //!
 //! Handlers are thin: they parse input into domain types, make one call on the
 //! [`Repository`] trait object they are given, and map the answer. This crate never
@@ -11,11 +11,14 @@ pub mod extract;
 mod handlers;
 pub mod observe;
 mod ops;
+pub mod socketio;
 mod ws;
 
 use std::net::TcpListener;
 use std::sync::Arc;
 
+use actix_cors::Cors;
+use actix_web::http::{Method, header};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use letip_domain::Repository;
@@ -65,6 +68,7 @@ impl std::fmt::Debug for AppState {
         ops::health,
         ops::metrics,
         ws::ws,
+        socketio::endpoint,
     )
 )]
 pub struct ApiDoc;
@@ -101,6 +105,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(resource("/health").route(web::get().to(ops::health)))
     .service(resource("/metrics").route(web::get().to(ops::metrics)))
     .service(resource("/ws").route(web::get().to(ws::ws)))
+    // Every method: Engine.IO answers its own errors, never the NestJS 404.
+    .service(web::resource("/socket.io/").route(web::route().to(socketio::endpoint)))
     .service(resource("/api/docs").route(web::get().to(|| async {
         HttpResponse::PermanentRedirect()
             .insert_header(("location", "/api/docs/"))
@@ -109,20 +115,71 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(SwaggerUi::new("/api/docs/{_:.*}").url("/api/openapi.json", ApiDoc::openapi()));
 }
 
+/// What the HTTP server needs besides the handlers' state.
+#[derive(Debug, Clone, Default)]
+pub struct HttpOptions {
+    /// Origins allowed to call the API from a browser, as browsers send them
+    /// (`https://dash.example.com`); empty allows every origin.
+    pub cors_origins: Vec<String>,
+    /// The Socket.IO endpoint's timers and bounds (its allowed origins are
+    /// `cors_origins`).
+    pub socketio: socketio::Options,
+}
+
+/// How long a browser may reuse a preflight's answer.
+const CORS_MAX_AGE_SECS: usize = 86_400;
+
+/// CORS as the original backend's `app.enableCors()`: every origin unless `origins`
+/// names some; preflights answered with the methods and request headers the API
+/// accepts; the cache status and request id readable by scripts. A request from an
+/// origin not allowed is served without CORS headers, so the browser withholds the
+/// answer from the page, as the original did.
+pub fn cors(origins: &[String]) -> Cors {
+    let cors = Cors::default()
+        .allowed_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allowed_headers([
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            header::AUTHORIZATION,
+            header::HeaderName::from_static("x-requested-with"),
+            header::HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            header::HeaderName::from_static("x-cache"),
+            header::HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(CORS_MAX_AGE_SECS);
+    if origins.is_empty() {
+        cors.allow_any_origin().send_wildcard()
+    } else {
+        origins
+            .iter()
+            .fold(cors, |cors, origin| cors.allowed_origin(origin))
+    }
+}
+
 /// Starts the HTTP server on `listener` with `workers` threads. The returned server runs
 /// once awaited. It does not watch signals: its owner stops it through its handle (after
-/// closing the event hub, so WebSocket clients get a close frame).
+/// closing the event hub, so WebSocket and Socket.IO clients are told). Must be called
+/// inside a Tokio runtime (Socket.IO's event relay starts here).
 pub fn server(
     state: AppState,
     listener: TcpListener,
     workers: usize,
+    options: HttpOptions,
 ) -> std::io::Result<actix_web::dev::Server> {
+    let mut socketio_options = options.socketio;
+    socketio_options.allowed_origins = options.cors_origins.clone();
+    let socketio = web::Data::new(socketio::SocketIo::new(&state.events, socketio_options));
+    let origins = options.cors_origins;
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(socketio.clone())
             .configure(routes)
             .default_service(web::to(ops::not_found))
+            .wrap(cors(&origins))
             .wrap(from_fn(observe::http_metrics))
             .wrap(TracingLogger::default())
     })
