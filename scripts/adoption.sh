@@ -5,14 +5,19 @@
 # on it while pgbench writes as the original backend does (updates that set updated_at,
 # inserts), and reports how long the adoption took and what the writers waited.
 #
-#   bash scripts/adoption.sh [--businesses 1000000]
+#   bash scripts/adoption.sh [--businesses 1000000] [--debug]
+#
+# The adoption's time is PostgreSQL's (index builds, counting the rows once); --debug uses
+# the debug build, which builds faster and seeds slower.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 businesses=1000000
+profile=release
 while [ $# -gt 0 ]; do
     case "$1" in
         --businesses) businesses="$2"; shift 2 ;;
+        --debug) profile=debug; shift ;;
         *) echo "adoption: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -26,23 +31,24 @@ work=.dev/adoption
 mkdir -p "$work"
 rm -f "$work"/writer*
 
-cargo build --release --locked -p letip-server
-letip=target/release/letip
+if [ "$profile" = release ]; then
+    cargo build --release --locked -p letip-server
+else
+    cargo build --locked -p letip-server
+fi
+letip=target/$profile/letip
 
 psql -q "$admin" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"
 echo "adoption: seeding $businesses businesses"
 DATABASE_URL=$url RUST_LOG=warn "$letip" seed --businesses "$businesses" --seed 42
 
 echo "adoption: stripping the database to the original backend's schema"
+# Every migration of this service reverted, newest first (the first one's revert keeps the
+# original tables), then its indexes and bookkeeping dropped, and Prisma's added.
+for down in $(ls -d migrations/*/ | sort -r); do
+    psql -q -v ON_ERROR_STOP=1 "$url" -f "${down}down.sql" > /dev/null
+done
 psql -q -v ON_ERROR_STOP=1 "$url" <<'SQL'
-DROP TRIGGER business_notify_change ON business;
-DROP TRIGGER contact_notify_change ON contact;
-DROP TRIGGER outreach_message_notify_change ON outreach_message;
-DROP TRIGGER enrichment_log_notify_change ON enrichment_log;
-DROP TRIGGER letip_business_touch_updated_at ON business;
-DROP TRIGGER letip_contact_touch_updated_at ON contact;
-DROP FUNCTION letip_notify_change();
-DROP FUNCTION letip_touch_updated_at();
 DROP INDEX letip_business_created_idx, letip_business_city_created_idx,
     letip_business_industry_created_idx, letip_business_status_created_idx,
     letip_outreach_message_contact_id_idx;
