@@ -18,3 +18,4 @@ mod instances;
 mod list;
 mod ops;
 mod seed;
+mod unstorable;

@@ -113,7 +113,7 @@ impl<'de> Deserialize<'de> for Int {
             }
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i32, E> {
                 if v.fract() == 0.0 && (f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&v) {
-                    #[allow(clippy::cast_possible_truncation)] // integral and in range
+                    // Integral and in range: the conversion is exact.
                     Ok(v as i32)
                 } else {
                     Err(E::invalid_type(serde::de::Unexpected::Float(v), &self))
