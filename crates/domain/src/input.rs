@@ -559,13 +559,13 @@ impl EnrichmentRun {
         let map = object(bytes, &["status", "contacts", "logs"], &[])?;
         // serde reads a struct from an array too (`[null, null]`); the contract wants objects.
         for list in ["contacts", "logs"] {
-            if let Some(Value::Array(items)) = map.get(list) {
-                if let Some(i) = items.iter().position(|item| !item.is_object()) {
-                    return Err(ValidationError::field(
-                        &format!("{list}[{i}]"),
-                        "must be a JSON object",
-                    ));
-                }
+            if let Some(Value::Array(items)) = map.get(list)
+                && let Some(i) = items.iter().position(|item| !item.is_object())
+            {
+                return Err(ValidationError::field(
+                    &format!("{list}[{i}]"),
+                    "must be a JSON object",
+                ));
             }
         }
         let run: Self = typed(map)?;
