@@ -6,7 +6,7 @@
 # number of examples per operation, then the stateful phase that follows the document's
 # links. Exits non-zero on any failure.
 #
-#   bash scripts/schemathesis.sh          # CI: 100 examples per operation, seed 42
+#   bash scripts/schemathesis.sh          # CI: 300 examples per operation, seed 42
 #   bash scripts/schemathesis.sh --long   # 1,000 per operation within 20 minutes, not CI
 #
 # LETIP_PROFILE=release uses the release build (default: debug, which the tests built).
@@ -81,7 +81,7 @@ done
 if [ "$mode" = long ]; then
     limits=(--max-examples 1000 --max-time 1200)
 else
-    limits=(--max-examples 100)
+    limits=(--max-examples 300)
 fi
 
 log "testing $base/api/openapi.json ($mode)"
