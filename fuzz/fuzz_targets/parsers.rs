@@ -1,7 +1,8 @@
 //! Every body and query parser of the API, on arbitrary bytes: none may panic, a
 //! rejection always names a field and says what is wrong, and what is accepted holds
-//! the contract's bounds. The Engine.IO and Socket.IO parsers too, and a Socket.IO
-//! session fed arbitrary packets: no panic, and its queue stays bounded.
+//! the contract's bounds and holds no text PostgreSQL cannot store (NUL). The Engine.IO
+//! and Socket.IO parsers too, and a Socket.IO session fed arbitrary packets: no panic,
+//! and its queue stays bounded.
 
 #![no_main]
 
@@ -18,6 +19,16 @@ use libfuzzer_sys::fuzz_target;
 fn rejected_clearly<T>(result: &Result<T, ValidationError>) {
     if let Err(e) = result {
         assert!(!e.message.is_empty(), "an error says what is wrong");
+        assert!(
+            e.field == "body" || e.message.contains(e.field.as_str()),
+            "an error names its field: {e:?}"
+        );
+    }
+}
+
+fn storable<'a>(texts: impl IntoIterator<Item = Option<&'a String>>) {
+    for t in texts.into_iter().flatten() {
+        assert!(!t.contains('\0'), "text with NUL accepted: {t:?}");
     }
 }
 
@@ -35,12 +46,44 @@ fuzz_target!(|data: &[u8]| {
                     (1..=255).contains(&len),
                     "name of {len} characters accepted"
                 );
+                storable([
+                    Some(&b.name),
+                    b.address.as_ref(),
+                    b.city.as_ref(),
+                    b.state.as_ref(),
+                    b.zip.as_ref(),
+                    b.phone.as_ref(),
+                    b.website.as_ref(),
+                    b.business_type.as_ref(),
+                    b.industry.as_ref(),
+                    b.google_maps_url.as_ref(),
+                    b.source.as_ref(),
+                ]);
             }
         }
         1 => rejected_clearly(&BusinessPatch::from_json(input)),
-        2 => rejected_clearly(&NewContact::from_json(input)),
-        3 => rejected_clearly(&EnrichmentRun::from_json(input)),
-        4 => rejected_clearly(&NewMessage::from_json(input)),
+        2 => {
+            let r = NewContact::from_json(input);
+            rejected_clearly(&r);
+            if let Ok(c) = r {
+                storable([&c.name, &c.title, &c.email, &c.phone, &c.linkedin_url].map(Option::as_ref));
+            }
+        }
+        3 => {
+            let r = EnrichmentRun::from_json(input);
+            rejected_clearly(&r);
+            for log in r.iter().flat_map(|run| &run.logs) {
+                let (request, response) = (log.request_text(), log.response_text());
+                storable([Some(&log.service), Some(&log.status), request.as_ref(), response.as_ref()]);
+            }
+        }
+        4 => {
+            let r = NewMessage::from_json(input);
+            rejected_clearly(&r);
+            if let Ok(m) = r {
+                storable([Some(&m.message_text)]);
+            }
+        }
         5 => rejected_clearly(&MessageStatusUpdate::from_json(input)),
         7 => {
             let Ok(text) = std::str::from_utf8(input) else {
@@ -90,11 +133,13 @@ fuzz_target!(|data: &[u8]| {
             assert!(queued <= MAX_CONTROL, "{queued} packets queued");
         }
         _ => {
-            let r = ListQuery::from_pairs(url::form_urlencoded::parse(input));
+            // The server hands the raw query string over; actix has made it a `&str`.
+            let r = ListQuery::from_query(&String::from_utf8_lossy(input));
             rejected_clearly(&r);
             if let Ok(q) = r {
                 assert!((1..=100).contains(&q.limit), "limit {} accepted", q.limit);
                 assert!((1..=MAX_PAGE).contains(&q.page), "page {} accepted", q.page);
+                storable([q.filter.city.as_ref(), q.filter.industry.as_ref()]);
             }
         }
     }

@@ -20,3 +20,4 @@ mod ops;
 mod seed;
 mod socketio;
 mod stats_counters;
+mod unstorable;

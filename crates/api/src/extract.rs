@@ -1,11 +1,19 @@
-//! Extractors that turn every malformed request into the contract's 400 body.
+//! Extractors that turn every malformed request into the contract's 400 body, and the
+//! OpenAPI description of the parameters they read.
 
 use actix_web::dev::Payload;
 use actix_web::http::{StatusCode, header};
 use actix_web::{FromRequest, HttpRequest};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use futures_util::future::LocalBoxFuture;
+use futures_util::future::{LocalBoxFuture, Ready, ready};
+use letip_domain::ListQuery;
+use letip_domain::input::schema::NO_NUL;
+use letip_domain::query::{DEFAULT_LIMIT, DEFAULT_PAGE, MAX_LIMIT, MAX_PAGE};
+use utoipa::IntoParams;
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 
 use crate::error::ApiError;
 
@@ -73,6 +81,120 @@ impl FromRequest for JsonBody {
     }
 }
 
+/// The `{id}` of a record's path. Ids are serial: 1 to 2^31 - 1. Id 0 is a valid number
+/// that names nothing (404, as the original backend answered); anything else that is not
+/// plain decimal digits within an `i32` is a 400 naming `id`. The router has decoded the
+/// segment already, lossily: bytes that are not UTF-8 became U+FFFD, never a digit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Id(pub i32);
+
+impl FromRequest for Id {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let raw = req.match_info().get("id").unwrap_or("");
+        ready(parse_id("id", raw).map(Self))
+    }
+}
+
+impl IntoParams for Id {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            ParameterBuilder::new()
+                .name("id")
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .description(Some(
+                    "The record's id, in decimal digits only; one that names no record \
+                     answers 404.",
+                ))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+                        .minimum(Some(1))
+                        .maximum(Some(i32::MAX)),
+                ))
+                .build(),
+        ]
+    }
+}
+
+/// The query of the business list, parsed by the domain from the raw query string (so a
+/// value that does not decode to UTF-8 is refused by name, not replaced).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListParams(pub ListQuery);
+
+impl FromRequest for ListParams {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(
+            ListQuery::from_query(req.query_string())
+                .map(Self)
+                .map_err(ApiError::from),
+        )
+    }
+}
+
+impl IntoParams for ListParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let query = |name: &str, description: &str, schema: ObjectBuilder| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(description))
+                .schema(Some(schema))
+                .build()
+        };
+        let text = || {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(NO_NUL))
+        };
+        let number = |min: u32, max: u32, default: u32| {
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+                .minimum(Some(min))
+                .maximum(Some(max))
+                .default(Some(default.into()))
+        };
+        vec![
+            query(
+                "city",
+                "Exact, case-sensitive city; empty filters nothing.",
+                text(),
+            ),
+            query(
+                "industry",
+                "Exact, case-sensitive industry; empty filters nothing.",
+                text(),
+            ),
+            query(
+                "enrichment_status",
+                "Exact status; empty filters nothing.",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["pending", "enriched", "failed", ""])),
+            ),
+            query(
+                "page",
+                "1-based page, decimal digits only; a page past the end answers `data: []`.",
+                number(1, MAX_PAGE, DEFAULT_PAGE),
+            ),
+            query(
+                "limit",
+                "Businesses per page, decimal digits only.",
+                number(1, MAX_LIMIT, DEFAULT_LIMIT),
+            ),
+        ]
+    }
+}
+
 /// Parses a path segment as a record id. Only plain decimal digits that fit an `i32` are
 /// ids; anything else is a 400 that names the parameter.
 pub fn parse_id(name: &str, raw: &str) -> Result<i32, ApiError> {
@@ -95,7 +217,18 @@ mod tests {
     fn ids_are_plain_decimal_integers() {
         assert_eq!(parse_id("id", "42"), Ok(42));
         assert_eq!(parse_id("id", "0"), Ok(0));
-        for bad in ["", "abc", "-1", "1.5", "+3", "2147483648", " 1"] {
+        assert_eq!(parse_id("id", "2147483647"), Ok(i32::MAX));
+        for bad in [
+            "",
+            "abc",
+            "-1",
+            "1.5",
+            "+3",
+            "2147483648",
+            " 1",
+            "1\0",
+            "\u{FFFD}",
+        ] {
             let e = parse_id("id", bad).expect_err(bad);
             assert!(e.message().starts_with("id must be"), "{}", e.message());
         }

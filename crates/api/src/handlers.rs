@@ -1,17 +1,22 @@
 //! Handlers of the lead routes. Each parses its input, makes one repository call and
 //! maps the answer; nothing else happens here.
 
+//!
+//! Each `#[utoipa::path]` lists the answers particular to its operation; the document
+//! assembly ([`crate::ApiDoc`]) adds those every operation shares (413 wherever a body is
+//! read, 500 on every route that reads the database).
+
 use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use letip_domain::{
-    Body, BusinessDetail, BusinessPage, BusinessPatch, EnrichmentRun, Fetched, ListQuery,
-    MessageStatusUpdate, NewBusiness, NewContact, NewMessage, Stats,
+    Body, BusinessDetail, BusinessPage, BusinessPatch, EnrichmentRun, Fetched, MessageStatusUpdate,
+    NewBusiness, NewContact, NewMessage, Stats,
 };
 use serde::Serialize;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{JsonBody, parse_id};
+use crate::extract::{Id, JsonBody, ListParams};
 
 /// The header that tells where a cacheable read was answered from.
 pub const X_CACHE: &str = "x-cache";
@@ -28,38 +33,31 @@ fn cached<T: Serialize>(fetched: Fetched<T>) -> HttpResponse {
     }
 }
 
-fn query(req: &HttpRequest) -> Result<ListQuery, ApiError> {
-    let pairs = url::form_urlencoded::parse(req.query_string().as_bytes());
-    Ok(ListQuery::from_pairs(pairs)?)
-}
-
 /// Lists businesses with their contacts, newest first.
 #[utoipa::path(
     get, path = "/api/businesses", tag = "businesses",
-    params(
-        ("city" = Option<String>, Query, description = "exact city"),
-        ("industry" = Option<String>, Query, description = "exact industry"),
-        ("enrichment_status" = Option<String>, Query, description = "pending, enriched or failed"),
-        ("page" = Option<u32>, Query, description = "1-based page, default 1"),
-        ("limit" = Option<u32>, Query, description = "1 to 100, default 20"),
-    ),
+    params(ListParams),
     responses(
-        (status = 200, body = BusinessPage, headers(("X-Cache" = String, description = "HIT, MISS or BYPASS"))),
-        (status = 400, body = ErrorBody),
+        (status = 200, description = "One page, newest `created_at` first, ties by id descending.",
+            body = BusinessPage, headers(("X-Cache" = CacheHeader, description = "HIT, MISS or BYPASS")),
+            links(("BusinessDetail" = (operation_id = "business_detail",
+                parameters(("id" = "$response.body#/data/0/id")))))),
+        (status = 400, description = "A parameter out of range, not decimal digits, given twice, \
+            an unknown status, or text with NUL or that does not decode to UTF-8; the message names it.",
+            body = ErrorBody),
     )
 )]
 pub async fn list_businesses(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    q: ListParams,
 ) -> Result<HttpResponse, ApiError> {
-    let q = query(&req)?;
-    Ok(cached(state.repo.list_businesses(&q).await?))
+    Ok(cached(state.repo.list_businesses(&q.0).await?))
 }
 
 /// The dashboard's counters.
 #[utoipa::path(
     get, path = "/api/businesses/stats", tag = "businesses",
-    responses((status = 200, body = Stats, headers(("X-Cache" = String, description = "HIT, MISS or BYPASS"))))
+    responses((status = 200, body = Stats, headers(("X-Cache" = CacheHeader, description = "HIT, MISS or BYPASS"))))
 )]
 pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(cached(state.repo.stats().await?))
@@ -68,25 +66,39 @@ pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
 /// One business with its contacts, 10 newest enrichment logs and 5 newest messages.
 #[utoipa::path(
     get, path = "/api/businesses/{id}", tag = "businesses",
-    params(("id" = i32, Path)),
+    params(Id),
     responses(
-        (status = 200, body = BusinessDetail, headers(("X-Cache" = String, description = "HIT, MISS or BYPASS"))),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 200, body = BusinessDetail,
+            headers(("X-Cache" = CacheHeader, description = "HIT, MISS or BYPASS")),
+            links(
+                ("DeleteContact" = (operation_id = "delete_contact",
+                    parameters(("id" = "$response.body#/contacts/0/id")))),
+                ("UpdateMessage" = (operation_id = "update_message",
+                    parameters(("id" = "$response.body#/outreach_messages/0/id")))),
+            )),
+        (status = 400, description = BAD_ID, body = ErrorBody),
+        (status = 404, description = "No business has this id.", body = ErrorBody),
     )
 )]
-pub async fn business_detail(
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let id = parse_id("id", &id)?;
-    Ok(cached(state.repo.business_detail(id).await?))
+pub async fn business_detail(state: web::Data<AppState>, id: Id) -> Result<HttpResponse, ApiError> {
+    Ok(cached(state.repo.business_detail(id.0).await?))
 }
 
 /// Creates a business.
 #[utoipa::path(
     post, path = "/api/businesses", tag = "businesses",
     request_body = NewBusiness,
-    responses((status = 201, body = letip_domain::Business), (status = 400, body = ErrorBody))
+    responses(
+        (status = 201, body = letip_domain::Business, links(
+            ("BusinessDetail" = (operation_id = "business_detail", parameters(("id" = "$response.body#/id")))),
+            ("UpdateBusiness" = (operation_id = "update_business", parameters(("id" = "$response.body#/id")))),
+            ("DeleteBusiness" = (operation_id = "delete_business", parameters(("id" = "$response.body#/id")))),
+            ("Enrich" = (operation_id = "enrich", parameters(("id" = "$response.body#/id")))),
+            ("CreateContact" = (operation_id = "create_contact", parameters(("id" = "$response.body#/id")))),
+            ("CreateMessage" = (operation_id = "create_message", parameters(("id" = "$response.body#/id")))),
+        )),
+        (status = 400, description = BAD_BODY, body = ErrorBody),
+    )
 )]
 pub async fn create_business(
     state: web::Data<AppState>,
@@ -99,129 +111,161 @@ pub async fn create_business(
 /// Changes some fields of a business; `null` clears a nullable field.
 #[utoipa::path(
     patch, path = "/api/businesses/{id}", tag = "businesses",
-    params(("id" = i32, Path)),
+    params(Id),
     request_body = BusinessPatch,
     responses(
-        (status = 200, body = letip_domain::Business),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 200, description = "The business; an empty patch answers it unchanged.",
+            body = letip_domain::Business),
+        (status = 400, description = BAD_ID_OR_BODY, body = ErrorBody),
+        (status = 404, description = "No business has this id.", body = ErrorBody),
     )
 )]
 pub async fn update_business(
     state: web::Data<AppState>,
-    id: web::Path<String>,
+    id: Id,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id("id", &id)?;
     let patch = BusinessPatch::from_json(&body.0)?;
-    Ok(HttpResponse::Ok().json(state.repo.update_business(id, patch).await?))
+    Ok(HttpResponse::Ok().json(state.repo.update_business(id.0, patch).await?))
 }
 
 /// Deletes a business with its contacts, logs and messages.
 #[utoipa::path(
     delete, path = "/api/businesses/{id}", tag = "businesses",
-    params(("id" = i32, Path)),
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+    params(Id),
+    responses(
+        (status = 204, description = "Deleted, with its contacts, logs and messages."),
+        (status = 400, description = BAD_ID, body = ErrorBody),
+        (status = 404, description = "No business has this id.", body = ErrorBody),
+    )
 )]
-pub async fn delete_business(
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let id = parse_id("id", &id)?;
-    state.repo.delete_business(id).await?;
+pub async fn delete_business(state: web::Data<AppState>, id: Id) -> Result<HttpResponse, ApiError> {
+    state.repo.delete_business(id.0).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 /// Records the outcome of one enrichment run in one transaction.
 #[utoipa::path(
     post, path = "/api/enrich/{id}", tag = "enrichment",
-    params(("id" = i32, Path)),
+    params(Id),
     request_body = EnrichmentRun,
     responses(
-        (status = 200, body = BusinessDetail),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 200, description = "The business as its detail shows it.", body = BusinessDetail,
+            links(
+                ("DeleteContact" = (operation_id = "delete_contact",
+                    parameters(("id" = "$response.body#/contacts/0/id")))),
+            )),
+        (status = 400, description = BAD_ID_OR_BODY, body = ErrorBody),
+        (status = 404, description = "No business has this id.", body = ErrorBody),
     )
 )]
 pub async fn enrich(
     state: web::Data<AppState>,
-    id: web::Path<String>,
+    id: Id,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id("id", &id)?;
     let run = EnrichmentRun::from_json(&body.0)?;
-    Ok(HttpResponse::Ok().json(state.repo.enrich(id, run).await?))
+    Ok(HttpResponse::Ok().json(state.repo.enrich(id.0, run).await?))
 }
 
 /// Adds a contact to a business.
 #[utoipa::path(
     post, path = "/api/businesses/{id}/contacts", tag = "contacts",
-    params(("id" = i32, Path)),
+    params(Id),
     request_body = NewContact,
     responses(
-        (status = 201, body = letip_domain::Contact),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 201, body = letip_domain::Contact, links(
+            ("DeleteContact" = (operation_id = "delete_contact", parameters(("id" = "$response.body#/id")))),
+            ("BusinessDetail" = (operation_id = "business_detail", parameters(("id" = "$response.body#/business_id")))),
+        )),
+        (status = 400, description = BAD_ID_OR_BODY, body = ErrorBody),
+        (status = 404, description = "No business has this id.", body = ErrorBody),
     )
 )]
 pub async fn create_contact(
     state: web::Data<AppState>,
-    id: web::Path<String>,
+    id: Id,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id("id", &id)?;
     let new = NewContact::from_json(&body.0)?;
-    Ok(HttpResponse::Created().json(state.repo.create_contact(id, new).await?))
+    Ok(HttpResponse::Created().json(state.repo.create_contact(id.0, new).await?))
 }
 
 /// Deletes a contact; messages addressed to it keep their text with no contact.
 #[utoipa::path(
     delete, path = "/api/contacts/{id}", tag = "contacts",
-    params(("id" = i32, Path)),
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+    params(Id),
+    responses(
+        (status = 204, description = "Deleted; its messages keep their text with `contact_id: null`."),
+        (status = 400, description = BAD_ID, body = ErrorBody),
+        (status = 404, description = "No contact has this id.", body = ErrorBody),
+    )
 )]
-pub async fn delete_contact(
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let id = parse_id("id", &id)?;
-    state.repo.delete_contact(id).await?;
+pub async fn delete_contact(state: web::Data<AppState>, id: Id) -> Result<HttpResponse, ApiError> {
+    state.repo.delete_contact(id.0).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 /// Adds a generated outreach message to a business.
 #[utoipa::path(
     post, path = "/api/businesses/{id}/messages", tag = "messages",
-    params(("id" = i32, Path)),
+    params(Id),
     request_body = NewMessage,
     responses(
-        (status = 201, body = letip_domain::OutreachMessage),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 201, description = "The message, with status `generated`.",
+            body = letip_domain::OutreachMessage, links(
+            ("UpdateMessage" = (operation_id = "update_message", parameters(("id" = "$response.body#/id")))),
+            ("BusinessDetail" = (operation_id = "business_detail", parameters(("id" = "$response.body#/business_id")))),
+        )),
+        (status = 400, description = "As for any body, and also when `contact_id` names no \
+            contact of this business (which the schema cannot express).", body = ErrorBody),
+        (status = 404, description = "No business has this id.", body = ErrorBody),
     )
 )]
 pub async fn create_message(
     state: web::Data<AppState>,
-    id: web::Path<String>,
+    id: Id,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id("id", &id)?;
     let new = NewMessage::from_json(&body.0)?;
-    Ok(HttpResponse::Created().json(state.repo.create_message(id, new).await?))
+    Ok(HttpResponse::Created().json(state.repo.create_message(id.0, new).await?))
 }
 
 /// Moves a message to `sent` (setting `sent_at`) or `failed`.
 #[utoipa::path(
     patch, path = "/api/messages/{id}", tag = "messages",
-    params(("id" = i32, Path)),
+    params(Id),
     request_body = MessageStatusUpdate,
     responses(
         (status = 200, body = letip_domain::OutreachMessage),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 400, description = BAD_ID_OR_BODY, body = ErrorBody),
+        (status = 404, description = "No message has this id.", body = ErrorBody),
     )
 )]
 pub async fn update_message(
     state: web::Data<AppState>,
-    id: web::Path<String>,
+    id: Id,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id("id", &id)?;
     let update = MessageStatusUpdate::from_json(&body.0)?;
-    Ok(HttpResponse::Ok().json(state.repo.update_message_status(id, update).await?))
+    Ok(HttpResponse::Ok().json(state.repo.update_message_status(id.0, update).await?))
+}
+
+const BAD_ID: &str = "The id is not decimal digits within 1 to 2147483647 (0 names nothing: 404).";
+const BAD_BODY: &str = "The body is not a JSON object of this schema: malformed JSON, a wrong type, \
+    an unknown or read-only field, a value out of range, text with NUL or an unpaired surrogate, \
+    or a Content-Type other than JSON (a missing one is read as JSON). The message names the \
+    field.";
+const BAD_ID_OR_BODY: &str = "A bad id, or a body that is not a JSON object of this schema \
+    (see `POST /api/businesses`); the message names the parameter or field.";
+
+/// The `X-Cache` header of a cacheable read (documentation only: the values are written
+/// from `CacheStatus::as_str`).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+#[allow(dead_code)] // never built: it only describes the header
+pub(crate) enum CacheHeader {
+    Hit,
+    Miss,
+    Bypass,
 }

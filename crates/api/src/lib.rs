@@ -46,13 +46,16 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// The OpenAPI document, generated from the handlers and the domain types.
+/// The OpenAPI document, generated from the handlers and the domain types, with the
+/// answers every operation shares added by [`SharedAnswers`].
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(
         title = "letip",
-        description = "The businesses API of the Le Tip lead system, answered from a Redis cache kept fresh."
+        description = DOC_DESCRIPTION,
     ),
+    modifiers(&SharedAnswers),
+    components(schemas(handlers::CacheHeader)),
     paths(
         handlers::list_businesses,
         handlers::stats,
@@ -72,6 +75,70 @@ impl std::fmt::Debug for AppState {
     )
 )]
 pub struct ApiDoc;
+
+const DOC_DESCRIPTION: &str = "The businesses API of the Le Tip lead system, answered from \
+a Redis cache kept fresh.
+
+Every error answers the NestJS body `{\"statusCode\": 400, \"message\": \"...\", \
+\"error\": \"Bad Request\"}`; a 400 names the field or parameter at fault, and a rejected \
+request writes nothing. Text that PostgreSQL cannot store (a NUL character, an unpaired \
+UTF-16 surrogate, bytes that are not UTF-8) is a 400 naming its field, in bodies and \
+queries alike. A body sent with a `Content-Type` other than JSON is a 400 too, not a 415, as \
+the NestJS backend answered (a missing `Content-Type` is read as JSON).
+
+A method a path does not have, and a path that does not exist, answer **404** \
+`Cannot PUT /api/businesses` rather than 405, exactly as the NestJS backend this service \
+replaces: a deliberate choice so that clients of that backend see no difference.";
+
+/// Adds the answers that every operation shares: 413 to each one that reads a body, and
+/// 500 to each one under `/api` (they all read PostgreSQL). Stating them once here keeps
+/// the handlers' annotations to what is particular to each.
+#[derive(Debug)]
+struct SharedAnswers;
+
+impl utoipa::Modify for SharedAnswers {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                if op.request_body.is_some() {
+                    op.responses.responses.insert(
+                        "413".into(),
+                        error(&format!(
+                            "The body is larger than {} bytes.",
+                            extract::BODY_LIMIT
+                        ))
+                        .into(),
+                    );
+                }
+                if path.starts_with("/api/") {
+                    op.responses.responses.insert(
+                        "500".into(),
+                        error("PostgreSQL failed; the cause is logged with the request id.").into(),
+                    );
+                }
+            }
+        }
+    }
+}
 
 /// A resource that answers an unsupported method as NestJS does: 404 `Cannot PUT /path`.
 fn resource(path: &str) -> actix_web::Resource {

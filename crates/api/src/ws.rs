@@ -18,7 +18,16 @@ const MAX_CLIENT_FRAME: usize = 64 * 1024;
 /// Upgrades to a WebSocket that receives every event.
 #[utoipa::path(
     get, path = "/ws", tag = "events",
-    responses((status = 101, description = "switching to the WebSocket protocol"))
+    params(
+        ("Connection" = String, Header, description = "`Upgrade`"),
+        ("Upgrade" = String, Header, description = "`websocket`"),
+        ("Sec-WebSocket-Version" = String, Header, description = "`13`"),
+        ("Sec-WebSocket-Key" = String, Header, description = "The client's handshake key."),
+    ),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol."),
+        (status = 400, description = "Not a WebSocket handshake (no body)."),
+    )
 )]
 pub async fn ws(
     state: web::Data<AppState>,

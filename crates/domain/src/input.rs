@@ -2,13 +2,18 @@
 //!
 //! Each `from_json` rejects, with a message naming the field: malformed JSON, a body that
 //! is not an object, unknown or read-only fields, wrong types, unknown enum values and
-//! values out of range. Nothing downstream re-checks them.
+//! values out of range, and text PostgreSQL cannot store (a NUL character, an unpaired
+//! surrogate, bytes that are not UTF-8, or text too long for its column's index). Nothing
+//! downstream re-checks them.
+//!
+//! Each field's schema in the OpenAPI document (see [`schema`]) states the same rules, so a
+//! client generated from it never sends a request these parsers refuse.
 
 use serde::{Deserialize, Deserializer, de::DeserializeOwned};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::validation::{email, http_url, in_range, max_len};
+use crate::validation::{email, http_url, in_range, indexed, max_len, parse_json, storable};
 use crate::{EnrichmentStatus, MessageStatus, ValidationError};
 
 /// Longest business name accepted, after trimming. The only per-field length limit: the
@@ -44,9 +49,7 @@ fn object(
     allowed: &[&str],
     read_only: &[&str],
 ) -> Result<Map<String, Value>, ValidationError> {
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| ValidationError::new("body", format!("body is not valid JSON: {e}")))?;
-    let Value::Object(map) = value else {
+    let Value::Object(map) = parse_json(bytes)? else {
         return Err(ValidationError::new("body", "body must be a JSON object"));
     };
     for key in map.keys() {
@@ -88,6 +91,47 @@ fn typed<T: DeserializeOwned>(map: Map<String, Value>) -> Result<T, ValidationEr
     })
 }
 
+/// A 32-bit integer sent as a JSON number, integral floats too (`1995.0`: JSON Schema and
+/// JavaScript call it an integer, and the original backend took it).
+struct Int(i32);
+
+impl<'de> Deserialize<'de> for Int {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct IntVisitor;
+        impl serde::de::Visitor<'_> for IntVisitor {
+            type Value = i32;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("i32")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i32, E> {
+                i32::try_from(v)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i32, E> {
+                i32::try_from(v)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i32, E> {
+                if v.fract() == 0.0 && (f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&v) {
+                    // Integral and in range: the conversion is exact.
+                    Ok(v as i32)
+                } else {
+                    Err(E::invalid_type(serde::de::Unexpected::Float(v), &self))
+                }
+            }
+        }
+        d.deserialize_any(IntVisitor).map(Self)
+    }
+}
+
+fn int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+    Option::<Int>::deserialize(d).map(|v| v.map(|i| i.0))
+}
+
+fn present_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<i32>>, D::Error> {
+    int(d).map(Some)
+}
+
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
@@ -112,42 +156,66 @@ fn check_required_text(field: &str, value: &str) -> Result<(), ValidationError> 
     Ok(())
 }
 
+/// Refuses the first of `fields` (named after `prefix`) that PostgreSQL cannot store.
+fn storable_all<'a>(
+    prefix: &str,
+    fields: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+) -> Result<(), ValidationError> {
+    for (field, value) in fields {
+        if let Some(v) = value.filter(|v| v.contains('\0')) {
+            return storable(&format!("{prefix}{field}"), v);
+        }
+    }
+    Ok(())
+}
+
 /// A new business, as `POST /api/businesses` accepts it.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewBusiness {
-    /// 1 to 255 characters after trimming.
+    #[schema(schema_with = schema::name)]
     pub name: String,
     #[serde(default)]
+    #[schema(schema_with = schema::text)]
     pub address: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = schema::indexed_text)]
     pub city: Option<String>,
-    /// Defaults to `NJ`.
     #[serde(default)]
+    #[schema(schema_with = schema::state)]
     pub state: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = schema::text)]
     pub zip: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = schema::text)]
     pub phone: Option<String>,
-    /// An http(s) URL.
     #[serde(default)]
+    #[schema(schema_with = schema::website)]
     pub website: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = schema::text)]
     pub business_type: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = schema::indexed_text)]
     pub industry: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "int")]
+    #[schema(minimum = 0, maximum = 10_000_000)]
     pub employee_count: Option<i32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "int")]
+    #[schema(minimum = 1000, maximum = 2100)]
     pub year_founded: Option<i32>,
     #[serde(default)]
+    #[schema(schema_with = schema::text)]
     pub google_maps_url: Option<String>,
     #[serde(default)]
+    #[schema(minimum = -90, maximum = 90)]
     pub latitude: Option<f64>,
     #[serde(default)]
+    #[schema(minimum = -180, maximum = 180)]
     pub longitude: Option<f64>,
-    /// Defaults to `google_maps`.
     #[serde(default)]
+    #[schema(schema_with = schema::source)]
     pub source: Option<String>,
 }
 
@@ -160,7 +228,28 @@ impl NewBusiness {
 
     /// Checks every field and trims the name.
     pub fn validate(&mut self) -> Result<(), ValidationError> {
+        storable_all(
+            "",
+            [
+                ("name", Some(self.name.as_str())),
+                ("address", self.address.as_deref()),
+                ("city", self.city.as_deref()),
+                ("state", self.state.as_deref()),
+                ("zip", self.zip.as_deref()),
+                ("phone", self.phone.as_deref()),
+                ("website", self.website.as_deref()),
+                ("business_type", self.business_type.as_deref()),
+                ("industry", self.industry.as_deref()),
+                ("google_maps_url", self.google_maps_url.as_deref()),
+                ("source", self.source.as_deref()),
+            ],
+        )?;
         check_name(&mut self.name)?;
+        for (field, value) in [("city", &self.city), ("industry", &self.industry)] {
+            if let Some(v) = value {
+                indexed(field, v)?;
+            }
+        }
         if let Some(state) = &self.state {
             check_required_text("state", state)?;
         }
@@ -192,54 +281,54 @@ fn check_numbers(
 }
 
 /// Changes to a business, as `PATCH /api/businesses/{id}` accepts them. An absent field is
-/// left as it is; `null` clears a nullable field.
+/// left as it is; `null` clears a nullable field (`name`, `state` and `source` are not).
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BusinessPatch {
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = schema::name)]
     pub name: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = schema::text)]
     pub address: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = schema::indexed_text)]
     pub city: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = schema::state_patch)]
     pub state: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = schema::text)]
     pub zip: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = schema::text)]
     pub phone: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = schema::website)]
     pub website: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = schema::text)]
     pub business_type: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = schema::indexed_text)]
     pub industry: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i32>)]
+    #[serde(default, deserialize_with = "present_int")]
+    #[schema(value_type = Option<i32>, minimum = 0, maximum = 10_000_000)]
     pub employee_count: Option<Option<i32>>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i32>)]
+    #[serde(default, deserialize_with = "present_int")]
+    #[schema(value_type = Option<i32>, minimum = 1000, maximum = 2100)]
     pub year_founded: Option<Option<i32>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = schema::text)]
     pub google_maps_url: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<f64>)]
+    #[schema(value_type = Option<f64>, minimum = -90, maximum = 90)]
     pub latitude: Option<Option<f64>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<f64>)]
+    #[schema(value_type = Option<f64>, minimum = -180, maximum = 180)]
     pub longitude: Option<Option<f64>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = schema::source_patch)]
     pub source: Option<Option<String>>,
 }
 
@@ -262,8 +351,29 @@ impl BusinessPatch {
                 return Err(ValidationError::field(field, "must not be null"));
             }
         }
+        storable_all(
+            "",
+            [
+                ("name", flat(&self.name)),
+                ("address", flat(&self.address)),
+                ("city", flat(&self.city)),
+                ("state", flat(&self.state)),
+                ("zip", flat(&self.zip)),
+                ("phone", flat(&self.phone)),
+                ("website", flat(&self.website)),
+                ("business_type", flat(&self.business_type)),
+                ("industry", flat(&self.industry)),
+                ("google_maps_url", flat(&self.google_maps_url)),
+                ("source", flat(&self.source)),
+            ],
+        )?;
         if let Some(Some(name)) = &mut self.name {
             check_name(name)?;
+        }
+        for (field, value) in [("city", &self.city), ("industry", &self.industry)] {
+            if let Some(v) = flat(value) {
+                indexed(field, v)?;
+            }
         }
         if let Some(Some(state)) = &self.state {
             check_required_text("state", state)?;
@@ -293,18 +403,22 @@ impl BusinessPatch {
 #[serde(deny_unknown_fields)]
 pub struct NewContact {
     #[serde(default)]
+    #[schema(schema_with = schema::text)]
     pub name: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = schema::text)]
     pub title: Option<String>,
-    /// A valid email address.
     #[serde(default)]
+    #[schema(schema_with = schema::email)]
     pub email: Option<String>,
     /// Defaults to `false`.
     #[serde(default)]
     pub email_verified: Option<bool>,
     #[serde(default)]
+    #[schema(schema_with = schema::text)]
     pub phone: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = schema::text)]
     pub linkedin_url: Option<String>,
     /// Defaults to `false`.
     #[serde(default)]
@@ -331,6 +445,16 @@ impl NewContact {
 
     /// Checks every field; `prefix` is put before field names in errors (`contacts[0].`).
     pub fn validate(&self, prefix: &str) -> Result<(), ValidationError> {
+        storable_all(
+            prefix,
+            [
+                ("name", self.name.as_deref()),
+                ("title", self.title.as_deref()),
+                ("email", self.email.as_deref()),
+                ("phone", self.phone.as_deref()),
+                ("linkedin_url", self.linkedin_url.as_deref()),
+            ],
+        )?;
         if let Some(e) = &self.email {
             email(&format!("{prefix}email"), e)?;
         }
@@ -359,21 +483,42 @@ impl From<EnrichmentOutcome> for EnrichmentStatus {
 #[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewEnrichmentLog {
+    #[schema(schema_with = schema::log_label)]
     pub service: String,
+    #[schema(schema_with = schema::log_label)]
     pub status: String,
-    /// Any JSON value: a string is stored verbatim, any other value as its JSON text.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = schema::log_data)]
     pub request_data: Option<Value>,
-    /// As `request_data`.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = schema::log_data)]
     pub response_data: Option<Value>,
     #[serde(default)]
+    #[schema(schema_with = schema::text)]
     pub error_message: Option<String>,
 }
 
 impl NewEnrichmentLog {
+    /// Checks every field; `prefix` is put before field names in errors (`logs[0].`).
+    /// `service` and `status` are indexed, so their length is bounded.
+    pub fn validate(&self, prefix: &str) -> Result<(), ValidationError> {
+        let (request, response) = (self.request_text(), self.response_text());
+        storable_all(
+            prefix,
+            [
+                ("request_data", request.as_deref()),
+                ("response_data", response.as_deref()),
+                ("error_message", self.error_message.as_deref()),
+            ],
+        )?;
+        for (field, value) in [("service", &self.service), ("status", &self.status)] {
+            let field = format!("{prefix}{field}");
+            indexed(&field, value)?;
+            check_required_text(&field, value)?;
+        }
+        Ok(())
+    }
+
     /// `request_data` as it is stored: a string verbatim, any other JSON value as its JSON
     /// text (what the original backend's `JSON.stringify` stored).
     pub fn request_text(&self) -> Option<String> {
@@ -399,15 +544,31 @@ fn json_text(value: Option<&Value>) -> Option<String> {
 #[serde(deny_unknown_fields)]
 pub struct EnrichmentRun {
     pub status: EnrichmentOutcome,
+    /// At most 200.
     #[serde(default)]
+    #[schema(max_items = 200)]
     pub contacts: Vec<NewContact>,
+    /// At most 200.
     #[serde(default)]
+    #[schema(max_items = 200)]
     pub logs: Vec<NewEnrichmentLog>,
 }
 
 impl EnrichmentRun {
     pub fn from_json(bytes: &[u8]) -> Result<Self, ValidationError> {
-        let run: Self = typed(object(bytes, &["status", "contacts", "logs"], &[])?)?;
+        let map = object(bytes, &["status", "contacts", "logs"], &[])?;
+        // serde reads a struct from an array too (`[null, null]`); the contract wants objects.
+        for list in ["contacts", "logs"] {
+            if let Some(Value::Array(items)) = map.get(list)
+                && let Some(i) = items.iter().position(|item| !item.is_object())
+            {
+                return Err(ValidationError::field(
+                    &format!("{list}[{i}]"),
+                    "must be a JSON object",
+                ));
+            }
+        }
+        let run: Self = typed(map)?;
         run.validate()?;
         Ok(run)
     }
@@ -425,8 +586,7 @@ impl EnrichmentRun {
             c.validate(&format!("contacts[{i}]."))?;
         }
         for (i, log) in self.logs.iter().enumerate() {
-            check_required_text(&format!("logs[{i}].service"), &log.service)?;
-            check_required_text(&format!("logs[{i}].status"), &log.status)?;
+            log.validate(&format!("logs[{i}]."))?;
         }
         Ok(())
     }
@@ -440,9 +600,10 @@ impl EnrichmentRun {
 #[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMessage {
+    #[schema(schema_with = schema::message_text)]
     pub message_text: String,
     /// A contact of the same business.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "int")]
     pub contact_id: Option<i32>,
 }
 
@@ -453,9 +614,8 @@ impl NewMessage {
             &["message_text", "contact_id"],
             &["id", "business_id", "status", "generated_at", "sent_at"],
         )?)?;
-        if new.message_text.trim().is_empty() {
-            return Err(ValidationError::field("message_text", "must not be empty"));
-        }
+        storable("message_text", &new.message_text)?;
+        check_required_text("message_text", &new.message_text)?;
         Ok(new)
     }
 }
@@ -492,6 +652,169 @@ fn flat(v: &Option<Option<String>>) -> Option<&str> {
     v.as_ref().and_then(|v| v.as_deref())
 }
 
+/// The OpenAPI schemas of the text fields: the same rules as the parsers above, stated as
+/// JSON Schema (`pattern` is an ECMA-262 regular expression, as JSON Schema uses).
+pub mod schema {
+    use utoipa::openapi::schema::{
+        ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, SchemaType, Type,
+    };
+
+    use super::NAME_MAX;
+    use crate::validation::INDEXED_TEXT_MAX;
+
+    /// Any text without NUL (U+0000), which PostgreSQL text cannot hold.
+    pub const NO_NUL: &str = r"^[^\u0000]*$";
+    /// Text without NUL that is not empty once trimmed: it holds a character that is not
+    /// Unicode White_Space (what Rust's `str::trim` removes, listed one by one because
+    /// regular expression dialects disagree on `\s`).
+    pub const NOT_BLANK: &str = concat!(
+        r"^[^\u0000]*",
+        r"[^\u0000\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
+        r"[^\u0000]*$"
+    );
+    /// An http(s) URI whose host is a domain name: what `website` is checked against.
+    pub const HTTP_URL: &str = concat!(
+        r"^[Hh][Tt][Tt][Pp][Ss]?://",
+        r"(?:[A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*",
+        r"(?::[0-9]{1,4})?",
+        r"(?:[/?](?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})*)?",
+        r"(?:#(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})*)?$"
+    );
+    /// An address whose domain has a dot (`user@localhost` is refused).
+    pub const DOTTED_EMAIL: &str = r"^[^\u0000]*@[^\u0000@]*\.[^\u0000@]*$";
+
+    fn string(nullable: bool) -> ObjectBuilder {
+        let ty = if nullable {
+            SchemaType::from_iter([Type::String, Type::Null])
+        } else {
+            SchemaType::new(Type::String)
+        };
+        ObjectBuilder::new().schema_type(ty)
+    }
+
+    /// Optional text of any length: `null` or absent leaves it unset.
+    pub fn text() -> Schema {
+        string(true).pattern(Some(NO_NUL)).into()
+    }
+
+    /// Optional text whose column is indexed: at most [`INDEXED_TEXT_MAX`] characters.
+    pub fn indexed_text() -> Schema {
+        string(true)
+            .pattern(Some(NO_NUL))
+            .max_length(Some(INDEXED_TEXT_MAX))
+            .description(Some(format!(
+                "At most {INDEXED_TEXT_MAX} characters: the column is indexed."
+            )))
+            .into()
+    }
+
+    /// The business name: required, never `null`.
+    pub fn name() -> Schema {
+        string(false)
+            .pattern(Some(NOT_BLANK))
+            .min_length(Some(1))
+            .max_length(Some(NAME_MAX))
+            .description(Some(format!(
+                "1 to {NAME_MAX} characters after trimming white space; stored trimmed."
+            )))
+            .into()
+    }
+
+    /// `state` of a new business: `null` or absent means `NJ`.
+    pub fn state() -> Schema {
+        string(true)
+            .pattern(Some(NOT_BLANK))
+            .min_length(Some(1))
+            .description(Some("Defaults to `NJ` when absent or `null`; never blank."))
+            .into()
+    }
+
+    /// `state` in a patch: it cannot be cleared.
+    pub fn state_patch() -> Schema {
+        string(false)
+            .pattern(Some(NOT_BLANK))
+            .min_length(Some(1))
+            .description(Some(
+                "Cannot be cleared: `null` and blank text are refused.",
+            ))
+            .into()
+    }
+
+    /// `source` of a new business: `null` or absent means `google_maps`.
+    pub fn source() -> Schema {
+        string(true)
+            .pattern(Some(NOT_BLANK))
+            .min_length(Some(1))
+            .description(Some(
+                "Defaults to `google_maps` when absent or `null`; never blank.",
+            ))
+            .into()
+    }
+
+    /// `source` in a patch: it cannot be cleared.
+    pub fn source_patch() -> Schema {
+        state_patch()
+    }
+
+    pub fn website() -> Schema {
+        string(true)
+            .format(Some(SchemaFormat::Custom("uri".into())))
+            .pattern(Some(HTTP_URL))
+            .description(Some(
+                "An http(s) URL, such as https://example.com: ASCII only (a host in \
+                 punycode, other characters %-escaped) and a domain name as its host.",
+            ))
+            .into()
+    }
+
+    pub fn email() -> Schema {
+        string(true)
+            .format(Some(SchemaFormat::Custom("email".into())))
+            .pattern(Some(DOTTED_EMAIL))
+            .description(Some("A valid email address with a dotted domain."))
+            .into()
+    }
+
+    /// `service` and `status` of an enrichment log: required, not blank, indexed.
+    pub fn log_label() -> Schema {
+        string(false)
+            .pattern(Some(NOT_BLANK))
+            .min_length(Some(1))
+            .max_length(Some(INDEXED_TEXT_MAX))
+            .description(Some(format!(
+                "Not blank; at most {INDEXED_TEXT_MAX} characters: the column is indexed."
+            )))
+            .into()
+    }
+
+    /// `request_data` / `response_data`: any JSON value. A string is stored verbatim (so it
+    /// may not hold NUL); any other value is stored as its JSON text, where NUL is escaped.
+    pub fn log_data() -> Schema {
+        OneOfBuilder::new()
+            .item(string(false).pattern(Some(NO_NUL)))
+            .item(ObjectBuilder::new().schema_type(SchemaType::from_iter([
+                Type::Object,
+                Type::Array,
+                Type::Number,
+                Type::Boolean,
+                Type::Null,
+            ])))
+            .description(Some(
+                "Any JSON value. A string is stored and answered verbatim; any other value \
+                 is stored as its JSON text and answered as that string.",
+            ))
+            .into()
+    }
+
+    pub fn message_text() -> Schema {
+        string(false)
+            .pattern(Some(NOT_BLANK))
+            .min_length(Some(1))
+            .description(Some("Not blank; any length."))
+            .into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -516,7 +839,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_name_has_a_length_limit() {
+    fn only_the_name_and_indexed_columns_have_a_length_limit() {
         // The original API limited no other text field, and stored rows hold longer ones.
         let long = "x".repeat(300);
         let body = serde_json::json!({
@@ -532,6 +855,68 @@ mod tests {
         assert!(NewContact::from_json(c.to_string().as_bytes()).is_ok());
         let m = serde_json::json!({"message_text": "y".repeat(20_000)});
         assert!(NewMessage::from_json(m.to_string().as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn text_postgresql_cannot_store_is_refused_by_field() {
+        for (body, field) in [
+            (r#"{"name": "Nul\u0000Co"}"#, "name"),
+            (r#"{"name": "A", "city": "x\u0000"}"#, "city"),
+            (
+                r#"{"name": "A", "website": "https://a.com/\u0000"}"#,
+                "website",
+            ),
+            (r#"{"name": "A", "zip": "\ud800"}"#, "zip"),
+        ] {
+            let e = err(NewBusiness::from_json(body.as_bytes()));
+            assert_eq!(e.field, field, "{body}");
+            assert!(e.message.starts_with(field), "{}", e.message);
+        }
+        let e = err(BusinessPatch::from_json(br#"{"phone": "1\u00002"}"#));
+        assert_eq!(e.field, "phone");
+        assert!(e.message.contains("NUL"), "{}", e.message);
+        let e = err(NewMessage::from_json(br#"{"message_text": "Hi\u0000"}"#));
+        assert_eq!(e.field, "message_text");
+        let e = err(NewContact::from_json(br#"{"title": "\u0000"}"#));
+        assert_eq!(e.field, "title");
+        let e = err(EnrichmentRun::from_json(
+            br#"{"status": "failed", "contacts": [{}, {"name": "\u0000"}]}"#,
+        ));
+        assert_eq!(e.field, "contacts[1].name");
+        let e = err(EnrichmentRun::from_json(
+            br#"{"status": "failed", "logs": [{"service": "s", "status": "ok", "request_data": "a\u0000"}]}"#,
+        ));
+        assert_eq!(e.field, "logs[0].request_data");
+        // Inside JSON that is stored as its text, a NUL is escaped and so is storable.
+        let run = EnrichmentRun::from_json(
+            br#"{"status": "failed", "logs": [{"service": "s", "status": "ok", "request_data": {"a": "\u0000"}}]}"#,
+        )
+        .expect("valid");
+        assert_eq!(
+            run.logs
+                .first()
+                .and_then(NewEnrichmentLog::request_text)
+                .as_deref(),
+            Some(r#"{"a":"\u0000"}"#)
+        );
+    }
+
+    #[test]
+    fn indexed_columns_take_at_most_600_characters() {
+        let ok = serde_json::json!({"name": "A", "city": "é".repeat(600)}).to_string();
+        assert!(NewBusiness::from_json(ok.as_bytes()).is_ok());
+        for field in ["city", "industry"] {
+            let body = serde_json::json!({"name": "A", field: "x".repeat(601)}).to_string();
+            assert_eq!(err(NewBusiness::from_json(body.as_bytes())).field, field);
+            assert_eq!(err(BusinessPatch::from_json(body.as_bytes())).field, field);
+        }
+        let body = serde_json::json!({"status": "failed", "logs": [
+            {"service": "s".repeat(601), "status": "ok"}]})
+        .to_string();
+        assert_eq!(
+            err(EnrichmentRun::from_json(body.as_bytes())).field,
+            "logs[0].service"
+        );
     }
 
     #[test]
@@ -560,6 +945,41 @@ mod tests {
         assert_eq!(err(NewBusiness::from_json(b"")).field, "body");
         let e = err(NewBusiness::from_json(br#"{"name": 5}"#));
         assert_eq!(e.field, "name");
+    }
+
+    #[test]
+    fn integers_may_be_sent_as_integral_floats() {
+        let b = NewBusiness::from_json(
+            br#"{"name": "A", "year_founded": 1995.0, "employee_count": 1e3}"#,
+        )
+        .expect("valid");
+        assert_eq!((b.year_founded, b.employee_count), (Some(1995), Some(1000)));
+        let p = BusinessPatch::from_json(br#"{"year_founded": 2000.0, "employee_count": null}"#)
+            .expect("valid");
+        assert_eq!(
+            (p.year_founded, p.employee_count),
+            (Some(Some(2000)), Some(None))
+        );
+        for bad in [r#""ten""#, "1.5", "3000000000", "true"] {
+            let body = format!(r#"{{"name": "A", "employee_count": {bad}}}"#);
+            let e = err(NewBusiness::from_json(body.as_bytes()));
+            assert_eq!(e.field, "employee_count", "{bad}");
+            assert!(e.message.contains("expected i32"), "{}", e.message);
+        }
+        let m = NewMessage::from_json(br#"{"message_text": "Hi", "contact_id": 4.0}"#).expect("ok");
+        assert_eq!(m.contact_id, Some(4));
+    }
+
+    #[test]
+    fn enrichment_items_must_be_objects() {
+        let e = err(EnrichmentRun::from_json(
+            br#"{"status": "failed", "contacts": [{}, [null, null]]}"#,
+        ));
+        assert_eq!(e.field, "contacts[1]");
+        let e = err(EnrichmentRun::from_json(
+            br#"{"status": "failed", "logs": ["x"]}"#,
+        ));
+        assert_eq!(e.field, "logs[0]");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use crate::validation::storable;
 use crate::{EnrichmentStatus, ValidationError};
 
 pub const DEFAULT_PAGE: u32 = 1;
@@ -45,6 +46,31 @@ impl ListQuery {
         i64::from(self.page.saturating_sub(1)) * i64::from(self.limit)
     }
 
+    /// Parses a raw URL query string (`city=Red%20Bank&page=2`), decoded as an HTML form
+    /// is: `+` is a space, `%XX` a byte. A known parameter whose value does not decode to
+    /// UTF-8 is refused by name (a lenient decoder would silently filter on U+FFFD
+    /// instead); unknown parameters are ignored whatever they hold.
+    pub fn from_query(raw: &str) -> Result<Self, ValidationError> {
+        let mut pairs = Vec::new();
+        for piece in raw.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = piece.split_once('=').unwrap_or((piece, ""));
+            let Ok(key) = String::from_utf8(form_decode(key)) else {
+                continue;
+            };
+            if !is_known(&key) {
+                continue;
+            }
+            let value = String::from_utf8(form_decode(value)).map_err(|_| {
+                ValidationError::field(
+                    &key,
+                    "must be UTF-8 text once percent-decoded (such as %C3%A9 for é)",
+                )
+            })?;
+            pairs.push((key, value));
+        }
+        Self::from_pairs(pairs)
+    }
+
     /// Parses decoded query pairs. Unknown parameters are ignored, as the original backend
     /// did; a known one given twice is an error rather than a silent pick.
     pub fn from_pairs<K, V, I>(pairs: I) -> Result<Self, ValidationError>
@@ -57,19 +83,15 @@ impl ListQuery {
         let mut seen = HashSet::new();
         for (key, value) in pairs {
             let (key, value) = (key.as_ref(), value.as_ref());
-            let known = matches!(
-                key,
-                "city" | "industry" | "enrichment_status" | "page" | "limit"
-            );
-            if !known {
+            if !is_known(key) {
                 continue;
             }
             if !seen.insert(key.to_owned()) {
                 return Err(ValidationError::field(key, "must be given at most once"));
             }
             match key {
-                "city" => q.filter.city = filter_value(value),
-                "industry" => q.filter.industry = filter_value(value),
+                "city" => q.filter.city = filter_value(key, value)?,
+                "industry" => q.filter.industry = filter_value(key, value)?,
                 "enrichment_status" if !value.is_empty() => {
                     q.filter.enrichment_status = Some(EnrichmentStatus::parse(key, value)?);
                 }
@@ -82,9 +104,24 @@ impl ListQuery {
     }
 }
 
-/// Any value a row can hold is a valid filter: the URL length limit bounds it.
-fn filter_value(value: &str) -> Option<String> {
-    (!value.is_empty()).then(|| value.to_owned())
+fn is_known(key: &str) -> bool {
+    matches!(
+        key,
+        "city" | "industry" | "enrichment_status" | "page" | "limit"
+    )
+}
+
+/// `application/x-www-form-urlencoded` decoding to bytes, which may not be UTF-8.
+fn form_decode(s: &str) -> Vec<u8> {
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced).collect()
+}
+
+/// Any value a row can hold is a valid filter: the URL length limit bounds it. A NUL
+/// cannot be in a row, and PostgreSQL refuses to compare with one.
+fn filter_value(key: &str, value: &str) -> Result<Option<String>, ValidationError> {
+    storable(key, value)?;
+    Ok((!value.is_empty()).then(|| value.to_owned()))
 }
 
 fn number(key: &str, value: &str, min: u32, max: u32) -> Result<u32, ValidationError> {
@@ -156,6 +193,46 @@ mod tests {
             assert!(e.message.starts_with(k), "{}", e.message);
         }
         let e = parse(&[("city", "a"), ("city", "b")]).expect_err("duplicate");
+        assert_eq!(e.field, "city");
+    }
+
+    #[test]
+    fn a_raw_query_is_decoded_as_a_form() {
+        let q = ListQuery::from_query("city=Red+Bank&industry=Caf%C3%A9%20%26%20Bar&page=2&x=%FF")
+            .expect("valid");
+        assert_eq!(q.filter.city.as_deref(), Some("Red Bank"));
+        assert_eq!(q.filter.industry.as_deref(), Some("Café & Bar"));
+        assert_eq!(q.page, 2);
+        assert_eq!(
+            ListQuery::from_query("").expect("valid"),
+            ListQuery::default()
+        );
+        assert_eq!(
+            ListQuery::from_query("&&city&limit=5&")
+                .expect("valid")
+                .limit,
+            5
+        );
+        // Unknown parameters are ignored whatever they hold, even undecodable names.
+        assert!(ListQuery::from_query("%FF=1&utm=%00&%E2%82=x").is_ok());
+    }
+
+    #[test]
+    fn text_postgresql_cannot_compare_is_refused_by_name() {
+        for (raw, field) in [
+            ("city=a%00b", "city"),
+            ("industry=%00", "industry"),
+            ("city=%FF", "city"),
+            ("industry=%ED%A0%80", "industry"),
+            ("city=ok&industry=%C3", "industry"),
+            ("enrichment_status=%FE", "enrichment_status"),
+            ("page=%00", "page"),
+        ] {
+            let e = ListQuery::from_query(raw).expect_err(raw);
+            assert_eq!(e.field, field, "{raw}");
+            assert!(e.message.starts_with(field), "{}", e.message);
+        }
+        let e = parse(&[("city", "a\0b")]).expect_err("NUL");
         assert_eq!(e.field, "city");
     }
 

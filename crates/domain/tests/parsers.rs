@@ -1,6 +1,6 @@
 //! Property tests of every parser of outside input: whatever arrives, a parser answers a
 //! validated value or an error that names what is wrong; it never panics, and what it
-//! accepts is within the contract's bounds.
+//! accepts is within the contract's bounds and holds only text PostgreSQL can store.
 
 use letip_domain::{
     BusinessPatch, EnrichmentRun, ListQuery, MessageStatusUpdate, NewBusiness, NewContact,
@@ -25,6 +25,8 @@ fn json_value() -> impl Strategy<Value = Value> {
             .prop_filter("finite", |f| f.is_finite())
             .prop_map(Value::from),
         "\\PC{0,40}".prop_map(Value::from),
+        // NUL, which PostgreSQL text cannot hold, among ordinary characters.
+        "[a\u{0}é]{0,6}".prop_map(Value::from),
     ];
     leaf.prop_recursive(3, 24, 6, |inner| {
         prop_oneof![
@@ -100,6 +102,58 @@ proptest! {
                 prop_assert!(b.website.as_deref().is_none_or(|w| w.starts_with("http")));
             }
             Err(e) => prop_assert!(well_formed(&e), "{e:?}"),
+        }
+    }
+
+    #[test]
+    fn text_with_nul_or_unpaired_surrogates_is_refused_by_field(
+        field in prop_oneof![
+            Just("name"), Just("address"), Just("city"), Just("state"), Just("zip"),
+            Just("phone"), Just("website"), Just("business_type"), Just("industry"),
+            Just("google_maps_url"), Just("source"),
+        ],
+        before in "[a-z]{0,5}",
+        after in "[a-z]{0,5}",
+        fault in prop_oneof![Just("\\u0000"), Just("\\ud800"), Just("\\udfff"), Just("\\ud83d\\u0041")],
+    ) {
+        // Written as JSON text: serde_json cannot build a string with a lone surrogate.
+        let name = if field == "name" { String::new() } else { r#""name": "A", "#.to_owned() };
+        let body = format!(r#"{{{name}"{field}": "https://{before}{fault}{after}"}}"#);
+        for e in [
+            NewBusiness::from_json(body.as_bytes()).expect_err("refused"),
+            BusinessPatch::from_json(body.as_bytes()).expect_err("refused"),
+        ] {
+            prop_assert_eq!(e.field.as_str(), field, "{}: {:?}", body, e);
+            prop_assert!(e.message.starts_with(field), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn accepted_bodies_hold_no_nul(v in json_value()) {
+        let bytes = serde_json::to_vec(&v).expect("serializable");
+        if let Ok(b) = NewBusiness::from_json(&bytes) {
+            let texts = [Some(&b.name), b.address.as_ref(), b.city.as_ref(), b.state.as_ref(),
+                b.zip.as_ref(), b.phone.as_ref(), b.website.as_ref(), b.business_type.as_ref(),
+                b.industry.as_ref(), b.google_maps_url.as_ref(), b.source.as_ref()];
+            prop_assert!(texts.iter().flatten().all(|t| !t.contains('\0')), "{b:?}");
+        }
+        if let Ok(c) = NewContact::from_json(&bytes) {
+            let texts = [&c.name, &c.title, &c.email, &c.phone, &c.linkedin_url];
+            prop_assert!(texts.iter().copied().flatten().all(|t| !t.contains('\0')), "{c:?}");
+        }
+        if let Ok(m) = NewMessage::from_json(&bytes) {
+            prop_assert!(!m.message_text.contains('\0'));
+        }
+    }
+
+    #[test]
+    fn raw_queries_never_panic_and_hold_no_nul(raw in "[a-z=&%+0-9A-F\u{0}é]{0,40}") {
+        match ListQuery::from_query(&raw) {
+            Ok(q) => {
+                prop_assert!((1..=100).contains(&q.limit));
+                prop_assert!(q.filter.city.iter().chain(&q.filter.industry).all(|t| !t.contains('\0')));
+            }
+            Err(e) => prop_assert!(e.message.starts_with(&e.field), "{e:?}"),
         }
     }
 
