@@ -672,6 +672,16 @@ pub mod schema {
         r"[^\u0000\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
         r"[^\u0000]*$"
     );
+    /// A business name: 1 to 255 characters once white space is trimmed from both ends
+    /// (any white space around them is accepted and trimmed away), without NUL. A
+    /// `maxLength` could only count the untrimmed text.
+    pub const NAME: &str = concat!(
+        r"^[\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*",
+        r"[^\u0000\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
+        r"(?:[^\u0000]{0,253}",
+        r"[^\u0000\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?",
+        r"[\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    );
     /// An http(s) URI whose host is a domain name: what `website` is checked against.
     pub const HTTP_URL: &str = concat!(
         r"^[Hh][Tt][Tt][Pp][Ss]?://",
@@ -711,9 +721,8 @@ pub mod schema {
     /// The business name: required, never `null`.
     pub fn name() -> Schema {
         string(false)
-            .pattern(Some(NOT_BLANK))
+            .pattern(Some(NAME))
             .min_length(Some(1))
-            .max_length(Some(NAME_MAX))
             .description(Some(format!(
                 "1 to {NAME_MAX} characters after trimming white space; stored trimmed."
             )))
