@@ -681,6 +681,8 @@ impl Repository for PgStore {
         Health {
             database,
             cache: "disabled",
+            near_tier: None,
+            change_feed: None,
         }
     }
 }
