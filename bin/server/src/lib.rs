@@ -220,7 +220,7 @@ pub async fn start_with(
     } else {
         config.workers
     };
-    let server = letip_api::server(state, listener, workers)?;
+    let server = letip_api::server(state, listener, workers, config.keep_alive())?;
     let handle = server.handle();
     let task = tokio::spawn(server);
     tracing::info!(%addr, "listening on http://{addr}");

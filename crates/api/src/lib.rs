@@ -109,15 +109,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(SwaggerUi::new("/api/docs/{_:.*}").url("/api/openapi.json", ApiDoc::openapi()));
 }
 
-/// Starts the HTTP server on `listener` with `workers` threads. The returned server runs
+/// Starts the HTTP server on `listener` with `workers` threads, keeping idle connections
+/// open for `keep_alive` (`None`: closed after each response). The returned server runs
 /// once awaited. It does not watch signals: its owner stops it through its handle (after
 /// closing the event hub, so WebSocket clients get a close frame).
 pub fn server(
     state: AppState,
     listener: TcpListener,
     workers: usize,
+    keep_alive: Option<std::time::Duration>,
 ) -> std::io::Result<actix_web::dev::Server> {
     let state = web::Data::new(state);
+    let keep_alive = keep_alive.map_or(actix_web::http::KeepAlive::Disabled, Into::into);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -127,6 +130,7 @@ pub fn server(
             .wrap(TracingLogger::default())
     })
     .workers(workers.max(1))
+    .keep_alive(keep_alive)
     .disable_signals()
     .shutdown_timeout(30)
     .listen(listener)?
