@@ -115,7 +115,8 @@ async fn health_polled_fast_while_redis_flaps_sends_one_probe_at_a_time() {
             "redis was never reported {state}"
         );
     }
-    assert!(link.pings_sent() > 10, "health checks asked Redis");
+    // Few while the circuit is open (at most two a second), many while it is closed.
+    assert!(link.pings_sent() >= 3, "health checks asked Redis");
     assert_eq!(
         link.pings_in_flight_peak(),
         1,
