@@ -23,7 +23,7 @@
 //! The hot path takes no pool checkout: a few multiplexed connections, made and replaced
 //! by deadpool-redis, are shared by every request.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
@@ -272,6 +272,43 @@ pub(crate) enum Raw {
     Miss(Ticket),
 }
 
+/// Scopes whose invalidation failed, each with the number of its latest failure. A
+/// retry that succeeds clears a scope only if it failed no more since the retry began:
+/// a write whose invalidation fails while an older one's retry is in flight made a
+/// change that retry cannot have covered.
+#[derive(Debug, Default)]
+struct Pending {
+    scopes: HashMap<String, u64>,
+    failures: u64,
+}
+
+impl Pending {
+    fn failed(&mut self, scope: &str) {
+        self.failures += 1;
+        self.scopes.insert(scope.to_owned(), self.failures);
+    }
+
+    fn snapshot(&self) -> Vec<(String, u64)> {
+        self.scopes.iter().map(|(s, n)| (s.clone(), *n)).collect()
+    }
+
+    /// A retry of `scope`'s invalidation, begun when its latest failure was `failure`,
+    /// succeeded.
+    fn applied(&mut self, scope: &str, failure: u64) {
+        if self.scopes.get(scope) == Some(&failure) {
+            self.scopes.remove(scope);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.scopes.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.scopes.len()
+    }
+}
+
 /// Which calls go to Redis while the breaker holds calls off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Gate {
@@ -317,7 +354,7 @@ pub struct RedisCache {
     scripts: Scripts,
     /// Scopes whose invalidation could not be applied. Nothing of such a scope is served
     /// until its invalidation has been applied, as any entry of it may be stale.
-    pending: Mutex<HashSet<String>>,
+    pending: Mutex<Pending>,
     namespace: String,
     config: RedisConfig,
 }
@@ -403,7 +440,7 @@ impl RedisCache {
                 store: Script::new(STORE),
                 invalidate: Script::new(INVALIDATE),
             },
-            pending: Mutex::new(HashSet::new()),
+            pending: Mutex::new(Pending::default()),
             probe: tokio::sync::Mutex::new(None),
             opened: Arc::new(tokio::sync::Notify::new()),
             answering: AtomicBool::new(true),
@@ -572,7 +609,7 @@ impl RedisCache {
         [self.generation_key(root), self.generation_key(scope)]
     }
 
-    fn pending_scopes(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn pending_scopes(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -780,17 +817,17 @@ impl RedisCache {
     /// stale for other readers of Redis.
     async fn recover(&self, scope: &str) -> Result<(), CacheError> {
         let (root, _) = split_scope(scope);
-        let pending: Vec<String> = {
+        let pending: Vec<(String, u64)> = {
             let pending = self.pending_scopes();
             if pending.is_empty() {
                 return Ok(());
             }
-            pending.iter().cloned().collect()
+            pending.snapshot()
         };
-        for s in pending {
+        for (s, failure) in pending {
             match self.bump(&s, false).await {
                 Ok(()) => {
-                    self.pending_scopes().remove(&s);
+                    self.pending_scopes().applied(&s, failure);
                     tracing::info!(scope = %s, "applied an invalidation that had failed");
                 }
                 // Another scope's (on another cluster node, say) may wait for a later
@@ -879,7 +916,7 @@ impl Cache for RedisCache {
                 Err(e) => {
                     // Entries of this scope may now be stale in Redis: serve none of them
                     // until the invalidation has been applied.
-                    self.pending_scopes().insert((*scope).to_owned());
+                    self.pending_scopes().failed(scope);
                     first_error.get_or_insert(e);
                 }
             }
@@ -957,6 +994,24 @@ impl Drop for BackgroundProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retry_clears_only_failures_it_began_after() {
+        let mut p = Pending::default();
+        p.failed("list");
+        let retry = p.snapshot();
+        // A write's invalidation fails while the retry is in flight.
+        p.failed("list");
+        for (scope, failure) in retry {
+            p.applied(&scope, failure);
+        }
+        assert_eq!(p.len(), 1, "the later failure is still to be applied");
+        let retry = p.snapshot();
+        for (scope, failure) in retry {
+            p.applied(&scope, failure);
+        }
+        assert!(p.is_empty());
+    }
 
     #[test]
     fn cluster_urls_name_every_node_with_the_same_credentials() {
