@@ -1,11 +1,27 @@
 #!/usr/bin/env bash
 # Runs the freshness checker (tests/checker): writers and readers on two instances while
 # Redis is killed, stalled and cut off from one instance, and PostgreSQL connections are
-# dropped. `--seconds N` sets the length (60 by default). Prints operations, stale reads,
-# violations and 5xx; fails unless violations and 5xx are zero.
+# dropped. Prints operations, operations per second, stale reads, violations, 5xx and
+# transport errors; fails unless the last three are zero.
+#
+#   --seconds N      run for N seconds (60 by default)
+#   --operations N   run until N reads and writes were checked instead (a whole number
+#                    of 6-second fault slots is not guaranteed: the run ends mid-slot)
+#   --release        build the servers and the checker with optimisations (for long runs)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 seconds=60
-if [[ "${1:-}" == "--seconds" ]]; then seconds="$2"; fi
+operations=""
+profile=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --seconds) seconds="$2"; shift 2 ;;
+        --operations) operations="$2"; shift 2 ;;
+        --release) profile=(--release); shift ;;
+        *) echo "usage: $0 [--seconds N | --operations N] [--release]" >&2; exit 2 ;;
+    esac
+done
 bash scripts/services.sh
-CHECKER_SECONDS="$seconds" exec cargo nextest run -p letip-tests -E 'binary(checker)' --no-capture
+export CHECKER_SECONDS="$seconds"
+if [[ -n "$operations" ]]; then export CHECKER_OPERATIONS="$operations"; fi
+exec cargo nextest run "${profile[@]}" -p letip-tests -E 'binary(checker)' --no-capture

@@ -14,6 +14,7 @@ mod cache;
 mod contacts_messages;
 mod enrichment;
 mod events;
+mod health;
 mod instances;
 mod list;
 mod ops;

@@ -206,3 +206,50 @@ async fn a_graceful_stop_lets_the_server_finish() {
         "no longer listening"
     );
 }
+
+/// Sends a GET of `/health` on `conn` and answers the status line, or `None` when the
+/// connection was closed before an answer.
+async fn health_on(conn: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if conn
+        .write_all(b"GET /health HTTP/1.1\r\nHost: letip\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return None;
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The body is small: the head and the body arrive together or soon after.
+    while !answer.ends_with(b"}") {
+        match conn.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => answer.extend_from_slice(buf.get(..n).unwrap_or_default()),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    text.lines().next().map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_outlives_a_client_pool_s_idle_timeout() {
+    let app = TestApp::spawn_with(|c| c.http_keep_alive_secs = 8).await;
+    let mut conn = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("the server accepts");
+    assert_eq!(
+        health_on(&mut conn).await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    // Idle for longer than actix-web's default of 5 s, less than the configured 8 s:
+    // the same connection still answers.
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    assert_eq!(
+        health_on(&mut conn).await.as_deref(),
+        Some("HTTP/1.1 200 OK"),
+        "the server closed an idle connection before HTTP_KEEP_ALIVE_SECS"
+    );
+    // Past it, the server closes the connection itself.
+    tokio::time::sleep(std::time::Duration::from_secs(9)).await;
+    assert_eq!(health_on(&mut conn).await, None);
+}

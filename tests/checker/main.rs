@@ -23,13 +23,20 @@
 //! there A's writes reach B's readers through PostgreSQL's change feed, and the staleness
 //! seen must stay within `FEED_BOUND` (ARCHITECTURE.md, "Freshness guarantees").
 //!
+//! A request that gets no answer at all (a connection closed before the response, say)
+//! is a **transport error**: counted with the request, the instance and the fault slot
+//! it happened in, and it fails the run like a 5xx, since a user would see it.
+//!
 //! `CHECKER_SECONDS` sets the length (60 by default; `scripts/checker.sh --seconds 600`
-//! runs it longer). The run prints operations, stale reads, violations and 5xx, and
-//! fails unless violations and 5xx are both zero.
+//! runs it longer); `CHECKER_OPERATIONS` instead runs until that many reads and writes
+//! were checked (`scripts/checker.sh --release --operations 1000000`). The run prints
+//! operations, operations per second, stale reads, violations, 5xx and transport
+//! errors, and fails unless the last three are zero.
 
 #![allow(clippy::indexing_slicing, clippy::print_stdout)]
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -111,6 +118,8 @@ struct Report {
     writes: u64,
     reads: HashMap<&'static str, u64>,
     server_errors: Vec<String>,
+    /// Requests that got no answer: the request, the instance and the fault slot.
+    transport_errors: Vec<String>,
     violations: Vec<String>,
     /// Staleness of reads found stale where it is allowed (A cut off), in ms.
     bounded: Vec<f64>,
@@ -125,6 +134,12 @@ struct Run {
     /// Set while A is cut off (and for `FEED_BOUND` after): stale reads are measured
     /// against the bound instead of failing.
     cut_until: Mutex<Option<Instant>>,
+    /// The fault slot under way: its number and its fault.
+    slot: Mutex<(usize, Fault)>,
+    /// Reads and writes answered (or failed) so far.
+    operations: AtomicU64,
+    /// With `CHECKER_OPERATIONS`: the run ends once this many were made.
+    target: Option<u64>,
     end: Instant,
 }
 
@@ -139,6 +154,43 @@ impl Run {
 
     fn name(&self, app: &TestApp) -> &'static str {
         if std::ptr::eq(app, &self.a) { "A" } else { "B" }
+    }
+
+    /// Whether the clients should stop: the time is up, or the target count reached.
+    fn over(&self) -> bool {
+        match self.target {
+            Some(n) => self.operations.load(Ordering::Relaxed) >= n,
+            None => Instant::now() >= self.end,
+        }
+    }
+
+    /// The answer, or `None` after recording a request that got none.
+    fn answered(
+        &self,
+        app: &TestApp,
+        request: &str,
+        res: Result<Res, reqwest::Error>,
+    ) -> Option<Res> {
+        self.operations.fetch_add(1, Ordering::Relaxed);
+        match res {
+            Ok(res) => Some(res),
+            Err(e) => {
+                let (slot, fault) = *self.slot.lock().unwrap_or_else(|p| p.into_inner());
+                let mut source = String::new();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    source.push_str(&format!(": {c}"));
+                    cause = c.source();
+                }
+                let mut r = self.report.lock().unwrap_or_else(|p| p.into_inner());
+                r.transport_errors.push(format!(
+                    "at {:.3}s, slot {slot} ({fault:?}): {request} on {}: {e}{source}",
+                    self.started.elapsed().as_secs_f64(),
+                    self.name(app)
+                ));
+                None
+            }
+        }
     }
 
     fn server_error(&self, what: &str, res: &Res) -> bool {
@@ -203,18 +255,21 @@ struct Own {
 async fn writer(run: Arc<Run>, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut owned: HashMap<i64, Own> = HashMap::new();
-    while Instant::now() < run.end {
+    while !run.over() {
         if owned.len() < OWNED {
             let city = CITIES[rng.random_range(0..CITIES.len())];
             let app = run.app(&mut rng);
             let res = app
-                .post(
+                .try_post(
                     "/api/businesses",
                     json!({"name": format!("w{seed} biz"), "city": city, "employee_count": 0}),
                 )
                 .await;
             let done = Instant::now();
             run.report.lock().unwrap_or_else(|p| p.into_inner()).writes += 1;
+            let Some(res) = run.answered(app, "POST /api/businesses", res) else {
+                continue;
+            };
             if run.server_error("create", &res) || res.status != 201 {
                 continue;
             }
@@ -263,26 +318,26 @@ async fn writer(run: Arc<Run>, seed: u64) {
                     body["city"] = json!(city);
                     moved_to = Some(city);
                 }
-                (app.patch(&path, body).await, true, true, "update")
+                (app.try_patch(&path, body).await, true, true, "update")
             } else if roll < 65 && own.contacts < 6 {
                 let res = app
-                    .post(&format!("{path}/contacts"), json!({"name": "c"}))
+                    .try_post(&format!("{path}/contacts"), json!({"name": "c"}))
                     .await;
                 (res, true, true, "contact")
             } else if roll < 80 && own.messages.len() < 5 {
                 let res = app
-                    .post(&format!("{path}/messages"), json!({"message_text": "hi"}))
+                    .try_post(&format!("{path}/messages"), json!({"message_text": "hi"}))
                     .await;
                 (res, true, false, "message")
             } else if roll < 90 && own.sent < own.messages.len() {
                 let msg = own.messages[own.sent];
                 let res = app
-                    .patch(&format!("/api/messages/{msg}"), json!({"status": "sent"}))
+                    .try_patch(&format!("/api/messages/{msg}"), json!({"status": "sent"}))
                     .await;
                 (res, true, false, "send")
             } else if roll < 97 && !own.enriched {
                 let res = app
-                    .post(
+                    .try_post(
                         &format!("/api/enrich/{id}"),
                         json!({"status": "enriched", "contacts": [],
                                "logs": [{"service": "checker", "status": "ok"}]}),
@@ -290,7 +345,7 @@ async fn writer(run: Arc<Run>, seed: u64) {
                     .await;
                 (res, true, true, "enrich")
             } else if roll >= 97 {
-                (app.delete(&path).await, false, false, "delete")
+                (app.try_delete(&path).await, false, false, "delete")
             } else {
                 let mut m = run.model.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(b) = m.businesses.get_mut(&id) {
@@ -301,14 +356,17 @@ async fn writer(run: Arc<Run>, seed: u64) {
         };
         let done = Instant::now();
         run.report.lock().unwrap_or_else(|p| p.into_inner()).writes += 1;
-        let failed = run.server_error(kind, &res) || res.status >= 400;
+        let res = run.answered(app, &format!("{kind} of business {id}"), res);
+        let failed = res
+            .as_ref()
+            .is_none_or(|res| run.server_error(kind, res) || res.status >= 400);
         let mut m = run.model.lock().unwrap_or_else(|p| p.into_inner());
-        if failed {
+        let Some(res) = res.filter(|_| !failed) else {
             // Its outcome is unknown: this business is no longer checked.
             m.businesses.remove(&id);
             owned.remove(&id);
             continue;
-        }
+        };
         let own = owned.get_mut(&id).expect("owned");
         match kind {
             "update" => own.version += 1,
@@ -360,7 +418,10 @@ async fn read_detail(run: &Run, rng: &mut StdRng) {
     };
     let app = run.app(rng);
     let sent = Instant::now();
-    let res = app.get(&format!("/api/businesses/{id}")).await;
+    let path = format!("/api/businesses/{id}");
+    let Some(res) = run.answered(app, &format!("GET {path}"), app.try_get(&path).await) else {
+        return;
+    };
     if run.server_error("detail", &res) {
         return;
     }
@@ -427,7 +488,9 @@ async fn read_list(run: &Run, rng: &mut StdRng) {
         None => "/api/businesses?limit=100".to_owned(),
     };
     let sent = Instant::now();
-    let res = app.get(&path).await;
+    let Some(res) = run.answered(app, &format!("GET {path}"), app.try_get(&path).await) else {
+        return;
+    };
     if run.server_error("list", &res) {
         return;
     }
@@ -542,7 +605,10 @@ async fn read_stats(run: &Run, rng: &mut StdRng) {
     };
     let app = run.app(rng);
     let sent = Instant::now();
-    let res = app.get("/api/businesses/stats").await;
+    let path = "/api/businesses/stats";
+    let Some(res) = run.answered(app, &format!("GET {path}"), app.try_get(path).await) else {
+        return;
+    };
     if run.server_error("stats", &res) {
         return;
     }
@@ -584,7 +650,7 @@ async fn read_stats(run: &Run, rng: &mut StdRng) {
 
 async fn reader(run: Arc<Run>, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
-    while Instant::now() < run.end {
+    while !run.over() {
         let kind = match rng.random_range(0..10) {
             0..5 => {
                 read_detail(&run, &mut rng).await;
@@ -628,6 +694,9 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
+    let target: Option<u64> = std::env::var("CHECKER_OPERATIONS")
+        .ok()
+        .and_then(|s| s.parse().ok());
     let calm = std::env::var_os("CHECKER_CALM").is_some();
     let mut redis = RedisServer::start();
     let link_a = FaultProxy::start(redis.addr()).await;
@@ -655,26 +724,44 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
         report: Mutex::default(),
         started,
         cut_until: Mutex::new(None),
+        slot: Mutex::new((0, Fault::Calm)),
+        operations: AtomicU64::new(0),
+        target,
         end: started + Duration::from_secs(seconds),
     });
     let mut tasks = Vec::new();
+    // Each client answers when it stopped, for the rate of operations.
     for w in 0..WRITERS {
-        tasks.push(tokio::spawn(writer(run.clone(), w as u64)));
+        let run = run.clone();
+        tasks.push(tokio::spawn(async move {
+            writer(run, w as u64).await;
+            Instant::now()
+        }));
     }
     for r in 0..READERS {
-        tasks.push(tokio::spawn(reader(run.clone(), 1000 + r as u64)));
+        let run = run.clone();
+        tasks.push(tokio::spawn(async move {
+            reader(run, 1000 + r as u64).await;
+            Instant::now()
+        }));
     }
 
     let mut faults: HashMap<&'static str, u32> = HashMap::new();
     let mut slot = 0;
-    while Instant::now() < run.end {
+    while !run.over() {
         // CHECKER_CALM=1: the same load with no fault, as a control run.
         let fault = if calm {
             Fault::Calm
         } else {
             SCHEDULE[slot % SCHEDULE.len()]
         };
-        let slot_end = (Instant::now() + SLOT).min(run.end);
+        *run.slot.lock().unwrap_or_else(|p| p.into_inner()) = (slot, fault);
+        let slot_end = Instant::now() + SLOT;
+        let slot_end = if target.is_some() {
+            slot_end
+        } else {
+            slot_end.min(run.end)
+        };
         match fault {
             Fault::Calm => tokio::time::sleep_until(slot_end.into()).await,
             Fault::RedisKilled => {
@@ -712,8 +799,9 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
         }
         slot += 1;
     }
+    let mut finished = started;
     for t in tasks {
-        t.await.expect("a client task");
+        finished = finished.max(t.await.expect("a client task"));
     }
 
     let report = run.report.lock().unwrap_or_else(|p| p.into_inner());
@@ -726,10 +814,20 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
             .unwrap_or(0.0)
     };
     let reads: u64 = report.reads.values().sum();
-    println!("freshness checker: {seconds} s, faults {faults:?}");
+    let elapsed = finished.duration_since(started).as_secs_f64();
+    let operations = report.writes + reads;
     println!(
-        "operations: {} writes, {reads} reads {:?}",
-        report.writes, report.reads
+        "freshness checker: {elapsed:.0} s ({}), faults {faults:?}",
+        match target {
+            Some(n) => format!("until {n} operations"),
+            None => format!("{seconds} s asked"),
+        }
+    );
+    println!(
+        "operations: {operations} ({} writes, {reads} reads {:?}), {:.0} per second",
+        report.writes,
+        report.reads,
+        operations as f64 / elapsed
     );
     println!(
         "stale reads while A was cut off from Redis: {} (bound {FEED_BOUND:?}); staleness p50 \
@@ -740,15 +838,19 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
         bounded.last().copied().unwrap_or(0.0)
     );
     println!(
-        "violations: {}, 5xx: {}",
+        "violations: {}, 5xx: {}, transport errors: {}",
         report.violations.len(),
-        report.server_errors.len()
+        report.server_errors.len(),
+        report.transport_errors.len()
     );
     for v in report.violations.iter().take(20) {
         println!("  violation: {v}");
     }
     for e in report.server_errors.iter().take(20) {
         println!("  5xx: {e}");
+    }
+    for e in report.transport_errors.iter().take(20) {
+        println!("  transport error: {e}");
     }
     assert!(reads > 1000, "the readers kept reading ({reads})");
     assert!(report.writes > 200, "the writers kept writing");
@@ -757,4 +859,8 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
         "stale reads beyond the guarantees"
     );
     assert!(report.server_errors.is_empty(), "server errors");
+    assert!(
+        report.transport_errors.is_empty(),
+        "requests that got no answer"
+    );
 }

@@ -214,10 +214,7 @@ impl TestApp {
         let running = letip_server::start_with(&config, wrap)
             .await
             .expect("the server starts");
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("an HTTP client");
+        let client = client_for(&config);
         Self {
             addr: running.addr,
             client,
@@ -232,17 +229,23 @@ impl TestApp {
     }
 
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Res {
-        let res = req.send().await.expect("the server answers");
+        self.try_send(req).await.expect("the server answers")
+    }
+
+    /// [`Self::send`], answering a transport error (a connection closed before the
+    /// answer, say) instead of panicking.
+    pub async fn try_send(&self, req: reqwest::RequestBuilder) -> Result<Res, reqwest::Error> {
+        let res = req.send().await?;
         let status = res.status().as_u16();
         let headers = res.headers().clone();
-        let text = res.text().await.expect("a readable body");
+        let text = res.text().await?;
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Res {
+        Ok(Res {
             status,
             headers,
             body,
             text,
-        }
+        })
     }
 
     pub async fn get(&self, path: &str) -> Res {
@@ -261,6 +264,24 @@ impl TestApp {
 
     pub async fn delete(&self, path: &str) -> Res {
         self.send(self.client.delete(self.url(path))).await
+    }
+
+    pub async fn try_get(&self, path: &str) -> Result<Res, reqwest::Error> {
+        self.try_send(self.client.get(self.url(path))).await
+    }
+
+    pub async fn try_post(&self, path: &str, body: Value) -> Result<Res, reqwest::Error> {
+        self.try_send(self.client.post(self.url(path)).json(&body))
+            .await
+    }
+
+    pub async fn try_patch(&self, path: &str, body: Value) -> Result<Res, reqwest::Error> {
+        self.try_send(self.client.patch(self.url(path)).json(&body))
+            .await
+    }
+
+    pub async fn try_delete(&self, path: &str) -> Result<Res, reqwest::Error> {
+        self.try_send(self.client.delete(self.url(path))).await
     }
 
     /// Sends a raw body with the given content type.
@@ -315,6 +336,24 @@ impl TestApp {
             running.stop().await.expect("the server stops cleanly");
         }
     }
+}
+
+/// An HTTP client for a server configured by `config`. Its pool closes an idle
+/// connection well before the server would (`HTTP_KEEP_ALIVE_SECS`): a request sent on
+/// a connection at the moment the server closes it is lost, so the client must always be
+/// the side that gives up on idle connections.
+pub fn client_for(config: &Config) -> reqwest::Client {
+    let builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+    let builder = match config.keep_alive() {
+        Some(server) => builder.pool_idle_timeout(client_idle_timeout(server)),
+        None => builder.pool_max_idle_per_host(0),
+    };
+    builder.build().expect("an HTTP client")
+}
+
+/// Half the server's keep-alive, and at most 30 s.
+pub fn client_idle_timeout(server_keep_alive: Duration) -> Duration {
+    (server_keep_alive / 2).min(Duration::from_secs(30))
 }
 
 /// `id` of a JSON record.

@@ -132,6 +132,17 @@ pub struct Config {
     /// HTTP worker threads; 0 means one per core.
     #[arg(long, env = "WORKERS", default_value_t = 0, global = true)]
     pub workers: usize,
+    /// How long an idle keep-alive connection stays open; 0 closes each connection after
+    /// its response. Longer than the idle timeout of any load balancer or client pool in
+    /// front (AWS ALB 60 s, nginx upstream 60 s, GCP 600 s), so the server never closes a
+    /// connection a client may be sending on.
+    #[arg(
+        long,
+        env = "HTTP_KEEP_ALIVE_SECS",
+        default_value_t = 620,
+        global = true
+    )]
+    pub http_keep_alive_secs: u64,
     #[arg(
         long,
         env = "CACHE_TTL_STATS_SECS",
@@ -212,6 +223,11 @@ impl Config {
         }
     }
 
+    /// `HTTP_KEEP_ALIVE_SECS`; `None` when keep-alive is off.
+    pub fn keep_alive(&self) -> Option<Duration> {
+        (self.http_keep_alive_secs > 0).then(|| Duration::from_secs(self.http_keep_alive_secs))
+    }
+
     pub fn ttls(&self) -> letip_service::CacheTtls {
         letip_service::CacheTtls {
             stats: Duration::from_secs(self.cache_ttl_stats_secs),
@@ -260,6 +276,7 @@ impl Config {
                 client_buffer: self.socketio_client_buffer,
                 allowed_origins: Vec::new(),
             },
+            keep_alive: self.keep_alive(),
         })
     }
 
@@ -267,8 +284,8 @@ impl Config {
     pub fn describe(&self) -> String {
         format!(
             "database_url={} pool_size={} redis_url={} cache_backend={:?} cache_namespace={} \
-             cache_timeout_ms={} listen={}:{} workers={} ttl_secs(stats={}, list={}, detail={}) \
-             cors_origins={:?}",
+             cache_timeout_ms={} listen={}:{} workers={} keep_alive_secs={} \
+             ttl_secs(stats={}, list={}, detail={}) cors_origins={:?}",
             redact(&self.database_url),
             self.database_pool_size,
             redact(&self.redis()),
@@ -278,6 +295,7 @@ impl Config {
             self.host,
             self.port,
             self.workers,
+            self.http_keep_alive_secs,
             self.cache_ttl_stats_secs,
             self.cache_ttl_list_secs,
             self.cache_ttl_detail_secs,
@@ -374,6 +392,7 @@ mod tests {
         ]);
         assert_eq!(cli.config.port, 0);
         assert_eq!(cli.config.cache_backend, CacheBackend::None);
+        assert_eq!(cli.config.http_keep_alive_secs, 620, "the default");
         assert!(matches!(
             cli.command,
             Some(Command::Seed(SeedArgs { businesses: 5, .. }))

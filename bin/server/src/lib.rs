@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 use letip_api::AppState;
 use letip_cache::{
-    Cache, MemoryCache, MemoryConfig, NearConfig, NoopCache, RedisBus, RedisCache, RedisConfig,
-    TieredCache,
+    BackgroundProbe, Cache, MemoryCache, MemoryConfig, NearConfig, NoopCache, RedisBus, RedisCache,
+    RedisConfig, TieredCache,
 };
 use letip_domain::Repository;
 use letip_service::{CachedRepository, EventHub, Notifying};
@@ -29,6 +29,8 @@ pub struct Running {
     events: EventHub,
     /// Applies other writers' change announcements to the cache, while caching is on.
     feed: Option<tokio::task::JoinHandle<()>>,
+    /// Probes Redis while it is away; stopped with the server.
+    probe: Option<BackgroundProbe>,
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -64,6 +66,9 @@ impl Running {
         if let Some(feed) = &self.feed {
             feed.abort();
         }
+        if let Some(probe) = self.probe {
+            probe.stop();
+        }
         self.events.close();
         self.handle.stop(true).await;
         self.task.await.context("server task panicked")??;
@@ -79,12 +84,17 @@ pub async fn migrate(config: &Config) -> anyhow::Result<usize> {
     Ok(letip_store::migrate(&config.database_url).await?)
 }
 
-/// A cache, and the bus that carries events between instances, if the cache has one.
-pub type CacheWiring = (Arc<dyn Cache>, Option<Arc<RedisBus>>);
+/// A cache, the bus that carries events between instances, if the cache has one, and
+/// the task that probes Redis in the background while it is away (stopped when dropped).
+pub type CacheWiring = (
+    Arc<dyn Cache>,
+    Option<Arc<RedisBus>>,
+    Option<BackgroundProbe>,
+);
 
 /// The cache `CACHE_BACKEND` names, and the bus that carries events between instances
 /// (with a Redis backend). Redis being down is not an error: the server starts and reads
-/// go to PostgreSQL until Redis answers.
+/// go to PostgreSQL until Redis answers, which a background probe notices.
 pub fn cache(config: &Config) -> anyhow::Result<CacheWiring> {
     // Generations must outlive every entry of their scope.
     let generation_ttl = config.ttls().longest() * 2;
@@ -117,7 +127,7 @@ pub fn cache(config: &Config) -> anyhow::Result<CacheWiring> {
         RedisBus::new(far.clone(), &format!("{}:events", config.cache_namespace))
     };
     Ok(match config.cache_backend {
-        CacheBackend::None => (Arc::new(NoopCache), None),
+        CacheBackend::None => (Arc::new(NoopCache), None, None),
         CacheBackend::Memory => (
             Arc::new(MemoryCache::new(MemoryConfig {
                 max_bytes: config.cache_memory_max_bytes,
@@ -125,15 +135,18 @@ pub fn cache(config: &Config) -> anyhow::Result<CacheWiring> {
                 generation_ttl,
             })),
             None,
+            None,
         ),
         CacheBackend::Redis => {
             let far = redis()?;
             let bus = events(&far);
-            (far, Some(bus))
+            let probe = far.probe_in_background();
+            (far, Some(bus), Some(probe))
         }
         CacheBackend::Tiered => {
             let far = redis()?;
             let bus = events(&far);
+            let probe = far.probe_in_background();
             let invalidations = RedisBus::new(
                 far.clone(),
                 &format!("{}:invalidations", config.cache_namespace),
@@ -144,6 +157,7 @@ pub fn cache(config: &Config) -> anyhow::Result<CacheWiring> {
             (
                 Arc::new(TieredCache::new(far, near, Some(invalidations))),
                 Some(bus),
+                Some(probe),
             )
         }
     })
@@ -175,7 +189,7 @@ pub async fn start_with(
         },
     )?;
     let store: Arc<dyn Repository> = wrap(Arc::new(PgStore::new(pool)));
-    let (cache, bus) = cache(config)?;
+    let (cache, bus, probe) = cache(config)?;
     let caching = cache.is_enabled();
     let cached = Arc::new(
         CachedRepository::new(store, cache, config.ttls())
@@ -185,8 +199,7 @@ pub async fn start_with(
     // of the database reach this instance's cache through the change feed.
     let feed = if caching {
         let changes = letip_store::changes::listen(config.database_url.clone(), Some(origin)).await;
-        let cached = cached.clone();
-        Some(tokio::spawn(async move { cached.follow(changes).await }))
+        Some(tokio::spawn(cached.follow(changes)))
     } else {
         None
     };
@@ -218,6 +231,7 @@ pub async fn start_with(
         task,
         events,
         feed,
+        probe,
     })
 }
 

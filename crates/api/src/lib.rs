@@ -191,6 +191,9 @@ pub struct HttpOptions {
     /// The Socket.IO endpoint's timers and bounds (its allowed origins are
     /// `cors_origins`).
     pub socketio: socketio::Options,
+    /// How long idle keep-alive connections stay open (`None`: closed after each
+    /// response).
+    pub keep_alive: Option<std::time::Duration>,
 }
 
 /// How long a browser may reuse a preflight's answer.
@@ -225,7 +228,8 @@ pub fn cors(origins: &[String]) -> Cors {
     }
 }
 
-/// Starts the HTTP server on `listener` with `workers` threads. The returned server runs
+/// Starts the HTTP server on `listener` with `workers` threads, keeping idle connections
+/// open for `options.keep_alive`. The returned server runs
 /// once awaited. It does not watch signals: its owner stops it through its handle (after
 /// closing the event hub, so WebSocket and Socket.IO clients are told). Must be called
 /// inside a Tokio runtime (Socket.IO's event relay starts here).
@@ -240,6 +244,9 @@ pub fn server(
     let socketio = web::Data::new(socketio::SocketIo::new(&state.events, socketio_options));
     let origins = options.cors_origins;
     let state = web::Data::new(state);
+    let keep_alive = options
+        .keep_alive
+        .map_or(actix_web::http::KeepAlive::Disabled, Into::into);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -251,6 +258,7 @@ pub fn server(
             .wrap(TracingLogger::default())
     })
     .workers(workers.max(1))
+    .keep_alive(keep_alive)
     .disable_signals()
     .shutdown_timeout(30)
     .listen(listener)?

@@ -15,6 +15,14 @@ pub struct HealthBody {
     redis: &'static str,
     /// `up` or `down`.
     database: &'static str,
+    /// With a near tier (`CACHE_BACKEND=tiered`): `up` while its invalidation
+    /// subscription is in place, `down` while it is not. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    near_tier: Option<&'static str>,
+    /// While a cache is on: `up` while the PostgreSQL change feed is connected, `down`
+    /// while it reconnects. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    change_feed: Option<&'static str>,
 }
 
 /// Whether PostgreSQL and the cache answer. 503 when PostgreSQL does not.
@@ -28,6 +36,8 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         status: if h.database { "ok" } else { "error" },
         redis: h.cache,
         database: if h.database { "up" } else { "down" },
+        near_tier: h.near_tier,
+        change_feed: h.change_feed,
     };
     let status = if h.database {
         StatusCode::OK

@@ -4,6 +4,7 @@
 //! grow exponentially with random jitter, so many instances do not probe in lockstep.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -54,6 +55,9 @@ pub(crate) enum Transition {
 pub(crate) struct Breaker {
     config: BreakerConfig,
     state: Mutex<State>,
+    /// Set while a background task makes the probes: calls then never probe, so no
+    /// user request waits on a Redis that may still be away.
+    probes_in_background: AtomicBool,
 }
 
 fn jitter(d: Duration) -> Duration {
@@ -66,7 +70,14 @@ impl Breaker {
         Self {
             config,
             state: Mutex::new(State::Closed { failures: 0 }),
+            probes_in_background: AtomicBool::new(false),
         }
+    }
+
+    /// Whether probes are left to a background task ([`Self::try_probe`]) rather than
+    /// let through by [`Self::allow`].
+    pub(crate) fn probe_in_background(&self, yes: bool) {
+        self.probes_in_background.store(yes, Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -74,8 +85,21 @@ impl Breaker {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether a call may go to the backend now.
+    /// Whether a call may go to the backend now. While the circuit is open, the call
+    /// that finds the backoff over is the probe, unless probes are made in the
+    /// background.
     pub(crate) fn allow(&self) -> bool {
+        let state = *self.lock();
+        match state {
+            State::Closed { .. } => true,
+            _ if self.probes_in_background.load(Ordering::Relaxed) => false,
+            _ => self.try_probe(),
+        }
+    }
+
+    /// Takes the one probe, if the circuit is open and its backoff is over. Its outcome
+    /// must be reported with [`Self::success`] or [`Self::failure`].
+    pub(crate) fn try_probe(&self) -> bool {
         let mut s = self.lock();
         match *s {
             State::Closed { .. } => true,
@@ -84,6 +108,17 @@ impl Breaker {
                 true
             }
             State::Open { .. } | State::HalfOpen { .. } => false,
+        }
+    }
+
+    /// How long until the next probe is due: `None` while the circuit is closed, zero
+    /// when due now or a probe is under way.
+    pub(crate) fn probe_due_in(&self) -> Option<Duration> {
+        let state = *self.lock();
+        match state {
+            State::Closed { .. } => None,
+            State::Open { until, .. } => Some(until.saturating_duration_since(Instant::now())),
+            State::HalfOpen { .. } => Some(Duration::ZERO),
         }
     }
 
@@ -167,6 +202,25 @@ mod tests {
         assert_eq!(b.success(), Some(Transition::Closed));
         assert!(b.allow());
         assert!(!b.is_open());
+    }
+
+    #[test]
+    fn with_probes_in_background_calls_never_probe_and_the_prober_does() {
+        let b = breaker();
+        b.probe_in_background(true);
+        assert_eq!(b.probe_due_in(), None);
+        for _ in 0..3 {
+            b.failure();
+        }
+        assert!(b.probe_due_in().is_some_and(|d| d > Duration::ZERO));
+        assert!(!b.try_probe(), "not before the backoff is over");
+        std::thread::sleep(Duration::from_millis(25));
+        assert_eq!(b.probe_due_in(), Some(Duration::ZERO));
+        assert!(!b.allow(), "a call does not probe");
+        assert!(b.try_probe(), "the prober does");
+        assert!(!b.try_probe(), "one probe at a time");
+        assert_eq!(b.success(), Some(Transition::Closed));
+        assert!(b.allow());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! drops its copies when the subscription is lost, and validates every copy it serves.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,6 +36,7 @@ pub struct RedisBus {
     cache: Arc<RedisCache>,
     channel: String,
     tx: broadcast::Sender<BusEvent>,
+    connected: Arc<AtomicBool>,
     subscriber: AbortHandle,
 }
 
@@ -57,26 +59,30 @@ fn jitter(d: Duration) -> Duration {
 }
 
 /// Keeps one subscription to `channel` alive, on whichever node answers, and forwards
-/// what it receives.
+/// what it receives. Between attempts it waits out a backoff (100 ms doubling to 5 s),
+/// or less when the cache finds Redis answering again.
 async fn subscribe_forever(
     cache: Arc<RedisCache>,
     channel: String,
     tx: broadcast::Sender<BusEvent>,
+    connected: Arc<AtomicBool>,
 ) {
+    let mut answering_again = cache.answering_again();
     let mut backoff = Duration::from_millis(100);
     let (urls, connect_timeout) = (cache.node_urls(), cache.connect_timeout());
     for url in urls.iter().cycle() {
         let Ok(client) = cache.client(url) else {
             continue;
         };
-        let connected = tokio::time::timeout(connect_timeout, async {
+        let attempt = tokio::time::timeout(connect_timeout, async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         })
         .await;
-        if let Ok(Ok(pubsub)) = connected {
+        if let Ok(Ok(pubsub)) = attempt {
             backoff = Duration::from_millis(100);
+            connected.store(true, Ordering::Relaxed);
             let _ = tx.send(BusEvent::Connected);
             let mut messages = pubsub.into_on_message();
             while let Some(msg) = messages.next().await {
@@ -84,10 +90,16 @@ async fn subscribe_forever(
                     msg.get_payload_bytes(),
                 )));
             }
+            connected.store(false, Ordering::Relaxed);
             let _ = tx.send(BusEvent::Lost);
             tracing::warn!(%channel, "the Redis subscription dropped; reconnecting");
+            // What happened while connected is no reason to reconnect early.
+            answering_again.mark_unchanged();
         }
-        tokio::time::sleep(jitter(backoff)).await;
+        tokio::select! {
+            () = tokio::time::sleep(jitter(backoff)) => {}
+            Ok(()) = answering_again.changed() => {}
+        }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
@@ -97,18 +109,28 @@ impl RedisBus {
     /// through `cache`'s shared connections. Must be called inside a Tokio runtime.
     pub fn new(cache: Arc<RedisCache>, channel: &str) -> Arc<Self> {
         let (tx, _) = broadcast::channel(CAPACITY);
+        let connected = Arc::new(AtomicBool::new(false));
         let subscriber = tokio::spawn(subscribe_forever(
             cache.clone(),
             channel.to_owned(),
             tx.clone(),
+            connected.clone(),
         ))
         .abort_handle();
         Arc::new(Self {
             cache,
             channel: channel.to_owned(),
             tx,
+            connected,
             subscriber,
         })
+    }
+
+    /// Whether the subscription is in place now. A subscription whose connection ended
+    /// is seen as lost at once; one held by a connection that went silent (a stalled
+    /// network) only when its connection fails.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
     }
 
     /// Sends `payload` to every instance subscribed, this one included.

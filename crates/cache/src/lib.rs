@@ -58,7 +58,7 @@ pub use json::{CacheExt, JsonLookup};
 pub use key::Key;
 pub use memory::{MemoryCache, MemoryConfig};
 pub use noop::NoopCache;
-pub use redis::{RedisCache, RedisConfig};
+pub use redis::{BackgroundProbe, RedisCache, RedisConfig};
 pub use tiered::{NearConfig, TieredCache};
 
 /// Why a cache call did not succeed. Callers fall back to the source of truth.
@@ -166,6 +166,12 @@ pub trait Cache: Send + Sync + std::fmt::Debug + 'static {
 
     /// Whether the backend answers now.
     async fn health(&self) -> CacheHealth;
+
+    /// For a cache with a near tier, whether its invalidation subscription is in place
+    /// (`Disabled` for any other cache).
+    fn near_tier(&self) -> CacheHealth {
+        CacheHealth::Disabled
+    }
 
     /// `false` for a cache that never stores anything, so callers can skip work.
     fn is_enabled(&self) -> bool {

@@ -9,6 +9,7 @@
 //! | `cache_corrupt_total` | `family` | entries found unusable and removed |
 //! | `cache_near_hits_total` | `family` | hits served from the near tier (also counted as hits) |
 //! | `cache_redis_duration_seconds` | `op` | Redis call latency, failures included |
+//! | `cache_redis_probes_total` | `by` = `health` / `background`, `result` = `up` / `down` | PINGs sent to learn whether Redis answers (health checks, and the background prober while the circuit is open) |
 
 use std::time::Duration;
 
@@ -54,4 +55,9 @@ pub(crate) fn redis_call(op: &'static str, elapsed: Duration) {
 /// Counts an entry of `family` found unusable (undecodable, say) by a caller.
 pub fn corrupt(family: &'static str) {
     metrics::counter!("cache_corrupt_total", "family" => family).increment(1);
+}
+
+/// A PING sent to learn whether Redis answers, by whom and what it found.
+pub(crate) fn probe(by: &'static str, result: &'static str) {
+    metrics::counter!("cache_redis_probes_total", "by" => by, "result" => result).increment(1);
 }

@@ -23,9 +23,9 @@
 //! The hot path takes no pool checkout: a few multiplexed connections, made and replaced
 //! by deadpool-redis, are shared by every request.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -272,16 +272,89 @@ pub(crate) enum Raw {
     Miss(Ticket),
 }
 
+/// Scopes whose invalidation failed, each with the number of its latest failure. A
+/// retry that succeeds clears a scope only if it failed no more since the retry began:
+/// a write whose invalidation fails while an older one's retry is in flight made a
+/// change that retry cannot have covered.
+#[derive(Debug, Default)]
+struct Pending {
+    scopes: HashMap<String, u64>,
+    failures: u64,
+}
+
+impl Pending {
+    fn failed(&mut self, scope: &str) {
+        self.failures += 1;
+        self.scopes.insert(scope.to_owned(), self.failures);
+    }
+
+    fn snapshot(&self) -> Vec<(String, u64)> {
+        self.scopes.iter().map(|(s, n)| (s.clone(), *n)).collect()
+    }
+
+    /// A retry of `scope`'s invalidation, begun when its latest failure was `failure`,
+    /// succeeded.
+    fn applied(&mut self, scope: &str, failure: u64) {
+        if self.scopes.get(scope) == Some(&failure) {
+            self.scopes.remove(scope);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.scopes.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.scopes.len()
+    }
+}
+
+/// Which calls go to Redis while the breaker holds calls off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// Refused while the breaker holds calls off (or, when due, the breaker's probe).
+    Breaker,
+    /// The breaker's probe, already taken with [`Breaker::try_probe`].
+    Probe,
+    /// Tried anyway; a failure counts like any other (a write's own invalidation).
+    Past,
+    /// Tried anyway; a failure leaves the breaker's schedule as it is (a health check
+    /// between the breaker's probes). A success closes the circuit.
+    Peek,
+}
+
+/// The outcome of the last health probe, and when it started.
+#[derive(Debug, Clone, Copy)]
+struct Probed {
+    started: Instant,
+    health: CacheHealth,
+}
+
+/// While the circuit is open and its next probe is not due, a health check asks Redis
+/// at most this often (and answers "down" in between without asking), so frequent
+/// health polls never flood a Redis that is down, yet report its return within this.
+const PEEK_EVERY: Duration = Duration::from_millis(500);
+
 /// The Redis cache. Cheap to share: wrap it in an `Arc`.
 pub struct RedisCache {
     pools: Pools,
     slots: Vec<Slot>,
     next_slot: AtomicUsize,
     breaker: Breaker,
+    /// Health probes, one at a time: a check that arrives while one is under way waits
+    /// for it and takes a newer probe's outcome as its own.
+    probe: tokio::sync::Mutex<Option<Probed>>,
+    /// Woken when the circuit opens, for the background prober.
+    opened: Arc<tokio::sync::Notify>,
+    /// Whether the last call answered; flipping to true bumps `answering_again`.
+    answering: AtomicBool,
+    /// Bumped each time Redis answers after a failure, so subscriptions waiting out a
+    /// backoff reconnect at once.
+    answering_again: tokio::sync::watch::Sender<u64>,
     scripts: Scripts,
     /// Scopes whose invalidation could not be applied. Nothing of such a scope is served
     /// until its invalidation has been applied, as any entry of it may be stale.
-    pending: Mutex<HashSet<String>>,
+    pending: Mutex<Pending>,
     namespace: String,
     config: RedisConfig,
 }
@@ -367,10 +440,113 @@ impl RedisCache {
                 store: Script::new(STORE),
                 invalidate: Script::new(INVALIDATE),
             },
-            pending: Mutex::new(HashSet::new()),
+            pending: Mutex::new(Pending::default()),
+            probe: tokio::sync::Mutex::new(None),
+            opened: Arc::new(tokio::sync::Notify::new()),
+            answering: AtomicBool::new(true),
+            answering_again: tokio::sync::watch::Sender::new(0),
             namespace: ns,
             config,
         })
+    }
+
+    /// Probes Redis in the background while the circuit is open, on the breaker's
+    /// schedule, so recovery costs no user request anything: the first request after
+    /// an outage finds the circuit closed, the remembered invalidations applied, and
+    /// subscriptions woken. Meanwhile calls never probe themselves. The task ends when
+    /// the returned handle is dropped (or stopped), or when the cache is dropped. Must
+    /// be called inside a Tokio runtime.
+    pub fn probe_in_background(self: &Arc<Self>) -> BackgroundProbe {
+        self.breaker.probe_in_background(true);
+        let cache: Weak<Self> = Arc::downgrade(self);
+        let opened = self.opened.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let due = match cache.upgrade() {
+                    Some(c) => c.breaker.probe_due_in(),
+                    None => return,
+                };
+                match due {
+                    // Wait for the circuit to open (a permit is kept if it opens before
+                    // this waits), looking again now and then.
+                    None => {
+                        tokio::select! {
+                            () = opened.notified() => {}
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                    Some(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
+                    Some(_) => {
+                        let Some(c) = cache.upgrade() else { return };
+                        c.probe_now(Instant::now(), "background").await;
+                        drop(c);
+                        // A probe under way elsewhere: look again shortly.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        });
+        BackgroundProbe {
+            task: task.abort_handle(),
+            cache: Arc::downgrade(self),
+        }
+    }
+
+    /// A receiver whose value changes each time Redis answers after failing, for
+    /// subscriptions to reconnect at once rather than after their backoff.
+    pub(crate) fn answering_again(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.answering_again.subscribe()
+    }
+
+    /// Asks Redis whether it answers, as one of the breaker's probes when one is due,
+    /// else (with `peek`) past the breaker at most every [`PEEK_EVERY`]. One at a time:
+    /// a caller that arrived before a probe started takes that probe's outcome. A
+    /// successful probe applies the remembered invalidations before it answers.
+    async fn probe(&self, arrived: Instant, peek: bool, by: &'static str) -> CacheHealth {
+        let mut last = self.probe.lock().await;
+        if let Some(p) = *last
+            && p.started >= arrived
+        {
+            return p.health;
+        }
+        let gate = if !self.breaker.is_open() {
+            Gate::Breaker
+        } else if self.breaker.try_probe() {
+            Gate::Probe
+        } else if peek && last.is_none_or(|p| p.started.elapsed() >= PEEK_EVERY) {
+            Gate::Peek
+        } else {
+            return CacheHealth::Down;
+        };
+        let started = Instant::now();
+        let timeout = self.config.timeout;
+        // A probe abandoned half-way (its caller gone) counts as failed, so the breaker
+        // is never left waiting for an outcome that will not come.
+        let abandoned = ProbeGuard {
+            breaker: &self.breaker,
+            armed: gate == Gate::Probe,
+        };
+        let pong = self
+            .call_within("ping", timeout, gate, |mut c| async move {
+                redis::cmd("PING").query_async::<String>(&mut c).await
+            })
+            .await;
+        abandoned.disarm();
+        let health = if pong.is_ok() {
+            // The circuit is closed: apply what was missed now, not at a user's lookup.
+            let _ = self.recover("").await;
+            CacheHealth::Up
+        } else {
+            CacheHealth::Down
+        };
+        metrics::probe(by, health.as_str());
+        *last = Some(Probed { started, health });
+        health
+    }
+
+    /// [`Self::probe`] for the background prober: only the breaker's own probes.
+    async fn probe_now(&self, arrived: Instant, by: &'static str) -> CacheHealth {
+        self.probe(arrived, false, by).await
     }
 
     /// Where `key`'s value is stored; also what a near tier names its copy. The hash tag
@@ -433,7 +609,7 @@ impl RedisCache {
         [self.generation_key(root), self.generation_key(scope)]
     }
 
-    fn pending_scopes(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn pending_scopes(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -475,7 +651,9 @@ impl RedisCache {
     }
 
     fn failed(&self) {
+        self.answering.store(false, Ordering::Relaxed);
         if self.breaker.failure() == Some(Transition::Opened) {
+            self.opened.notify_one();
             tracing::warn!(
                 namespace = %self.namespace,
                 "Redis is failing; reads go to the database until it answers again"
@@ -483,7 +661,17 @@ impl RedisCache {
         }
     }
 
+    /// A failure of a call made past the breaker that must not move its schedule.
+    fn peek_failed(&self) {
+        self.answering.store(false, Ordering::Relaxed);
+    }
+
     fn succeeded(&self) {
+        // A plain load on the hot path; the swap only after a failure.
+        if !self.answering.load(Ordering::Relaxed) && !self.answering.swap(true, Ordering::Relaxed)
+        {
+            self.answering_again.send_modify(|n| *n = n.wrapping_add(1));
+        }
         if self.breaker.success() == Some(Transition::Closed) {
             tracing::info!(namespace = %self.namespace, "Redis answers again");
         }
@@ -495,31 +683,39 @@ impl RedisCache {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        self.call_within(op, self.config.timeout, false, f).await
+        self.call_within(op, self.config.timeout, Gate::Breaker, f)
+            .await
     }
 
-    /// [`Self::call`] with its own timeout; `past_breaker` tries even while the breaker
-    /// holds calls off (its success closes the breaker).
+    /// [`Self::call`] with its own timeout, through `gate` (a success always closes the
+    /// breaker).
     async fn call_within<T, F, Fut>(
         &self,
         op: &'static str,
         timeout: Duration,
-        past_breaker: bool,
+        gate: Gate,
         f: F,
     ) -> Result<T, CacheError>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        if !self.breaker.allow() && !past_breaker {
+        if gate == Gate::Breaker && !self.breaker.allow() {
             return Err(unavailable("circuit open"));
         }
+        let failed = || {
+            if gate == Gate::Peek {
+                self.peek_failed();
+            } else {
+                self.failed();
+            }
+        };
         let start = Instant::now();
         let (slot, conn) = match self.connection().await {
             Ok(c) => c,
             Err(e) => {
                 metrics::redis_call(op, start.elapsed());
-                self.failed();
+                failed();
                 return Err(e);
             }
         };
@@ -534,13 +730,13 @@ impl RedisCache {
                 if connection_is_broken(&e) {
                     self.discard(slot);
                 }
-                self.failed();
+                failed();
                 Err(unavailable(e))
             }
             Err(_) => {
                 // A stalled pipeline would make every later call on it wait as well.
                 self.discard(slot);
-                self.failed();
+                failed();
                 Err(unavailable(format!("{op} timed out after {timeout:?}")))
             }
         }
@@ -602,7 +798,8 @@ impl RedisCache {
         let key = self.generation_key(scope);
         let ttl = self.generation_ttl_ms();
         let timeout = self.config.invalidate_timeout.max(self.config.timeout);
-        self.call_within("invalidate", timeout, for_write, |mut c| async move {
+        let gate = if for_write { Gate::Past } else { Gate::Breaker };
+        self.call_within("invalidate", timeout, gate, |mut c| async move {
             self.scripts
                 .invalidate
                 .key(key)
@@ -620,17 +817,17 @@ impl RedisCache {
     /// stale for other readers of Redis.
     async fn recover(&self, scope: &str) -> Result<(), CacheError> {
         let (root, _) = split_scope(scope);
-        let pending: Vec<String> = {
+        let pending: Vec<(String, u64)> = {
             let pending = self.pending_scopes();
             if pending.is_empty() {
                 return Ok(());
             }
-            pending.iter().cloned().collect()
+            pending.snapshot()
         };
-        for s in pending {
+        for (s, failure) in pending {
             match self.bump(&s, false).await {
                 Ok(()) => {
-                    self.pending_scopes().remove(&s);
+                    self.pending_scopes().applied(&s, failure);
                     tracing::info!(scope = %s, "applied an invalidation that had failed");
                 }
                 // Another scope's (on another cluster node, say) may wait for a later
@@ -719,7 +916,7 @@ impl Cache for RedisCache {
                 Err(e) => {
                     // Entries of this scope may now be stale in Redis: serve none of them
                     // until the invalidation has been applied.
-                    self.pending_scopes().insert((*scope).to_owned());
+                    self.pending_scopes().failed(scope);
                     first_error.get_or_insert(e);
                 }
             }
@@ -743,19 +940,53 @@ impl Cache for RedisCache {
         true
     }
 
+    /// Asks Redis now (one probe at a time, shared by concurrent checks): a probe of
+    /// the breaker's when one is due, else past the breaker at most every 500 ms, so an
+    /// idle server reports Redis back within about that.
     async fn health(&self) -> CacheHealth {
-        if self.breaker.is_open() {
-            return CacheHealth::Down;
+        self.probe(Instant::now(), true, "health").await
+    }
+}
+
+/// Reports the breaker's probe as failed if dropped armed.
+struct ProbeGuard<'a> {
+    breaker: &'a Breaker,
+    armed: bool,
+}
+
+impl ProbeGuard<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.breaker.failure();
         }
-        let pong = self
-            .call("ping", |mut c| async move {
-                redis::cmd("PING").query_async::<String>(&mut c).await
-            })
-            .await;
-        if pong.is_ok() {
-            CacheHealth::Up
-        } else {
-            CacheHealth::Down
+    }
+}
+
+/// The background prober of [`RedisCache::probe_in_background`]; dropping it stops it.
+#[derive(Debug)]
+pub struct BackgroundProbe {
+    task: tokio::task::AbortHandle,
+    cache: Weak<RedisCache>,
+}
+
+impl BackgroundProbe {
+    /// Stops probing; calls probe by themselves again.
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for BackgroundProbe {
+    fn drop(&mut self) {
+        self.task.abort();
+        if let Some(c) = self.cache.upgrade() {
+            c.breaker.probe_in_background(false);
         }
     }
 }
@@ -763,6 +994,24 @@ impl Cache for RedisCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retry_clears_only_failures_it_began_after() {
+        let mut p = Pending::default();
+        p.failed("list");
+        let retry = p.snapshot();
+        // A write's invalidation fails while the retry is in flight.
+        p.failed("list");
+        for (scope, failure) in retry {
+            p.applied(&scope, failure);
+        }
+        assert_eq!(p.len(), 1, "the later failure is still to be applied");
+        let retry = p.snapshot();
+        for (scope, failure) in retry {
+            p.applied(&scope, failure);
+        }
+        assert!(p.is_empty());
+    }
 
     #[test]
     fn cluster_urls_name_every_node_with_the_same_credentials() {

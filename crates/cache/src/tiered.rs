@@ -246,6 +246,14 @@ impl Cache for TieredCache {
         self.far.health().await
     }
 
+    fn near_tier(&self) -> CacheHealth {
+        match &self.bus {
+            Some(bus) if bus.is_connected() => CacheHealth::Up,
+            Some(_) => CacheHealth::Down,
+            None => CacheHealth::Disabled,
+        }
+    }
+
     fn verifies_integrity(&self) -> bool {
         self.far.verifies_integrity()
     }

@@ -396,3 +396,73 @@ async fn a_root_scope_invalidates_its_children_and_a_child_only_itself() {
         "{keys}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_probe_closes_the_circuit_and_applies_missed_invalidations() {
+    let mut redis = RedisServer::start();
+    let c = std::sync::Arc::new(cache(redis.url()));
+    let _probe = c.probe_in_background();
+    let k = detail("3");
+    miss(&c, &k).await;
+    redis.kill();
+    // Missed while Redis is away: remembered, and the circuit opens.
+    assert!(c.invalidate(&["detail:3"]).await.is_err());
+    for _ in 0..3 {
+        let _ = c.get(&k).await;
+    }
+    let err = c.get(&k).await.expect_err("open circuit");
+    assert!(err.to_string().contains("circuit open"), "{err}");
+    redis.restart();
+    // No call at all: the background probe finds Redis back and applies the
+    // invalidation (which makes the scope's generation key again).
+    let generation = "letip:v1:{detail%3A3}:#gen";
+    eventually("the missed invalidation is applied", async || {
+        redis.cli(&["EXISTS", generation]) == "1"
+    })
+    .await;
+    // The first call finds the circuit closed (calls never probe themselves here).
+    miss(&c, &k).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_health_checks_send_one_probe_at_a_time() {
+    let redis = RedisServer::start();
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let c = std::sync::Arc::new(cache(proxy.url()));
+    assert_eq!(c.health().await, CacheHealth::Up);
+    proxy.stall();
+    let checks = (0..50).map(|_| {
+        let c = c.clone();
+        tokio::spawn(async move { c.health().await })
+    });
+    for check in futures_util::future::join_all(checks).await {
+        assert_eq!(check.expect("a health check"), CacheHealth::Down);
+    }
+    proxy.resume();
+    assert!(proxy.pings_sent() >= 1, "the checks asked Redis");
+    assert_eq!(proxy.pings_in_flight_peak(), 1, "one probe at a time");
+    eventually("health reports redis up", async || {
+        c.health().await == CacheHealth::Up
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_asks_past_the_breaker_and_closes_it_when_redis_is_back() {
+    let mut redis = RedisServer::start();
+    let c = cache(redis.url());
+    let k = detail("1");
+    miss(&c, &k).await;
+    redis.kill();
+    // Enough failures for the breaker's backoff to reach seconds.
+    for _ in 0..40 {
+        let _ = c.get(&k).await;
+        assert_eq!(c.health().await, CacheHealth::Down);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    redis.restart();
+    // Past the half-second between health probes, not the breaker's backoff.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(c.health().await, CacheHealth::Up);
+    miss(&c, &k).await;
+}

@@ -47,4 +47,7 @@ pub enum FeedEvent {
     /// The feed was interrupted and has resumed: changes committed meanwhile were not
     /// delivered.
     Resumed,
+    /// The feed is interrupted (or could not connect at all): changes committed from now
+    /// until the next `Resumed` are not delivered.
+    Lost,
 }

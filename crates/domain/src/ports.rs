@@ -51,10 +51,15 @@ impl RepoError {
 }
 
 /// What a health check found. `cache` is `"disabled"` where no cache is configured.
+/// `near_tier` (whether a near tier's invalidation subscription is in place) and
+/// `change_feed` (whether the change feed is connected) are `"up"` or `"down"`, and
+/// `None` where there is no such thing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Health {
     pub database: bool,
     pub cache: &'static str,
+    pub near_tier: Option<&'static str>,
+    pub change_feed: Option<&'static str>,
 }
 
 /// Storage of the lead data. Reads return [`Fetched`] so a cache can say where the answer

@@ -12,13 +12,14 @@
 //! that starts after the response never finds an entry from before the write.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt};
-use letip_cache::{Cache, Key, Lookup};
+use letip_cache::{Cache, CacheHealth, Key, Lookup};
 use letip_domain::{
     Body, Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch, CacheStatus,
     Change, Contact, EnrichmentRun, EnrichmentStatus, Facets, FeedEvent, Fetched, Health,
@@ -70,7 +71,14 @@ pub struct CachedRepository {
     flights: SingleFlight,
     /// List pages deeper than this are not cached.
     list_max_page: u32,
+    /// The change feed's state, for health checks: [`FEED_NONE`] until `follow` is
+    /// called, then [`FEED_UP`] or [`FEED_DOWN`].
+    feed: AtomicU8,
 }
+
+const FEED_NONE: u8 = 0;
+const FEED_UP: u8 = 1;
+const FEED_DOWN: u8 = 2;
 
 type Load =
     Box<dyn FnOnce(Arc<dyn Repository>) -> BoxFuture<'static, Result<Bytes, RepoError>> + Send>;
@@ -108,6 +116,7 @@ impl CachedRepository {
             ttls,
             flights: SingleFlight::default(),
             list_max_page: u32::MAX,
+            feed: AtomicU8::new(FEED_NONE),
         }
     }
 
@@ -214,15 +223,32 @@ impl CachedRepository {
     /// Applies changes announced by other writers until `feed` ends: another instance
     /// that could not reach the cache, or any other client of the database. When the
     /// feed reports it missed announcements, stats and every list are invalidated.
-    pub async fn follow(&self, feed: impl Stream<Item = FeedEvent>) {
-        let mut feed = std::pin::pin!(feed);
-        while let Some(event) = feed.next().await {
-            let changes = match event {
-                FeedEvent::Changed(changes) => changes,
-                FeedEvent::Resumed => vec![Change::Unknown],
-            };
-            self.changed(&changes).await;
-            metrics::counter!("letip_changes_applied_total").increment(changes.len() as u64);
+    /// From this call on, health checks report the feed's state (connected, as a feed
+    /// that could not connect says at once).
+    pub fn follow(
+        self: &Arc<Self>,
+        feed: impl Stream<Item = FeedEvent> + Send + 'static,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        self.feed.store(FEED_UP, Ordering::Relaxed);
+        let this = self.clone();
+        async move {
+            let mut feed = std::pin::pin!(feed);
+            while let Some(event) = feed.next().await {
+                let changes = match event {
+                    FeedEvent::Changed(changes) => changes,
+                    FeedEvent::Resumed => {
+                        this.feed.store(FEED_UP, Ordering::Relaxed);
+                        vec![Change::Unknown]
+                    }
+                    FeedEvent::Lost => {
+                        this.feed.store(FEED_DOWN, Ordering::Relaxed);
+                        continue;
+                    }
+                };
+                this.changed(&changes).await;
+                metrics::counter!("letip_changes_applied_total").increment(changes.len() as u64);
+            }
+            this.feed.store(FEED_DOWN, Ordering::Relaxed);
         }
     }
 }
@@ -462,8 +488,19 @@ impl Repository for CachedRepository {
 
     async fn health(&self) -> Health {
         let (inner, cache) = tokio::join!(self.inner.health(), self.cache.health());
+        let near_tier = match self.cache.near_tier() {
+            CacheHealth::Disabled => None,
+            near => Some(near.as_str()),
+        };
+        let change_feed = match self.feed.load(Ordering::Relaxed) {
+            FEED_UP => Some("up"),
+            FEED_DOWN => Some("down"),
+            _ => None,
+        };
         Health {
             cache: cache.as_str(),
+            near_tier,
+            change_feed,
             ..inner
         }
     }

@@ -3,8 +3,9 @@
 //! the writing transaction, so at commit and never for a rollback).
 //!
 //! [`listen`] keeps one dedicated connection that LISTENs, reconnects by itself with
-//! backoff, and reports [`FeedEvent::Resumed`] after any interruption, since
-//! announcements made meanwhile are lost. Announcements of this process's own writes
+//! backoff, and reports [`FeedEvent::Lost`] when it is interrupted (or cannot connect at
+//! first) and [`FeedEvent::Resumed`] after any interruption, since announcements made
+//! meanwhile are lost. Announcements of this process's own writes
 //! (those whose session set `letip.origin` to `own`) are skipped.
 
 use std::time::Duration;
@@ -23,6 +24,9 @@ pub const CHANNEL: &str = "letip_change";
 const CHECK_EVERY: Duration = Duration::from_secs(5);
 /// How long connecting or a check may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest wait between two attempts to reconnect: PostgreSQL back is followed within
+/// about this.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Most announcements applied as one batch.
 const BATCH: usize = 256;
 
@@ -159,6 +163,7 @@ pub async fn listen(
     tokio::spawn(async move {
         let own = own.map(|u| u.to_string());
         let mut connected_before = false;
+        let mut lost_told = false;
         let mut backoff = Duration::from_millis(100);
         let mut next = Some(first);
         while !tx.is_closed() {
@@ -180,11 +185,21 @@ pub async fn listen(
                         return;
                     }
                     tracing::warn!("change feed interrupted; reconnecting");
+                    lost_told = true;
+                    if tx.send(FeedEvent::Lost).await.is_err() {
+                        return;
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "change feed cannot connect");
+                    if !lost_told {
+                        lost_told = true;
+                        if tx.send(FeedEvent::Lost).await.is_err() {
+                            return;
+                        }
+                    }
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }

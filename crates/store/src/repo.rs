@@ -692,6 +692,8 @@ impl Repository for PgStore {
         Health {
             database,
             cache: "disabled",
+            near_tier: None,
+            change_feed: None,
         }
     }
 }
