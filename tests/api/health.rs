@@ -152,8 +152,11 @@ async fn the_near_tier_subscription_is_reported_and_back_with_redis() {
     redis.restart();
     // A health check that finds Redis back wakes the subscription: no waiting out its
     // backoff.
+    // Resubscribing takes a connection and a SUBSCRIBE after the wake-up: a loaded
+    // machine needs more than one second for them now and then. Without the wake-up it
+    // waits out a backoff of up to 5 s.
     let polls = polls_until_up(&app, "near_tier").await;
-    assert!(polls <= 2, "near tier reported up after {polls} polls");
+    assert!(polls <= 4, "near tier reported up after {polls} polls");
     assert_eq!(health(&app, "redis").await, "up");
 }
 
