@@ -138,6 +138,9 @@ struct Run {
     slot: Mutex<(usize, Fault)>,
     /// Reads and writes answered (or failed) so far.
     operations: AtomicU64,
+    /// Every answered write by its answer time: what it was, on which instance, in
+    /// which slot, so that a violation names the write it missed.
+    answers: Mutex<HashMap<Instant, String>>,
     /// With `CHECKER_OPERATIONS`: the run ends once this many were made.
     target: Option<u64>,
     end: Instant,
@@ -203,8 +206,31 @@ impl Run {
         false
     }
 
+    /// Records a write answered at `done`, for violation reports.
+    fn record_answer(&self, done: Instant, app: &TestApp, what: &str) {
+        let (slot, fault) = *self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        let line = format!(
+            "{what} on {} at {:.3}s, slot {slot} ({fault:?})",
+            self.name(app),
+            done.duration_since(self.started).as_secs_f64()
+        );
+        self.answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(done, line);
+    }
+
     /// Judges a read sent at `sent` that missed a write answered at `answered`.
     fn stale(&self, sent: Instant, answered: Instant, what: String) {
+        let (slot, fault) = *self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        let missed = self
+            .answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&answered)
+            .cloned()
+            .unwrap_or_else(|| "a write".to_owned());
+        let what = format!("{what} (read in slot {slot} ({fault:?}); missed {missed})");
         let staleness = sent.saturating_duration_since(answered);
         let allowed = self
             .cut_until
@@ -274,6 +300,7 @@ async fn writer(run: Arc<Run>, seed: u64) {
                 continue;
             }
             let id = res.body["id"].as_i64().unwrap_or_default();
+            run.record_answer(done, app, &format!("create of business {id}"));
             let mut m = run.model.lock().unwrap_or_else(|p| p.into_inner());
             m.counters.creates_done.push(done);
             m.businesses.insert(
@@ -367,6 +394,7 @@ async fn writer(run: Arc<Run>, seed: u64) {
             owned.remove(&id);
             continue;
         };
+        run.record_answer(done, app, &format!("{kind} of business {id}"));
         let own = owned.get_mut(&id).expect("owned");
         match kind {
             "update" => own.version += 1,
@@ -726,6 +754,7 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
         cut_until: Mutex::new(None),
         slot: Mutex::new((0, Fault::Calm)),
         operations: AtomicU64::new(0),
+        answers: Mutex::default(),
         target,
         end: started + Duration::from_secs(seconds),
     });
@@ -843,7 +872,7 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
         report.server_errors.len(),
         report.transport_errors.len()
     );
-    for v in report.violations.iter().take(20) {
+    for v in report.violations.iter().take(40) {
         println!("  violation: {v}");
     }
     for e in report.server_errors.iter().take(20) {
