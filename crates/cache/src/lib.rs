@@ -129,6 +129,19 @@ pub enum Lookup {
     Miss(Ticket),
 }
 
+/// What [`Cache::get_index`] found.
+#[derive(Debug, Clone)]
+pub enum IndexLookup {
+    /// The index's value, of its scope's current generation, and the lookup of each of
+    /// its members, in the order they were stored: each checked against its own scope.
+    Hit { value: Bytes, members: Vec<Lookup> },
+    /// No current index; load it, then [`Cache::put_index`] with this ticket.
+    Miss(Ticket),
+}
+
+/// Rebuilds the member keys of an index from its value (`None`: not an index's value).
+pub type Members<'a> = &'a (dyn Fn(&[u8]) -> Option<Vec<Key>> + Sync);
+
 /// What a [`Cache::put`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
@@ -140,6 +153,19 @@ pub enum Stored {
     TooLarge,
     /// The cache stores nothing.
     Skipped,
+}
+
+/// Refuses members outside the root scope of their index.
+pub(crate) fn check_members(key: &Key, members: &[Key]) -> Result<(), CacheError> {
+    let root = |k: &Key| redis::split_scope(k.scope()).0.to_owned();
+    let own = root(key);
+    match members.iter().find(|m| root(m) != own) {
+        Some(m) => Err(CacheError::Config(format!(
+            "index member {} is not in the root scope {own} of its index",
+            m.name()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// A shared cache with generation-scoped entries and per-entry time to live.
@@ -157,6 +183,55 @@ pub trait Cache: Send + Sync + std::fmt::Debug + 'static {
         value: Bytes,
         ttl: Duration,
     ) -> Result<Stored, CacheError>;
+
+    /// Looks up several keys: each answer is what [`Cache::get`] would give, in the same
+    /// order. One round trip where the backend can (Redis: one script per hash slot).
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Lookup>, CacheError> {
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            found.push(self.get(key).await?);
+        }
+        Ok(found)
+    }
+
+    /// Looks up an *index*, an entry whose value names other entries (its members: the
+    /// rows of a page, say), and on a hit every member with it: one round trip where the
+    /// backend can (Redis: one script). The index being current says nothing of its
+    /// members; each is checked against its own scope, and a member that misses carries
+    /// its own ticket. `members` rebuilds the member keys from the index's value; a
+    /// backend that stored them with the index does not call it. A key is used either
+    /// through `get`/`put` or through `get_index`/`put_index`, never both.
+    async fn get_index(&self, key: &Key, members: Members<'_>) -> Result<IndexLookup, CacheError> {
+        match self.get(key).await? {
+            Lookup::Miss(ticket) => Ok(IndexLookup::Miss(ticket)),
+            Lookup::Hit(value) => {
+                let Some(keys) = members(&value) else {
+                    metrics::corrupt(key.family());
+                    let _ = self.remove(key).await;
+                    return Err(CacheError::Protocol(
+                        "an index whose members cannot be read".into(),
+                    ));
+                };
+                let members = self.get_many(&keys).await?;
+                Ok(IndexLookup::Hit { value, members })
+            }
+        }
+    }
+
+    /// Stores an index, like [`Cache::put`], naming `members`. Every member's scope must
+    /// have the root of `key`'s scope, so that on Redis Cluster an index and its members
+    /// share one hash slot (a [`CacheError::Config`] otherwise).
+    async fn put_index(
+        &self,
+        key: &Key,
+        ticket: &Ticket,
+        value: Bytes,
+        members: &[Key],
+        ttl: Duration,
+    ) -> Result<Stored, CacheError> {
+        check_members(key, members)?;
+        self.put(key, ticket, value, ttl).await
+    }
 
     /// Makes every entry of each scope a miss, at once.
     async fn invalidate(&self, scopes: &[&str]) -> Result<(), CacheError>;

@@ -37,7 +37,10 @@ use deadpool_redis::redis::{self, Cmd, Pipeline, RedisError, RedisFuture, Script
 
 use crate::breaker::{Breaker, BreakerConfig, Transition};
 use crate::key::encode;
-use crate::{Cache, CacheError, CacheHealth, Key, Lookup, Stored, Ticket, metrics};
+use crate::{
+    Cache, CacheError, CacheHealth, IndexLookup, Key, Lookup, Members, Stored, Ticket,
+    check_members, metrics,
+};
 
 /// Settings of a [`RedisCache`].
 #[derive(Debug, Clone)]
@@ -111,6 +114,74 @@ if string.match(v, '^%d+%.%d+\n') then return {0, tag} end
 return {2, tag}
 ";
 
+/// The lookup of one entry inside a script: `gen` as in [`LOOKUP`], and `entry(value key,
+/// root generation key, own generation key)` answering `{state, bytes}` as it does.
+const ENTRY_FNS: &str = r"
+local function gen(key)
+  local g = redis.call('GET', key)
+  if not g then
+    local t = redis.call('TIME')
+    g = string.format('%d', t[1] * 1000000 + t[2])
+    redis.call('SET', key, g, 'PX', ARGV[1])
+  end
+  return g
+end
+local function entry(k, root, own)
+  local tag = gen(root) .. '.' .. gen(own) .. '\n'
+  local v = redis.call('GET', k)
+  if not v then return 0, tag end
+  if string.sub(v, 1, #tag) == tag then return 1, v end
+  if string.match(v, '^%d+%.%d+\n') then return 0, tag end
+  return 2, tag
+end
+";
+
+/// KEYS: value, root generation and own generation of each entry, three by three (all of
+/// one hash slot). ARGV: generation TTL (ms). Returns `state, bytes` of each entry, flat.
+const LOOKUP_MANY: &str = r"
+local out = {}
+for i = 1, #KEYS, 3 do
+  local state, bytes = entry(KEYS[i], KEYS[i + 1], KEYS[i + 2])
+  out[#out + 1] = state
+  out[#out + 1] = bytes
+end
+return out
+";
+
+/// KEYS: the index's value, root generation, own generation. ARGV: generation TTL (ms),
+/// the prefix every member key must have (the index's own hash tag). Answers the index's
+/// `state, bytes` as `entry` does and, on a hit, `state, bytes` of every member the index
+/// names (its members section: `@index N\n`, then three key names a line each per member,
+/// after the 8-digit checksum). A section that does not parse, or names a key outside the
+/// prefix, is answered as not in this cache's format (2).
+const LOOKUP_INDEX: &str = r"
+local state, v = entry(KEYS[1], KEYS[2], KEYS[3])
+if state ~= 1 then return {state, v} end
+local pos = string.find(v, '\n', 1, true) + 9
+if string.sub(v, pos, pos + 6) ~= '@index ' then return {2, ''} end
+local e = string.find(v, '\n', pos, true)
+local n = e and tonumber(string.sub(v, pos + 7, e - 1))
+if not n then return {2, ''} end
+local out = {1, v}
+pos = e + 1
+local prefix = ARGV[2]
+for i = 1, n do
+  local names = {}
+  for j = 1, 3 do
+    local stop = string.find(v, '\n', pos, true)
+    if not stop then return {2, ''} end
+    local name = string.sub(v, pos, stop - 1)
+    if string.sub(name, 1, #prefix) ~= prefix then return {2, ''} end
+    names[j] = name
+    pos = stop + 1
+  end
+  local s, b = entry(names[1], names[2], names[3])
+  out[#out + 1] = s
+  out[#out + 1] = b
+end
+return out
+";
+
 /// KEYS: value, root generation, own generation. ARGV: tag, value, TTL (ms). Stores only
 /// while the tag is current.
 const STORE: &str = r"
@@ -135,6 +206,8 @@ return 1
 
 struct Scripts {
     lookup: Script,
+    lookup_many: Script,
+    lookup_index: Script,
     store: Script,
     invalidate: Script,
 }
@@ -258,6 +331,65 @@ fn unseal(sealed: Bytes) -> Option<Bytes> {
     let crc = u32::from_str_radix(std::str::from_utf8(crc).ok()?, 16).ok()?;
     let value = sealed.slice(CRC_LEN..);
     (crc32fast::hash(&value) == crc).then_some(value)
+}
+
+/// The start of an index's members section.
+const INDEX_MARK: &str = "@index ";
+
+/// The members section of an index's payload: the member count, then three key names
+/// per member (value, root generation, own generation), a line each.
+fn index_parts(payload: &[u8]) -> Option<(Vec<&[u8]>, usize)> {
+    let rest = payload.strip_prefix(INDEX_MARK.as_bytes())?;
+    let nl = rest.iter().position(|&b| b == b'\n')?;
+    let n: usize = std::str::from_utf8(rest.get(..nl)?).ok()?.parse().ok()?;
+    let mut at = INDEX_MARK.len() + nl + 1;
+    let mut values = Vec::with_capacity(n);
+    for i in 0..n * 3 {
+        let line = payload.get(at..)?;
+        let end = line.iter().position(|&b| b == b'\n')?;
+        if i % 3 == 0 {
+            values.push(line.get(..end)?);
+        }
+        at += end + 1;
+    }
+    Some((values, at))
+}
+
+/// The caller's value in an index's payload (after its members section).
+fn index_value(payload: &Bytes) -> Option<Bytes> {
+    let (_, at) = index_parts(payload)?;
+    Some(payload.slice(at..))
+}
+
+/// The value keys of an index's members, in order.
+fn index_members(payload: &[u8]) -> Option<Vec<String>> {
+    let (names, _) = index_parts(payload)?;
+    Some(
+        names
+            .into_iter()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect(),
+    )
+}
+
+/// A script's flat `state, bytes, state, bytes, ...` answer, in pairs.
+fn pairs(values: Vec<Value>) -> Result<Vec<(i64, Vec<u8>)>, CacheError> {
+    let bad = || CacheError::Protocol("an answer that is not state and bytes".into());
+    let mut out = Vec::with_capacity(values.len() / 2);
+    let mut values = values.into_iter();
+    while let Some(state) = values.next() {
+        let Value::Int(state) = state else {
+            return Err(bad());
+        };
+        let bytes = match values.next().ok_or_else(bad)? {
+            Value::BulkString(b) => b,
+            Value::SimpleString(s) => s.into_bytes(),
+            Value::Nil => Vec::new(),
+            _ => return Err(bad()),
+        };
+        out.push((state, bytes));
+    }
+    Ok(out)
 }
 
 /// What a lookup found, with the generation tags a near tier needs.
@@ -437,6 +569,8 @@ impl RedisCache {
             breaker: Breaker::new(BreakerConfig::default()),
             scripts: Scripts {
                 lookup: Script::new(LOOKUP),
+                lookup_many: Script::new(&format!("{ENTRY_FNS}{LOOKUP_MANY}")),
+                lookup_index: Script::new(&format!("{ENTRY_FNS}{LOOKUP_INDEX}")),
                 store: Script::new(STORE),
                 invalidate: Script::new(INVALIDATE),
             },
@@ -778,6 +912,174 @@ impl RedisCache {
         }
     }
 
+    /// Stores `head` then `value` under one checksum, while `ticket` is current.
+    async fn store(
+        &self,
+        key: &Key,
+        ticket: &Ticket,
+        head: &[u8],
+        value: &Bytes,
+        ttl: Duration,
+    ) -> Result<Stored, CacheError> {
+        if head.len() + value.len() > self.config.max_value_bytes {
+            metrics::set(key.family(), "too_large");
+            return Ok(Stored::TooLarge);
+        }
+        let Some(tag) = ticket.tag() else {
+            metrics::set(key.family(), "stale");
+            return Ok(Stored::Stale);
+        };
+        let [root, own] = self.generation_keys(key.scope());
+        let keys = [self.value_key(key), root, own];
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(head);
+        crc.update(value);
+        let mut sealed = Vec::with_capacity(CRC_LEN + head.len() + value.len());
+        sealed.extend_from_slice(format!("{:08x}", crc.finalize()).as_bytes());
+        sealed.extend_from_slice(head);
+        sealed.extend_from_slice(value);
+        let stored: Result<i64, _> = self
+            .call("store", |mut c| async move {
+                self.scripts
+                    .store
+                    .key(&keys[..])
+                    .arg(tag)
+                    .arg(&sealed[..])
+                    .arg(ttl_ms)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await;
+        let outcome = match stored {
+            Ok(1) => Stored::Stored,
+            Ok(_) => Stored::Stale,
+            Err(e) => {
+                metrics::set(key.family(), "error");
+                return Err(e);
+            }
+        };
+        metrics::set(
+            key.family(),
+            if outcome == Stored::Stored {
+                "stored"
+            } else {
+                "stale"
+            },
+        );
+        Ok(outcome)
+    }
+
+    /// Like [`Self::recover`], and refuses while any invalidation is still to be applied:
+    /// a lookup of many scopes serves nothing until all of them are current.
+    async fn recover_all(&self, scope: &str) -> Result<(), CacheError> {
+        self.recover(scope).await?;
+        if self.pending_scopes().is_empty() {
+            Ok(())
+        } else {
+            Err(unavailable("invalidations are still to be applied"))
+        }
+    }
+
+    /// One entry of a many-key answer: a hit whose checksum holds, else a miss with the
+    /// ticket of the generation the script saw. A damaged entry is removed and counted.
+    async fn member(&self, family: &'static str, name: &str, state: i64, bytes: Vec<u8>) -> Lookup {
+        match state {
+            0 => Lookup::Miss(Ticket::new(String::from_utf8_lossy(&bytes))),
+            1 => {
+                let bytes = Bytes::from(bytes);
+                let header = bytes.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
+                if let Some(value) = unseal(bytes.slice(header..)) {
+                    return Lookup::Hit(value);
+                }
+                // Its header is the current tag (the script compared it).
+                let tag = String::from_utf8_lossy(bytes.get(..header).unwrap_or_default());
+                self.remove_damaged(family, name).await;
+                Lookup::Miss(Ticket::new(tag))
+            }
+            // Not in this cache's format: the answer carries the current tag.
+            _ => {
+                self.remove_damaged(family, name).await;
+                Lookup::Miss(Ticket::new(String::from_utf8_lossy(&bytes)))
+            }
+        }
+    }
+
+    async fn remove_damaged(&self, family: &'static str, name: &str) {
+        metrics::corrupt(family);
+        tracing::warn!(
+            family,
+            "removing a cache entry that fails its checksum or format"
+        );
+        let _ = self
+            .call("remove", |mut c| async move {
+                redis::cmd("UNLINK")
+                    .arg(name)
+                    .query_async::<i64>(&mut c)
+                    .await
+            })
+            .await;
+    }
+
+    /// An index and its members, in one script.
+    async fn lookup_index(&self, key: &Key) -> Result<IndexLookup, CacheError> {
+        self.recover_all(key.scope()).await?;
+        let [root, own] = self.generation_keys(key.scope());
+        let name = self.value_key(key);
+        let keys = [name.clone(), root, own];
+        let ttl = self.generation_ttl_ms();
+        let prefix = self.scope_prefix(key.scope());
+        let answer: Vec<Value> = self
+            .call("lookup_index", |mut c| async move {
+                self.scripts
+                    .lookup_index
+                    .key(&keys[..])
+                    .arg(ttl)
+                    .arg(&prefix)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        let mut pairs = pairs(answer)?.into_iter();
+        let (state, bytes) = pairs
+            .next()
+            .ok_or_else(|| CacheError::Protocol("an empty answer to a lookup".into()))?;
+        match state {
+            0 => {
+                return Ok(IndexLookup::Miss(Ticket::new(String::from_utf8_lossy(
+                    &bytes,
+                ))));
+            }
+            1 => {}
+            _ => {
+                self.remove_damaged(key.family(), &name).await;
+                return Err(CacheError::Protocol(
+                    "an index that fails its format".into(),
+                ));
+            }
+        }
+        let bytes = Bytes::from(bytes);
+        let header = bytes.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
+        let Some(value) = unseal(bytes.slice(header..)).and_then(|p| index_value(&p)) else {
+            self.remove_damaged(key.family(), &name).await;
+            return Err(CacheError::Protocol(
+                "an index that fails its checksum".into(),
+            ));
+        };
+        // The member names are in the index; the answers come in their order.
+        let names = index_members(&bytes.slice(header + CRC_LEN..)).unwrap_or_default();
+        let mut members = Vec::with_capacity(names.len());
+        for (member, (state, bytes)) in names.iter().zip(pairs) {
+            members.push(self.member(key.family(), member, state, bytes).await);
+        }
+        if members.len() != names.len() {
+            return Err(CacheError::Protocol(
+                "a short answer to an index lookup".into(),
+            ));
+        }
+        Ok(IndexLookup::Hit { value, members })
+    }
+
     /// Removes an entry that is not what this cache stored.
     async fn corrupt(&self, key: &Key) -> Result<Raw, CacheError> {
         metrics::corrupt(key.family());
@@ -860,49 +1162,99 @@ impl Cache for RedisCache {
         value: Bytes,
         ttl: Duration,
     ) -> Result<Stored, CacheError> {
-        if value.len() > self.config.max_value_bytes {
-            metrics::set(key.family(), "too_large");
-            return Ok(Stored::TooLarge);
-        }
-        let Some(tag) = ticket.tag() else {
-            metrics::set(key.family(), "stale");
-            return Ok(Stored::Stale);
+        self.store(key, ticket, &[], &value, ttl).await
+    }
+
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Lookup>, CacheError> {
+        let Some(first) = keys.first() else {
+            return Ok(Vec::new());
         };
-        let [root, own] = self.generation_keys(key.scope());
-        let keys = [self.value_key(key), root, own];
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let mut sealed = Vec::with_capacity(CRC_LEN + value.len());
-        sealed.extend_from_slice(format!("{:08x}", crc32fast::hash(&value)).as_bytes());
-        sealed.extend_from_slice(&value);
-        let stored: Result<i64, _> = self
-            .call("store", |mut c| async move {
-                self.scripts
-                    .store
-                    .key(&keys[..])
-                    .arg(tag)
-                    .arg(&sealed[..])
-                    .arg(ttl_ms)
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await;
-        let outcome = match stored {
-            Ok(1) => Stored::Stored,
-            Ok(_) => Stored::Stale,
-            Err(e) => {
-                metrics::set(key.family(), "error");
-                return Err(e);
+        self.recover_all(first.scope()).await?;
+        // One script per hash slot (root scope), sent together.
+        let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let root = split_scope(key.scope()).0;
+            match groups.iter_mut().find(|(r, _)| *r == root) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((root, vec![i])),
             }
-        };
-        metrics::set(
+        }
+        let ttl = self.generation_ttl_ms();
+        let calls = groups.iter().map(|(_, members)| {
+            let names: Vec<String> = members
+                .iter()
+                .filter_map(|&i| keys.get(i))
+                .flat_map(|key| {
+                    let [root, own] = self.generation_keys(key.scope());
+                    [self.value_key(key), root, own]
+                })
+                .collect();
+            async move {
+                self.call("lookup_many", |mut c| async move {
+                    self.scripts
+                        .lookup_many
+                        .key(&names[..])
+                        .arg(ttl)
+                        .invoke_async::<Vec<Value>>(&mut c)
+                        .await
+                })
+                .await
+            }
+        });
+        let answers = futures_util::future::join_all(calls).await;
+        let mut found: Vec<Option<Lookup>> = vec![None; keys.len()];
+        for ((_, members), answer) in groups.iter().zip(answers) {
+            let pairs = pairs(answer?)?;
+            if pairs.len() != members.len() {
+                return Err(CacheError::Protocol("a short answer to a lookup".into()));
+            }
+            for (&i, (state, bytes)) in members.iter().zip(pairs) {
+                let key = keys.get(i).ok_or_else(|| unavailable("no such key"))?;
+                let name = self.value_key(key);
+                let lookup = self.member(key.family(), &name, state, bytes).await;
+                metrics::lookup_outcome(key.family(), &Ok(lookup.clone()));
+                if let Some(slot) = found.get_mut(i) {
+                    *slot = Some(lookup);
+                }
+            }
+        }
+        Ok(found
+            .into_iter()
+            .map(|f| f.unwrap_or_else(|| Lookup::Miss(Ticket::none())))
+            .collect())
+    }
+
+    async fn get_index(&self, key: &Key, _members: Members<'_>) -> Result<IndexLookup, CacheError> {
+        let result = self.lookup_index(key).await;
+        metrics::lookup(
             key.family(),
-            if outcome == Stored::Stored {
-                "stored"
-            } else {
-                "stale"
+            match &result {
+                Ok(IndexLookup::Hit { .. }) => "hit",
+                Ok(IndexLookup::Miss(_)) => "miss",
+                Err(_) => "error",
             },
         );
-        Ok(outcome)
+        result
+    }
+
+    async fn put_index(
+        &self,
+        key: &Key,
+        ticket: &Ticket,
+        value: Bytes,
+        members: &[Key],
+        ttl: Duration,
+    ) -> Result<Stored, CacheError> {
+        check_members(key, members)?;
+        let mut head = format!("{INDEX_MARK}{}\n", members.len());
+        for m in members {
+            let [root, own] = self.generation_keys(m.scope());
+            for name in [self.value_key(m), root, own] {
+                head.push_str(&name);
+                head.push('\n');
+            }
+        }
+        self.store(key, ticket, head.as_bytes(), &value, ttl).await
     }
 
     async fn invalidate(&self, scopes: &[&str]) -> Result<(), CacheError> {

@@ -22,7 +22,10 @@ use tokio::task::AbortHandle;
 
 use crate::bus::{BusEvent, RedisBus};
 use crate::redis::Raw;
-use crate::{Cache, CacheError, CacheHealth, Key, Lookup, RedisCache, Stored, Ticket, metrics};
+use crate::{
+    Cache, CacheError, CacheHealth, IndexLookup, Key, Lookup, Members, RedisCache, Stored, Ticket,
+    metrics,
+};
 
 /// Settings of the near tier.
 #[derive(Debug, Clone, Copy)]
@@ -217,6 +220,29 @@ impl Cache for TieredCache {
             self.near.insert(self.far.value_key(key), entry).await;
         }
         Ok(stored)
+    }
+
+    /// From Redis alone: a many-key lookup is one round trip that carries the values
+    /// either way, and the near tier's saving (not sending a value) would cost one round
+    /// trip per key.
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Lookup>, CacheError> {
+        self.far.get_many(keys).await
+    }
+
+    /// From Redis alone, like [`Cache::get_many`].
+    async fn get_index(&self, key: &Key, members: Members<'_>) -> Result<IndexLookup, CacheError> {
+        self.far.get_index(key, members).await
+    }
+
+    async fn put_index(
+        &self,
+        key: &Key,
+        ticket: &Ticket,
+        value: Bytes,
+        members: &[Key],
+        ttl: Duration,
+    ) -> Result<Stored, CacheError> {
+        self.far.put_index(key, ticket, value, members, ttl).await
     }
 
     async fn invalidate(&self, scopes: &[&str]) -> Result<(), CacheError> {

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
-use letip_cache::{Cache, CacheHealth, Key, Lookup, RedisCache, RedisConfig, Stored};
+use letip_cache::{Cache, CacheHealth, IndexLookup, Key, Lookup, RedisCache, RedisConfig, Stored};
 use letip_testkit::RedisCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,4 +64,41 @@ async fn the_cache_works_across_the_slots_of_a_cluster() {
         })
         .collect();
     assert_eq!(holders.len(), 3, "every master holds some keys");
+
+    // An index and its members share the index's root, so one script on one node looks
+    // them all up, although it names the members' keys only in the index's value.
+    let rows: Vec<Key> = (0..20)
+        .map(|i| Key::new("row", &format!("list|row:{i}"), &[("id", &i.to_string())]))
+        .collect();
+    let found = cache.get_many(&rows).await.expect("lookup");
+    for (k, f) in rows.iter().zip(&found) {
+        let Lookup::Miss(t) = f else { panic!("cold") };
+        let v = Bytes::from(k.name().to_owned());
+        let stored = cache.put(k, t, v, Duration::from_secs(60));
+        assert_eq!(stored.await.expect("store"), Stored::Stored);
+    }
+    let page = Key::new("list", "list|[null]", &[("page", "1")]);
+    let named = |_: &[u8]| None;
+    let IndexLookup::Miss(t) = cache.get_index(&page, &named).await.expect("lookup") else {
+        panic!("cold")
+    };
+    let stored = cache.put_index(
+        &page,
+        &t,
+        Bytes::from_static(b"page"),
+        &rows,
+        Duration::from_secs(60),
+    );
+    assert_eq!(stored.await.expect("store"), Stored::Stored);
+    cache.invalidate(&["list|row:7"]).await.expect("invalidate");
+    let Ok(IndexLookup::Hit { value, members }) = cache.get_index(&page, &named).await else {
+        panic!("the index hits")
+    };
+    assert_eq!(&value[..], b"page");
+    for (i, (k, m)) in rows.iter().zip(&members).enumerate() {
+        match m {
+            Lookup::Hit(b) => assert!(i != 7 && b == k.name(), "row {i}"),
+            Lookup::Miss(_) => assert_eq!(i, 7, "only the invalidated row misses"),
+        }
+    }
 }

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use letip_cache::{
-    Cache, CacheError, CacheHealth, Key, Lookup, RedisCache, RedisConfig, Stored, Ticket,
+    Cache, CacheError, CacheHealth, IndexLookup, Key, Lookup, RedisCache, RedisConfig, Stored,
+    Ticket,
 };
 use letip_testkit::{FaultProxy, RedisServer, eventually};
 
@@ -465,4 +466,122 @@ async fn health_asks_past_the_breaker_and_closes_it_when_redis_is_back() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(c.health().await, CacheHealth::Up);
     miss(&c, &k).await;
+}
+
+fn row(id: u32) -> Key {
+    Key::new("row", &format!("list|row:{id}"), &[("id", &id.to_string())])
+}
+
+/// The row keys a test index names (its value is the ids, comma-separated).
+fn rows_named(value: &[u8]) -> Option<Vec<Key>> {
+    std::str::from_utf8(value)
+        .ok()?
+        .split(',')
+        .map(|id| id.parse().ok().map(row))
+        .collect()
+}
+
+async fn index(c: &RedisCache, k: &Key) -> IndexLookup {
+    c.get_index(k, &rows_named).await.expect("Redis answers")
+}
+
+/// Which members hit, and the bytes of those that do.
+fn members(found: &IndexLookup) -> Vec<Option<Bytes>> {
+    match found {
+        IndexLookup::Hit { members, .. } => members
+            .iter()
+            .map(|m| match m {
+                Lookup::Hit(b) => Some(b.clone()),
+                Lookup::Miss(_) => None,
+            })
+            .collect(),
+        IndexLookup::Miss(_) => panic!("expected the index to hit"),
+    }
+}
+
+#[tokio::test]
+async fn an_index_and_its_members_are_one_lookup_each_member_against_its_own_scope() {
+    let redis = RedisServer::start();
+    let c = cache(redis.url());
+    let page = Key::new("list", "list|[null]", &[("page", "1")]);
+    let rows = [row(1), row(2), row(3)];
+    let IndexLookup::Miss(ticket) = index(&c, &page).await else {
+        panic!("cold")
+    };
+    // Rows 1 and 3 are cached; row 2 is not.
+    let found = c.get_many(&rows).await.expect("Redis answers");
+    for (i, f) in found.iter().enumerate() {
+        let Lookup::Miss(t) = f else { panic!("cold") };
+        if i != 1 {
+            let v = Bytes::from(format!("row {}", i + 1));
+            assert_eq!(
+                c.put(&rows[i], t, v, TTL).await.expect("put"),
+                Stored::Stored
+            );
+        }
+    }
+    let stored = c.put_index(&page, &ticket, Bytes::from_static(b"1,2,3"), &rows, TTL);
+    assert_eq!(stored.await.expect("put"), Stored::Stored);
+    let found = index(&c, &page).await;
+    let IndexLookup::Hit { value, members: m } = &found else {
+        panic!("warm")
+    };
+    assert_eq!(
+        &value[..],
+        b"1,2,3",
+        "the caller's value, without the member names"
+    );
+    assert_eq!(
+        members(&found),
+        [Some(Bytes::from("row 1")), None, Some(Bytes::from("row 3"))]
+    );
+    // The missing member's ticket stores it.
+    let Some(Lookup::Miss(t2)) = m.get(1) else {
+        panic!("row 2 misses")
+    };
+    c.put(&rows[1], t2, Bytes::from("row 2"), TTL)
+        .await
+        .expect("put");
+    assert!(members(&index(&c, &page).await).iter().all(Option::is_some));
+
+    // A member's scope invalidated: that member misses, the index still hits.
+    c.invalidate(&["list|row:1"]).await.expect("invalidate");
+    assert_eq!(members(&index(&c, &page).await)[0], None);
+    // The index's own scope: the index misses.
+    c.invalidate(&["list|[null]"]).await.expect("invalidate");
+    assert!(matches!(index(&c, &page).await, IndexLookup::Miss(_)));
+    // A member outside the index's root (another hash slot) is refused.
+    let IndexLookup::Miss(t) = index(&c, &page).await else {
+        panic!("cold")
+    };
+    assert!(matches!(
+        c.put_index(&page, &t, Bytes::from_static(b"9"), &[detail("9")], TTL)
+            .await,
+        Err(CacheError::Config(_))
+    ));
+
+    // A damaged index is removed, reported, and never followed.
+    assert_eq!(
+        c.put_index(&page, &t, Bytes::from_static(b"1,2,3"), &rows, TTL)
+            .await
+            .expect("put"),
+        Stored::Stored
+    );
+    let name = "letip:v1:{list}:list:page=1";
+    let stored = redis.cli(&["GET", name]);
+    let header = stored.split('\n').next().expect("a header").to_owned();
+    for planted in [
+        format!("{header}\n00000000@index 1\nletip:v1:{{detail%3A9}}:x\na\nb\n9"),
+        format!(
+            "{header}\n{}",
+            &stored[header.len() + 1..].replace("row", "rOw")
+        ),
+    ] {
+        redis.cli(&["SET", name, &planted, "PX", "60000"]);
+        assert!(matches!(
+            c.get_index(&page, &rows_named).await,
+            Err(CacheError::Protocol(_))
+        ));
+        assert_eq!(redis.cli(&["EXISTS", name]), "0", "removed");
+    }
 }
