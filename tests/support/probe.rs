@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use letip_domain::{
-    Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch, Contact, EnrichmentRun,
-    Fetched, Health, ListQuery, MessageStatusUpdate, NewBusiness, NewContact, NewMessage,
-    OutreachMessage, RepoError, Repository, Stats,
+    Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch, BusinessWithContacts,
+    Contact, EnrichmentRun, Fetched, Health, ListQuery, MessageStatusUpdate, NewBusiness,
+    NewContact, NewMessage, OutreachMessage, RepoError, Repository, Stats,
 };
 use tokio::sync::{Mutex, oneshot};
 
@@ -25,11 +25,14 @@ struct Pause {
 pub struct Probe {
     inner: Arc<dyn Repository>,
     pub stats_reads: AtomicUsize,
-    /// List page reads, whether they count their total or are given it.
+    /// List page reads (or reads of a page's ids), whether they count their total or are
+    /// given it.
     pub list_reads: AtomicUsize,
     /// Counts of a filter's total made on their own.
     pub count_reads: AtomicUsize,
     pub detail_reads: AtomicUsize,
+    /// Reads of listed rows by id (a page's rows that the cache did not hold).
+    pub row_reads: AtomicUsize,
     pause: Mutex<Option<Pause>>,
 }
 
@@ -48,6 +51,7 @@ impl Probe {
             list_reads: AtomicUsize::new(0),
             count_reads: AtomicUsize::new(0),
             detail_reads: AtomicUsize::new(0),
+            row_reads: AtomicUsize::new(0),
             pause: Mutex::new(None),
         })
     }
@@ -95,6 +99,16 @@ impl Repository for Probe {
     ) -> Result<Fetched<BusinessPage>, RepoError> {
         self.list_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.list_page(query, total).await
+    }
+
+    async fn page_ids(&self, query: &ListQuery, total: i64) -> Result<Vec<i32>, RepoError> {
+        self.list_reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.page_ids(query, total).await
+    }
+
+    async fn listed_rows(&self, ids: &[i32]) -> Result<Vec<BusinessWithContacts>, RepoError> {
+        self.row_reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.listed_rows(ids).await
     }
 
     async fn business_detail(&self, id: i32) -> Result<Fetched<BusinessDetail>, RepoError> {

@@ -5,9 +5,9 @@
 use async_trait::async_trait;
 
 use crate::{
-    Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch, Contact, EnrichmentRun,
-    Fetched, ListQuery, MessageStatusUpdate, NewBusiness, NewContact, NewMessage, OutreachMessage,
-    Stats, ValidationError,
+    Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch, BusinessWithContacts,
+    Contact, EnrichmentRun, Fetched, ListQuery, MessageStatusUpdate, NewBusiness, NewContact,
+    NewMessage, OutreachMessage, Stats, ValidationError,
 };
 
 /// The kinds of record a lookup can miss.
@@ -80,6 +80,12 @@ pub trait Repository: Send + Sync + std::fmt::Debug + 'static {
         query: &ListQuery,
         total: i64,
     ) -> Result<Fetched<BusinessPage>, RepoError>;
+    /// The ids of one list page, in list order, when the filter's total is known (as for
+    /// `list_page`). Only the ids are read: an index-only scan.
+    async fn page_ids(&self, query: &ListQuery, total: i64) -> Result<Vec<i32>, RepoError>;
+    /// The listed rows (each business with its contacts, as a list page shows it) of
+    /// `ids`, in the order of `ids`, read now; an id with no business is left out.
+    async fn listed_rows(&self, ids: &[i32]) -> Result<Vec<BusinessWithContacts>, RepoError>;
     async fn business_detail(&self, id: i32) -> Result<Fetched<BusinessDetail>, RepoError>;
 
     async fn create_business(&self, new: NewBusiness) -> Result<Business, RepoError>;

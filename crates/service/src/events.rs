@@ -9,9 +9,9 @@ use letip_cache::{BusEvent, RedisBus};
 
 use async_trait::async_trait;
 use letip_domain::{
-    Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch, Contact, EnrichmentRun,
-    Fetched, Health, ListQuery, MessageStatusUpdate, NewBusiness, NewContact, NewMessage,
-    OutreachMessage, RepoError, Repository, Stats,
+    Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch, BusinessWithContacts,
+    Contact, EnrichmentRun, Fetched, Health, ListQuery, MessageStatusUpdate, NewBusiness,
+    NewContact, NewMessage, OutreachMessage, RepoError, Repository, Stats,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast, watch};
@@ -227,6 +227,14 @@ impl Repository for Notifying {
         total: i64,
     ) -> Result<Fetched<BusinessPage>, RepoError> {
         self.inner.list_page(query, total).await
+    }
+
+    async fn page_ids(&self, query: &ListQuery, total: i64) -> Result<Vec<i32>, RepoError> {
+        self.inner.page_ids(query, total).await
+    }
+
+    async fn listed_rows(&self, ids: &[i32]) -> Result<Vec<BusinessWithContacts>, RepoError> {
+        self.inner.listed_rows(ids).await
     }
 
     async fn business_detail(&self, id: i32) -> Result<Fetched<BusinessDetail>, RepoError> {

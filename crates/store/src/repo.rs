@@ -142,13 +142,7 @@ async fn load_page(
     if query.offset() >= total {
         return Ok((Vec::new(), Vec::new(), 0));
     }
-    let ids: Vec<i32> = filtered(&query.filter)
-        .select(business::id)
-        .order((business::created_at.desc(), business::id.desc()))
-        .limit(i64::from(query.limit))
-        .offset(query.offset())
-        .load(conn)
-        .await?;
+    let ids = load_page_ids(conn, query, total).await?;
     if ids.is_empty() {
         return Ok((Vec::new(), Vec::new(), 1));
     }
@@ -257,6 +251,69 @@ SELECT b.id, b.name, b.address, b.city, b.state, b.zip, b.phone, b.website, b.bu
               FROM outreach_message WHERE business_id = b.id
               ORDER BY generated_at DESC, id DESC LIMIT 5) AS m) AS messages
 FROM business AS b WHERE b.id = $1"#;
+
+/// A listed row as one statement answers it: the business's columns and its contacts as
+/// a JSON array of rows.
+#[derive(QueryableByName)]
+struct ListedRow {
+    #[diesel(embed)]
+    business: BusinessRow,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    contacts: String,
+}
+
+/// The listed rows of some businesses by id, with their contacts: one statement.
+const LISTED_SQL: &str = r#"
+SELECT b.id, b.name, b.address, b.city, b.state, b.zip, b.phone, b.website, b.business_type,
+       b.industry, b.employee_count, b.year_founded, b.google_maps_url, b.latitude,
+       b.longitude, b.enrichment_status, b.source, b.created_at, b.updated_at,
+       (SELECT coalesce(json_agg(c ORDER BY c.id), '[]')::text
+        FROM (SELECT id, business_id, name, title, email, email_verified, phone,
+                     linkedin_url, is_primary, created_at, updated_at
+              FROM contact WHERE business_id = b.id) AS c) AS contacts
+FROM business AS b WHERE b.id = ANY($1)"#;
+
+/// The listed rows of `ids`, in the order of `ids` (absent ones left out).
+async fn load_listed(
+    conn: &mut AsyncPgConnection,
+    ids: &[i32],
+) -> QueryResult<Vec<BusinessWithContacts>> {
+    let rows: Vec<ListedRow> = diesel::sql_query(LISTED_SQL)
+        .bind::<diesel::sql_types::Array<diesel::sql_types::Int4>, _>(ids)
+        .load(conn)
+        .await?;
+    let mut by_id: HashMap<i32, BusinessWithContacts> = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let contacts: Vec<ContactRow> = decode(&row.contacts)?;
+        let business = Business::from(row.business);
+        by_id.insert(
+            business.id,
+            BusinessWithContacts {
+                business,
+                contacts: contacts.into_iter().map(Contact::from).collect(),
+            },
+        );
+    }
+    Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+}
+
+/// The ids of one list page, in list order, given the filter's total.
+async fn load_page_ids(
+    conn: &mut AsyncPgConnection,
+    query: &ListQuery,
+    total: i64,
+) -> QueryResult<Vec<i32>> {
+    if query.offset() >= total {
+        return Ok(Vec::new());
+    }
+    filtered(&query.filter)
+        .select(business::id)
+        .order((business::created_at.desc(), business::id.desc()))
+        .limit(i64::from(query.limit))
+        .offset(query.offset())
+        .load(conn)
+        .await
+}
 
 fn decode<T: serde::de::DeserializeOwned>(json: &str) -> QueryResult<T> {
     serde_json::from_str(json).map_err(|e| DieselError::DeserializationError(Box::new(e)))
@@ -407,6 +464,25 @@ impl Repository for PgStore {
             .await?;
         queried("list", statements);
         page_from_rows(query, total, rows, contacts)
+    }
+
+    async fn page_ids(&self, query: &ListQuery, total: i64) -> Result<Vec<i32>, RepoError> {
+        if query.offset() < total {
+            queried("page_ids", 1);
+        }
+        self.run(Op::Read, || {
+            async |conn| load_page_ids(conn, query, total).await
+        })
+        .await
+    }
+
+    async fn listed_rows(&self, ids: &[i32]) -> Result<Vec<BusinessWithContacts>, RepoError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        queried("rows", 1);
+        self.run(Op::Read, || async |conn| load_listed(conn, ids).await)
+            .await
     }
 
     async fn business_detail(&self, id: i32) -> Result<Fetched<BusinessDetail>, RepoError> {
