@@ -19,12 +19,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt};
-use letip_cache::{Cache, CacheHealth, Key, Lookup};
+use letip_cache::{Cache, CacheHealth, IndexLookup, Key, Lookup, Ticket};
 use letip_domain::{
-    Body, Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch, CacheStatus,
-    Change, Contact, EnrichmentRun, EnrichmentStatus, Facets, FeedEvent, Fetched, Health,
-    ListQuery, MessageStatusUpdate, NewBusiness, NewContact, NewMessage, OutreachMessage,
-    RepoError, Repository, RowChange, Stats,
+    Body, Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch,
+    BusinessWithContacts, CacheStatus, Change, Contact, EnrichmentRun, EnrichmentStatus, Facets,
+    FeedEvent, Fetched, Health, ListQuery, MessageStatusUpdate, NewBusiness, NewContact,
+    NewMessage, OutreachMessage, PageMeta, RepoError, Repository, RowChange, Stats,
 };
 use serde::Serialize;
 use serde::de::IgnoredAny;
@@ -208,6 +208,132 @@ impl CachedRepository {
         }
     }
 
+    /// A whole list page read from the inner repository (when the cache cannot be asked,
+    /// or for pages deeper than are cached): with the filter's total from the cache when
+    /// it holds it, else total and page in one snapshot.
+    fn page_load(&self, query: &ListQuery) -> Load {
+        let totals = self.totals();
+        let q = query.clone();
+        load(move |repo: Arc<dyn Repository>| {
+            Box::pin(async move {
+                match totals.get(&repo, &q.filter).await? {
+                    Some(total) => repo.list_page(&q, total).await,
+                    None => repo.list_businesses(&q).await,
+                }
+            })
+        })
+    }
+
+    /// Answers a list page from its ids and its rows' lookups: the rows found current as
+    /// they are, the others read from the inner repository by id (one statement, shared
+    /// by concurrent reads missing the same rows at the same generations) and stored
+    /// under their tickets. The page's JSON is assembled from the rows' bytes, never
+    /// decoded. A listed business that is gone (deleted since the ids were read) makes
+    /// the page a plain read of the inner repository, stored nowhere.
+    async fn assemble(
+        &self,
+        key: &Key,
+        query: &ListQuery,
+        page: &IdPage,
+        members: Vec<Lookup>,
+        page_hit: bool,
+    ) -> Result<Fetched<BusinessPage>, RepoError> {
+        let mut rows: Vec<Option<Bytes>> = Vec::with_capacity(page.ids.len());
+        let mut missing: Vec<(usize, i32, Ticket)> = Vec::new();
+        for (i, (&id, member)) in page.ids.iter().zip(members).enumerate() {
+            match member {
+                Lookup::Hit(bytes)
+                    if self.cache.verifies_integrity()
+                        || serde_json::from_slice::<IgnoredAny>(&bytes).is_ok() =>
+                {
+                    rows.push(Some(bytes));
+                }
+                Lookup::Hit(_) => {
+                    letip_cache::metrics::corrupt(keys::ROW);
+                    let _ = self.cache.remove(&keys::row(id)).await;
+                    missing.push((i, id, Ticket::none()));
+                    rows.push(None);
+                }
+                Lookup::Miss(ticket) => {
+                    missing.push((i, id, ticket));
+                    rows.push(None);
+                }
+            }
+        }
+        let all_hit = page_hit && missing.is_empty();
+        if !missing.is_empty() {
+            let loaded = self.load_rows(&missing).await?;
+            if loaded.len() != missing.len() {
+                return self.bypass(key, self.page_load(query)).await;
+            }
+            for ((i, _, _), bytes) in missing.iter().zip(loaded) {
+                if let Some(row) = rows.get_mut(*i) {
+                    *row = Some(bytes);
+                }
+            }
+        }
+        let rows: Vec<Bytes> = rows.into_iter().flatten().collect();
+        Ok(fetched(
+            page_json(&page.meta, &rows),
+            if all_hit {
+                CacheStatus::Hit
+            } else {
+                CacheStatus::Miss
+            },
+        ))
+    }
+
+    /// Reads the rows `missing` names (index in the page, id, ticket) and stores each
+    /// under its ticket; answers their JSON in the same order, or fewer when some
+    /// business is gone. Reads missing the same rows at the same generations share one
+    /// load (it lingers like any load keyed by generations); without a generation for
+    /// each, a read shares only a load that has not started yet.
+    async fn load_rows(&self, missing: &[(usize, i32, Ticket)]) -> Result<Vec<Bytes>, RepoError> {
+        let mut flight = String::from("rows");
+        for (_, id, ticket) in missing {
+            flight.push_str(&format!(":{id}@{}", ticket.generation()));
+        }
+        let known = missing.iter().all(|(_, _, t)| *t != Ticket::none());
+        let wanted: Vec<(i32, Ticket)> =
+            missing.iter().map(|(_, id, t)| (*id, t.clone())).collect();
+        let (inner, cache, ttl) = (self.inner.clone(), self.cache.clone(), self.ttls.list);
+        let load = async move {
+            let ids: Vec<i32> = wanted.iter().map(|(id, _)| *id).collect();
+            let found = inner.listed_rows(&ids).await?;
+            if found.len() != wanted.len() {
+                return Ok(Bytes::new());
+            }
+            let mut out = Vec::new();
+            for (row, (id, ticket)) in found.iter().zip(&wanted) {
+                let bytes = Bytes::from(
+                    serde_json::to_vec(row)
+                        .map_err(|e| RepoError::Internal(format!("cannot encode a row: {e}")))?,
+                );
+                if let Err(e) = cache.put(&keys::row(*id), ticket, bytes.clone(), ttl).await {
+                    tracing::debug!(family = keys::ROW, error = %e, "cache store failed");
+                }
+                // JSON text holds no raw newline: one row per line.
+                out.extend_from_slice(&bytes);
+                out.push(b'\n');
+            }
+            Ok(Bytes::from(out))
+        };
+        let lines = if known {
+            self.flights.run(flight, FLIGHT_LINGER, load).await?
+        } else {
+            self.flights.run_fresh(flight, load).await?
+        };
+        let mut rows = Vec::with_capacity(missing.len());
+        let mut start = 0;
+        for (i, &b) in lines.iter().enumerate() {
+            if b == b'\n' {
+                rows.push(lines.slice(start..i));
+                start = i + 1;
+            }
+        }
+        Ok(rows)
+    }
+
     /// Makes what a committed mutation changed unreachable in the cache. A failure is
     /// the cache's to remember (it refuses to serve until it has recovered); the write
     /// itself succeeded and is answered as such.
@@ -315,6 +441,74 @@ impl Totals {
     }
 }
 
+/// A cached list page: its `meta` as JSON, and the ids of its rows in list order. Stored
+/// as the meta, a newline, and the ids separated by commas.
+#[derive(Debug, PartialEq)]
+struct IdPage {
+    meta: Bytes,
+    ids: Vec<i32>,
+}
+
+impl IdPage {
+    fn encode(&self) -> Bytes {
+        let mut out = Vec::with_capacity(self.meta.len() + 1 + self.ids.len() * 8);
+        out.extend_from_slice(&self.meta);
+        out.push(b'\n');
+        for (i, id) in self.ids.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(id.to_string().as_bytes());
+        }
+        Bytes::from(out)
+    }
+
+    fn decode(value: &Bytes) -> Option<Self> {
+        let nl = value.iter().position(|&b| b == b'\n')?;
+        let meta = value.slice(..nl);
+        serde_json::from_slice::<IgnoredAny>(&meta).ok()?;
+        let ids = std::str::from_utf8(value.get(nl + 1..)?).ok()?;
+        let ids = if ids.is_empty() {
+            Vec::new()
+        } else {
+            ids.split(',')
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .ok()?
+        };
+        Some(Self { meta, ids })
+    }
+}
+
+/// The row keys a cached list page names (for caches that do not store them with it).
+fn page_members(value: &[u8]) -> Option<Vec<Key>> {
+    let page = IdPage::decode(&Bytes::copy_from_slice(value))?;
+    Some(page.ids.iter().map(|&id| keys::row(id)).collect())
+}
+
+fn page_meta(total: i64, q: &ListQuery) -> Result<Bytes, RepoError> {
+    serde_json::to_vec(&PageMeta::new(total, q.page, q.limit))
+        .map(Bytes::from)
+        .map_err(|e| RepoError::Internal(format!("cannot encode a page: {e}")))
+}
+
+/// `{"data":[rows],"meta":meta}`, as `BusinessPage` serializes, from the parts' bytes.
+fn page_json(meta: &[u8], rows: &[Bytes]) -> Bytes {
+    let len = rows.iter().map(|r| r.len() + 1).sum::<usize>() + meta.len() + 20;
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(b"{\"data\":[");
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(row);
+    }
+    out.extend_from_slice(b"],\"meta\":");
+    out.extend_from_slice(meta);
+    out.push(b'}');
+    Bytes::from(out)
+}
+
 fn facets_of(b: &Business, statuses: &[EnrichmentStatus]) -> Vec<Facets> {
     statuses
         .iter()
@@ -340,23 +534,75 @@ impl Repository for CachedRepository {
         if !self.cache.is_enabled() {
             return self.inner.list_businesses(query).await;
         }
-        let totals = self.totals();
-        let q = query.clone();
-        // The page is read when its own lookup missed (or was refused), so a hit costs one
-        // lookup; only then is the filter's total asked of the cache.
-        let load = load(move |repo: Arc<dyn Repository>| {
-            Box::pin(async move {
-                match totals.get(&repo, &q.filter).await? {
-                    Some(total) => repo.list_page(&q, total).await,
-                    // The cache cannot be asked: the total and the page in one snapshot.
-                    None => repo.list_businesses(&q).await,
-                }
-            })
-        });
+        let key = keys::list(query);
         if query.page > self.list_max_page {
-            return self.bypass(&keys::list(query), load).await;
+            return self.bypass(&key, self.page_load(query)).await;
         }
-        self.read(keys::list(query), self.ttls.list, load).await
+        let family = key.family();
+        match self.cache.get_index(&key, &page_members).await {
+            Ok(IndexLookup::Hit { value, members }) => {
+                let Some(page) = IdPage::decode(&value).filter(|p| p.ids.len() == members.len())
+                else {
+                    tracing::warn!(
+                        family,
+                        key = key.name(),
+                        "removing a list page that is not one"
+                    );
+                    letip_cache::metrics::corrupt(family);
+                    let _ = self.cache.remove(&key).await;
+                    self.flights.forget_prefix(&format!("{}#gen:", key.name()));
+                    return self.bypass(&key, self.page_load(query)).await;
+                };
+                tracing::debug!(family, "cache hit");
+                self.assemble(&key, query, &page, members, true).await
+            }
+            Ok(IndexLookup::Miss(ticket)) => {
+                tracing::debug!(family, "cache miss");
+                // Shared by the reads of this generation: the page's ids, which are what
+                // its generation covers. Each read then looks its rows up itself, since
+                // a row's changes leave the page's generation as it was.
+                let flight = format!("{}#gen:{}", key.name(), ticket.generation());
+                let (inner, cache, totals) =
+                    (self.inner.clone(), self.cache.clone(), self.totals());
+                let (q, k, ttl) = (query.clone(), key.clone(), self.ttls.list);
+                let value = self
+                    .flights
+                    .run(flight, FLIGHT_LINGER, async move {
+                        let total = match totals.get(&inner, &q.filter).await? {
+                            Some(total) => total,
+                            None => inner.count_businesses(&q.filter).await?,
+                        };
+                        let ids = inner.page_ids(&q, total).await?;
+                        let page = IdPage {
+                            meta: page_meta(total, &q)?,
+                            ids,
+                        };
+                        let value = page.encode();
+                        let members: Vec<Key> = page.ids.iter().map(|&id| keys::row(id)).collect();
+                        if let Err(e) = cache
+                            .put_index(&k, &ticket, value.clone(), &members, ttl)
+                            .await
+                        {
+                            tracing::debug!(family, error = %e, "cache store failed");
+                        }
+                        Ok(value)
+                    })
+                    .await?;
+                let page = IdPage::decode(&value)
+                    .ok_or_else(|| RepoError::Internal("a list page that is not one".into()))?;
+                let rows: Vec<Key> = page.ids.iter().map(|&id| keys::row(id)).collect();
+                let members = match self.cache.get_many(&rows).await {
+                    Ok(members) if members.len() == rows.len() => members,
+                    _ => vec![Lookup::Miss(Ticket::none()); rows.len()],
+                };
+                self.assemble(&key, query, &page, members, false).await
+            }
+            Err(e) => {
+                tracing::debug!(family, error = %e, "cache unavailable; reading the database");
+                self.flights.forget_prefix(&format!("{}#gen:", key.name()));
+                self.bypass(&key, self.page_load(query)).await
+            }
+        }
     }
 
     async fn count_businesses(&self, filter: &BusinessFilter) -> Result<i64, RepoError> {
@@ -376,6 +622,14 @@ impl Repository for CachedRepository {
     ) -> Result<Fetched<BusinessPage>, RepoError> {
         // The caller vouches for the total; nothing here is worth caching under it.
         self.inner.list_page(query, total).await
+    }
+
+    async fn page_ids(&self, query: &ListQuery, total: i64) -> Result<Vec<i32>, RepoError> {
+        self.inner.page_ids(query, total).await
+    }
+
+    async fn listed_rows(&self, ids: &[i32]) -> Result<Vec<BusinessWithContacts>, RepoError> {
+        self.inner.listed_rows(ids).await
     }
 
     async fn business_detail(&self, id: i32) -> Result<Fetched<BusinessDetail>, RepoError> {

@@ -5,7 +5,18 @@
 //! | `stats` | `stats` | none | `CACHE_TTL_STATS_SECS` (30 s) |
 //! | `list` | `list|[city,industry,status]`: one child scope of `list` per filter combination | `city`, `industry`, `enrichment_status`, `page`, `limit` | `CACHE_TTL_LIST_SECS` (5 min) |
 //! | `list_total` | `total|[city,industry,status]`: one child scope of `total` per filter combination | `city`, `industry`, `enrichment_status` | `CACHE_TTL_LIST_SECS` (5 min) |
+//! | `row` | `list|row:{id}`: one child scope of `list` per business | `id` | `CACHE_TTL_LIST_SECS` (5 min) |
 //! | `detail` | `detail:{id}` | `id` | `CACHE_TTL_DETAIL_SECS` (10 min) |
+//!
+//! A list page is an *index* entry (`letip_cache::Cache::get_index`): its `meta` and the
+//! ids of its rows, in order; each row (a business with its contacts, as lists show it) is
+//! a `row` entry of its own, shared by every page that lists it. A page's scope is made
+//! stale only by what changes which businesses it lists, or in which order (a business
+//! created, deleted, or moved to other filter values); a change to a listed business that
+//! keeps its filter values (a phone, a contact) makes only its row stale. Rows are
+//! children of `list` so that pages and rows share one hash tag (one slot on Redis
+//! Cluster, where a page and its rows are looked up by one script), and the root `list`
+//! reaches them all.
 //!
 //! A filter's total (`meta.total`) has a scope of its own: it only changes when a business
 //! enters or leaves the filter's list (created, deleted, or its city, industry or status
@@ -28,6 +39,7 @@ use letip_domain::{BusinessFilter, Change, EnrichmentStatus, ListQuery, RowChang
 pub(crate) const STATS: &str = "stats";
 pub(crate) const LIST: &str = "list";
 pub(crate) const LIST_TOTAL: &str = "list_total";
+pub(crate) const ROW: &str = "row";
 /// The root scope of the filter totals.
 pub(crate) const TOTAL: &str = "total";
 
@@ -115,6 +127,16 @@ pub(crate) fn list_total(f: &BusinessFilter) -> Key {
     Key::new(LIST_TOTAL, &scope, &parts)
 }
 
+/// The scope of a business's listed row.
+pub(crate) fn row_scope(id: i32) -> String {
+    format!("{LIST}|row:{id}")
+}
+
+/// A business's listed row (the business and its contacts), shared by the pages that list it.
+pub(crate) fn row(id: i32) -> Key {
+    Key::new(ROW, &row_scope(id), &[("id", &id.to_string())])
+}
+
 pub(crate) fn detail_scope(id: i32) -> String {
     format!("detail:{id}")
 }
@@ -126,17 +148,22 @@ pub(crate) fn detail(id: i32) -> Key {
 /// Every scope a committed change makes stale: the one invalidation table of the service,
 /// used for a write's own invalidation and for changes announced by other writers.
 ///
-/// | change | stats | lists | list totals | detail of |
+/// | change | stats | list pages | list totals | rows and detail of |
 /// |---|---|---|---|---|
 /// | business inserted or deleted | yes | those that can show it (all if its values are unknown) | the same combinations | the business |
-/// | business updated | if its status changed (or is unknown) | those that showed it before or after (all if unknown) | those combinations, if its city, industry or status changed (all if unknown) | the business |
-/// | contact | yes | all (list rows embed contacts) | none | its business |
-/// | outreach message | yes | none (lists show no messages) | none | its business |
-/// | enrichment log | no | none | none | its business |
-/// | unknown | yes | all | all | (none: see ARCHITECTURE.md) |
+/// | business updated, filter values kept | no | none | none | the business |
+/// | business updated, filter values changed | if its status changed | those that showed it before or after | the same combinations | the business |
+/// | business updated, values unknown | yes | all | all | the business (all rows) |
+/// | contact | yes | none | none | its business |
+/// | outreach message | yes | none (lists show no messages) | none | its detail |
+/// | enrichment log | no | none | none | its detail |
+/// | unknown | yes | all | all | every row (details: see ARCHITECTURE.md) |
 ///
 /// An update's facets are the row's filter values before and after; one set of facets
-/// means they did not change.
+/// means they did not change. An update with known facets never moves a business's place
+/// in the list order (this service never changes `created_at` or an id; the change feed
+/// announces other writers' changes of those with unknown facets), so when its filter
+/// values are kept it changes no page's membership or order.
 pub(crate) fn scopes_of(change: &Change) -> BTreeSet<String> {
     let mut scopes = BTreeSet::new();
     match change {
@@ -146,13 +173,13 @@ pub(crate) fn scopes_of(change: &Change) -> BTreeSet<String> {
                 scopes.insert(TOTAL.to_owned());
                 scopes.insert(STATS.to_owned());
             } else {
-                // Whether the business entered or left a list: its totals move.
+                // Whether the business entered or left a list: its pages and totals move.
                 let moved =
                     *row != RowChange::Updated || facets.windows(2).any(|w| w.first() != w.last());
-                for f in facets {
-                    let (city, industry) = (f.city.as_deref(), f.industry.as_deref());
-                    scopes.extend(lists_showing(city, industry, &[f.status]));
-                    if moved {
+                if moved {
+                    for f in facets {
+                        let (city, industry) = (f.city.as_deref(), f.industry.as_deref());
+                        scopes.extend(lists_showing(city, industry, &[f.status]));
                         scopes.extend(scopes_showing(TOTAL, city, industry, &[f.status]));
                     }
                 }
@@ -163,11 +190,12 @@ pub(crate) fn scopes_of(change: &Change) -> BTreeSet<String> {
                     scopes.insert(STATS.to_owned());
                 }
             }
+            scopes.insert(row_scope(*id));
             scopes.insert(detail_scope(*id));
         }
         Change::Contact { business_id } => {
             scopes.insert(STATS.to_owned());
-            scopes.insert(LIST.to_owned());
+            scopes.insert(row_scope(*business_id));
             scopes.insert(detail_scope(*business_id));
         }
         Change::Message { business_id } => {
@@ -276,14 +304,19 @@ mod tests {
         assert!(moved.contains(&filter_scope(TOTAL, Some("Marlboro"), None, None)));
         assert!(!moved.contains(&filter_scope(TOTAL, Some("Howell"), None, None)));
 
-        // New values in a listed row (a phone, say) leave every total as it was.
+        assert!(moved.contains("list|row:7"));
+
+        // New values in a listed row (a phone, say) leave every page and total as it
+        // was: only the row and the detail are stale.
         let edited = scopes_of(&Change::Business {
             id: 7,
             row: RowChange::Updated,
             facets: vec![facets("Freehold", Pending), facets("Freehold", Pending)],
         });
-        assert!(edited.contains(&filter_scope(LIST, Some("Freehold"), None, None)));
-        assert!(!edited.iter().any(|s| s.starts_with(TOTAL)), "{edited:?}");
+        assert_eq!(
+            edited.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["detail:7", "list|row:7"]
+        );
         let own_edit = scopes_of(&Change::Business {
             id: 7,
             row: RowChange::Updated,
@@ -303,6 +336,7 @@ mod tests {
             Some("pending")
         )));
         assert!(!created.contains(&filter_scope(TOTAL, None, None, Some("enriched"))));
+        assert!(created.contains(&filter_scope(LIST, Some("Freehold"), None, None)));
 
         let enriched = scopes_of(&Change::Business {
             id: 7,
@@ -323,8 +357,8 @@ mod tests {
         let contact = scopes_of(&Change::Contact { business_id: 3 });
         assert_eq!(
             contact.into_iter().collect::<Vec<_>>(),
-            ["detail:3", LIST, STATS],
-            "a contact changes rows, never a total"
+            ["detail:3", "list|row:3", STATS],
+            "a contact changes its business's row, never a page or a total"
         );
         let log = scopes_of(&Change::EnrichmentLog { business_id: 3 });
         assert_eq!(log.into_iter().collect::<Vec<_>>(), ["detail:3"]);
