@@ -4,7 +4,7 @@
 //!
 //! Writers own their businesses and change them one operation at a time: update (every
 //! update sets `employee_count` to the business's next version, some move it to another
-//! city), add a contact, create a message, mark a message sent, enrich (once), delete.
+//! city; the others change only the business's row entry, not the pages that list it), add a contact, create a message, mark a message sent, enrich (once), delete.
 //! Each of those moves an observable score of the business by exactly one (the sum of
 //! version, contacts, messages, sent messages and 1 once enriched), so a read can tell
 //! how many of the business's completed writes it reflects. Readers read details, lists
@@ -123,6 +123,9 @@ struct Report {
     violations: Vec<String>,
     /// Staleness of reads found stale where it is allowed (A cut off), in ms.
     bounded: Vec<f64>,
+    /// List reads by their `X-Cache` answer: a `HIT` is a page and all its rows from
+    /// the cache, a `MISS` read some of them from PostgreSQL.
+    list_cache: HashMap<String, u64>,
 }
 
 struct Run {
@@ -522,11 +525,14 @@ async fn read_list(run: &Run, rng: &mut StdRng) {
     if run.server_error("list", &res) {
         return;
     }
-    let path = format!(
-        "{path} on {} ({})",
-        run.name(app),
-        res.header("x-cache").unwrap_or("-")
-    );
+    let cache = res.header("x-cache").unwrap_or("-").to_owned();
+    *run.report
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .list_cache
+        .entry(cache.clone())
+        .or_default() += 1;
+    let path = format!("{path} on {} ({cache})", run.name(app));
     let after: HashMap<i64, Biz> = {
         let m = run.model.lock().unwrap_or_else(|p| p.into_inner());
         before
@@ -858,6 +864,7 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
         report.reads,
         operations as f64 / elapsed
     );
+    println!("list reads by X-Cache: {:?}", report.list_cache);
     println!(
         "stale reads while A was cut off from Redis: {} (bound {FEED_BOUND:?}); staleness p50 \
          {:.1} ms, p99 {:.1} ms, max {:.1} ms",
