@@ -126,6 +126,8 @@ struct Report {
     /// List reads by their `X-Cache` answer: a `HIT` is a page and all its rows from
     /// the cache, a `MISS` read some of them from PostgreSQL.
     list_cache: HashMap<String, u64>,
+    /// What PostgreSQL held of a business just after a read of it was found stale.
+    notes: Vec<String>,
 }
 
 struct Run {
@@ -251,6 +253,38 @@ impl Run {
             ));
         }
     }
+}
+
+/// Records what PostgreSQL holds of `ids` now, after a read of them was found stale: it
+/// tells a write that was not committed when answered from a read that missed one.
+async fn note_database(run: &Run, read: &str, ids: &[i64]) {
+    if ids.is_empty() {
+        return;
+    }
+    let list = ids
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let rows = run
+        .a
+        .db
+        .rows(&format!(
+            "SELECT id, city, employee_count, enrichment_status, \
+             (SELECT count(*) FROM contact c WHERE c.business_id = b.id) AS contacts, \
+             updated_at::text FROM business b WHERE id IN ({list})"
+        ))
+        .await;
+    let note = format!(
+        "at {:.3}s, after {read}: {}",
+        run.started.elapsed().as_secs_f64(),
+        Value::from(rows)
+    );
+    run.report
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .notes
+        .push(note);
 }
 
 fn detail_score(d: &Value) -> usize {
@@ -397,7 +431,15 @@ async fn writer(run: Arc<Run>, seed: u64) {
             owned.remove(&id);
             continue;
         };
-        run.record_answer(done, app, &format!("{kind} of business {id}"));
+        let answer = if kind == "update" {
+            format!(
+                " (answered employee_count {}, city {})",
+                res.body["employee_count"], res.body["city"]
+            )
+        } else {
+            String::new()
+        };
+        run.record_answer(done, app, &format!("{kind} of business {id}{answer}"));
         let own = owned.get_mut(&id).expect("owned");
         match kind {
             "update" => own.version += 1,
@@ -481,6 +523,7 @@ async fn read_detail(run: &Run, rng: &mut StdRng) {
     }
     let score = detail_score(&res.body);
     if let Some(&missed) = before.detail_writes.get(score) {
+        note_database(run, &format!("GET {path}"), &[id]).await;
         run.stale(
             sent,
             missed,
@@ -541,6 +584,7 @@ async fn read_list(run: &Run, rng: &mut StdRng) {
             .collect()
     };
     let rows = res.body["data"].as_array().cloned().unwrap_or_default();
+    let mut suspects = Vec::new();
     let mut shown = HashMap::new();
     for row in &rows {
         let id = row["id"].as_i64().unwrap_or_default();
@@ -552,6 +596,7 @@ async fn read_list(run: &Run, rng: &mut StdRng) {
         }
         let score = list_score(row);
         if let Some(&missed) = b.list_writes.get(score) {
+            suspects.push(id);
             run.stale(
                 sent,
                 missed,
@@ -608,6 +653,7 @@ async fn read_list(run: &Run, rng: &mut StdRng) {
     }
     if total > 100 {
         // Not everything fits on the page: absence proves nothing.
+        note_database(run, &path, &suspects).await;
         return;
     }
     for (id, b) in &before {
@@ -615,6 +661,7 @@ async fn read_list(run: &Run, rng: &mut StdRng) {
             .get(id)
             .is_some_and(|a| !a.in_flight && a.last_sent < snapshot && !b.in_flight);
         if b.deleted.is_none() && quiet && !shown.contains_key(id) {
+            suspects.push(*id);
             run.stale(
                 sent,
                 b.city_since,
@@ -625,6 +672,7 @@ async fn read_list(run: &Run, rng: &mut StdRng) {
             );
         }
     }
+    note_database(run, &path, &suspects).await;
 }
 
 async fn read_stats(run: &Run, rng: &mut StdRng) {
@@ -881,6 +929,9 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
     );
     for v in report.violations.iter().take(40) {
         println!("  violation: {v}");
+    }
+    for n in report.notes.iter().take(40) {
+        println!("  database: {n}");
     }
     for e in report.server_errors.iter().take(20) {
         println!("  5xx: {e}");
