@@ -115,7 +115,8 @@ return {2, tag}
 ";
 
 /// The lookup of one entry inside a script: `gen` as in [`LOOKUP`], and `entry(value key,
-/// root generation key, own generation key)` answering `{state, bytes}` as it does.
+/// root generation key, own generation key, known tag)` answering `state, bytes` as it
+/// does (3 when the caller's copy, of the known tag, is current).
 const ENTRY_FNS: &str = r"
 local function gen(key)
   local g = redis.call('GET', key)
@@ -126,8 +127,11 @@ local function gen(key)
   end
   return g
 end
-local function entry(k, root, own)
+local function entry(k, root, own, known)
   local tag = gen(root) .. '.' .. gen(own) .. '\n'
+  if known and known ~= '' and known == tag and redis.call('EXISTS', k) == 1 then
+    return 3, ''
+  end
   local v = redis.call('GET', k)
   if not v then return 0, tag end
   if string.sub(v, 1, #tag) == tag then return 1, v end
@@ -149,11 +153,14 @@ return out
 ";
 
 /// KEYS: the index's value, root generation, own generation. ARGV: generation TTL (ms),
-/// the prefix every member key must have (the index's own hash tag). Answers the index's
-/// `state, bytes` as `entry` does and, on a hit, `state, bytes` of every member the index
-/// names (its members section: `@index N\n`, then three key names a line each per member,
-/// after the 8-digit checksum). A section that does not parse, or names a key outside the
-/// prefix, is answered as not in this cache's format (2).
+/// the prefix every member key must have (the index's own hash tag), the tag of the
+/// caller's copy of the index (or ''), then the tag of the caller's copy of each member
+/// (or ''). Answers the index's `state, bytes` as `entry` does (3, and no value, when the
+/// caller's copy is current) and, on a hit, `state, bytes` of every member the index
+/// names (its members section: `@index N\n`, then three key names a line each per
+/// member, after the 8-digit checksum); the members' known tags count only when the
+/// index's does, since they are given by position. A section that does not parse, or
+/// names a key outside the prefix, is answered as not in this cache's format (2).
 const LOOKUP_INDEX: &str = r"
 local state, v = entry(KEYS[1], KEYS[2], KEYS[3])
 if state ~= 1 then return {state, v} end
@@ -162,7 +169,9 @@ if string.sub(v, pos, pos + 6) ~= '@index ' then return {2, ''} end
 local e = string.find(v, '\n', pos, true)
 local n = e and tonumber(string.sub(v, pos + 7, e - 1))
 if not n then return {2, ''} end
+local current = ARGV[3] ~= '' and string.sub(v, 1, #ARGV[3]) == ARGV[3]
 local out = {1, v}
+if current then out = {3, ''} end
 pos = e + 1
 local prefix = ARGV[2]
 for i = 1, n do
@@ -175,7 +184,7 @@ for i = 1, n do
     names[j] = name
     pos = stop + 1
   end
-  local s, b = entry(names[1], names[2], names[3])
+  local s, b = entry(names[1], names[2], names[3], current and ARGV[3 + i])
   out[#out + 1] = s
   out[#out + 1] = b
 end
@@ -370,6 +379,31 @@ fn index_members(payload: &[u8]) -> Option<Vec<String>> {
             .map(|n| String::from_utf8_lossy(n).into_owned())
             .collect(),
     )
+}
+
+/// What the caller of [`RedisCache::lookup_index`] holds: its copy of the index's tag,
+/// the value keys of the index's members, and its copies' tags of them (by position).
+pub(crate) struct KnownIndex<'a> {
+    pub(crate) tag: &'a str,
+    pub(crate) names: &'a [String],
+    pub(crate) tags: &'a [Option<Arc<str>>],
+}
+
+/// What an index lookup found, with the tags a near tier needs: the index (its value
+/// without the member names), then each member.
+#[derive(Debug)]
+pub(crate) struct RawIndex {
+    pub(crate) index: Raw,
+    pub(crate) members: Vec<Raw>,
+}
+
+/// A member's answer as a plain lookup (no copy was known, so none is current).
+pub(crate) fn raw_lookup(raw: Raw) -> Lookup {
+    match raw {
+        Raw::Hit { bytes, .. } => Lookup::Hit(bytes),
+        Raw::Miss(t) => Lookup::Miss(t),
+        Raw::Current => Lookup::Miss(Ticket::none()),
+    }
 }
 
 /// A script's flat `state, bytes, state, bytes, ...` answer, in pairs.
@@ -981,26 +1015,29 @@ impl RedisCache {
         }
     }
 
-    /// One entry of a many-key answer: a hit whose checksum holds, else a miss with the
-    /// ticket of the generation the script saw. A damaged entry is removed and counted.
-    async fn member(&self, family: &'static str, name: &str, state: i64, bytes: Vec<u8>) -> Lookup {
+    /// One entry of a many-key answer: current (3), a hit whose checksum holds, else a
+    /// miss with the ticket of the generation the script saw. A damaged entry is removed
+    /// and counted.
+    async fn member(&self, family: &'static str, name: &str, state: i64, bytes: Vec<u8>) -> Raw {
         match state {
-            0 => Lookup::Miss(Ticket::new(String::from_utf8_lossy(&bytes))),
+            0 => Raw::Miss(Ticket::new(String::from_utf8_lossy(&bytes))),
+            3 => Raw::Current,
             1 => {
                 let bytes = Bytes::from(bytes);
                 let header = bytes.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
+                let tag: Arc<str> =
+                    String::from_utf8_lossy(bytes.get(..header).unwrap_or_default()).into();
                 if let Some(value) = unseal(bytes.slice(header..)) {
-                    return Lookup::Hit(value);
+                    return Raw::Hit { tag, bytes: value };
                 }
                 // Its header is the current tag (the script compared it).
-                let tag = String::from_utf8_lossy(bytes.get(..header).unwrap_or_default());
                 self.remove_damaged(family, name).await;
-                Lookup::Miss(Ticket::new(tag))
+                Raw::Miss(Ticket::new(tag))
             }
             // Not in this cache's format: the answer carries the current tag.
             _ => {
                 self.remove_damaged(family, name).await;
-                Lookup::Miss(Ticket::new(String::from_utf8_lossy(&bytes)))
+                Raw::Miss(Ticket::new(String::from_utf8_lossy(&bytes)))
             }
         }
     }
@@ -1021,14 +1058,25 @@ impl RedisCache {
             .await;
     }
 
-    /// An index and its members, in one script.
-    async fn lookup_index(&self, key: &Key) -> Result<IndexLookup, CacheError> {
+    /// An index and its members, in one script. With `known`, the tag of the caller's
+    /// copy of the index, the value keys of its members and the tags of the caller's
+    /// copies of them: copies found current are confirmed without sending their values.
+    pub(crate) async fn lookup_index(
+        &self,
+        key: &Key,
+        known: Option<KnownIndex<'_>>,
+    ) -> Result<RawIndex, CacheError> {
         self.recover_all(key.scope()).await?;
         let [root, own] = self.generation_keys(key.scope());
         let name = self.value_key(key);
         let keys = [name.clone(), root, own];
         let ttl = self.generation_ttl_ms();
         let prefix = self.scope_prefix(key.scope());
+        let known_tag = known.as_ref().map_or("", |k| k.tag);
+        let member_tags: Vec<&str> = known
+            .as_ref()
+            .map(|k| k.tags.iter().map(|t| t.as_deref().unwrap_or("")).collect())
+            .unwrap_or_default();
         let answer: Vec<Value> = self
             .call("lookup_index", |mut c| async move {
                 self.scripts
@@ -1036,6 +1084,8 @@ impl RedisCache {
                     .key(&keys[..])
                     .arg(ttl)
                     .arg(&prefix)
+                    .arg(known_tag)
+                    .arg(&member_tags[..])
                     .invoke_async(&mut c)
                     .await
             })
@@ -1044,30 +1094,43 @@ impl RedisCache {
         let (state, bytes) = pairs
             .next()
             .ok_or_else(|| CacheError::Protocol("an empty answer to a lookup".into()))?;
-        match state {
+        let (index, names) = match state {
             0 => {
-                return Ok(IndexLookup::Miss(Ticket::new(String::from_utf8_lossy(
-                    &bytes,
-                ))));
+                let ticket = Ticket::new(String::from_utf8_lossy(&bytes));
+                return Ok(RawIndex {
+                    index: Raw::Miss(ticket),
+                    members: Vec::new(),
+                });
             }
-            1 => {}
+            3 => (
+                Raw::Current,
+                known.map(|k| k.names.to_vec()).unwrap_or_default(),
+            ),
+            1 => {
+                let bytes = Bytes::from(bytes);
+                let header = bytes.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
+                let payload = unseal(bytes.slice(header..));
+                let parts = payload
+                    .as_ref()
+                    .and_then(|p| Some((index_value(p)?, index_members(p)?)));
+                let Some((value, names)) = parts else {
+                    self.remove_damaged(key.family(), &name).await;
+                    return Err(CacheError::Protocol(
+                        "an index that fails its checksum".into(),
+                    ));
+                };
+                let tag: Arc<str> =
+                    String::from_utf8_lossy(bytes.get(..header).unwrap_or_default()).into();
+                (Raw::Hit { tag, bytes: value }, names)
+            }
             _ => {
                 self.remove_damaged(key.family(), &name).await;
                 return Err(CacheError::Protocol(
                     "an index that fails its format".into(),
                 ));
             }
-        }
-        let bytes = Bytes::from(bytes);
-        let header = bytes.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
-        let Some(value) = unseal(bytes.slice(header..)).and_then(|p| index_value(&p)) else {
-            self.remove_damaged(key.family(), &name).await;
-            return Err(CacheError::Protocol(
-                "an index that fails its checksum".into(),
-            ));
         };
-        // The member names are in the index; the answers come in their order.
-        let names = index_members(&bytes.slice(header + CRC_LEN..)).unwrap_or_default();
+        // The answers come in the members' order.
         let mut members = Vec::with_capacity(names.len());
         for (member, (state, bytes)) in names.iter().zip(pairs) {
             members.push(self.member(key.family(), member, state, bytes).await);
@@ -1077,7 +1140,7 @@ impl RedisCache {
                 "a short answer to an index lookup".into(),
             ));
         }
-        Ok(IndexLookup::Hit { value, members })
+        Ok(RawIndex { index, members })
     }
 
     /// Removes an entry that is not what this cache stored.
@@ -1211,7 +1274,7 @@ impl Cache for RedisCache {
             for (&i, (state, bytes)) in members.iter().zip(pairs) {
                 let key = keys.get(i).ok_or_else(|| unavailable("no such key"))?;
                 let name = self.value_key(key);
-                let lookup = self.member(key.family(), &name, state, bytes).await;
+                let lookup = raw_lookup(self.member(key.family(), &name, state, bytes).await);
                 metrics::lookup_outcome(key.family(), &Ok(lookup.clone()));
                 if let Some(slot) = found.get_mut(i) {
                     *slot = Some(lookup);
@@ -1225,7 +1288,18 @@ impl Cache for RedisCache {
     }
 
     async fn get_index(&self, key: &Key, _members: Members<'_>) -> Result<IndexLookup, CacheError> {
-        let result = self.lookup_index(key).await;
+        let result = self
+            .lookup_index(key, None)
+            .await
+            .map(|raw| match raw.index {
+                Raw::Hit { bytes, .. } => IndexLookup::Hit {
+                    value: bytes,
+                    members: raw.members.into_iter().map(raw_lookup).collect(),
+                },
+                Raw::Miss(t) => IndexLookup::Miss(t),
+                // Unreachable without a known tag; a miss that stores nothing is safe.
+                Raw::Current => IndexLookup::Miss(Ticket::none()),
+            });
         metrics::lookup(
             key.family(),
             match &result {

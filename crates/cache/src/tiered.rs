@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::AbortHandle;
 
 use crate::bus::{BusEvent, RedisBus};
-use crate::redis::Raw;
+use crate::redis::{KnownIndex, Raw};
 use crate::{
     Cache, CacheError, CacheHealth, IndexLookup, Key, Lookup, Members, RedisCache, Stored, Ticket,
     metrics,
@@ -157,6 +157,13 @@ impl TieredCache {
 }
 
 impl TieredCache {
+    /// Keeps a near copy of an entry Redis answered. The TTL left in Redis is unknown
+    /// here; a near copy is confirmed on every use, so a generous one only costs memory.
+    async fn keep(&self, name: String, tag: Arc<str>, bytes: Bytes) {
+        let ttl = Duration::from_secs(600);
+        self.near.insert(name, NearEntry { tag, bytes, ttl }).await;
+    }
+
     /// Whether the near tier holds a copy of `key` (for tests and diagnostics).
     pub async fn holds_near_copy(&self, key: &Key) -> bool {
         self.near.get(&self.far.value_key(key)).await.is_some()
@@ -229,9 +236,88 @@ impl Cache for TieredCache {
         self.far.get_many(keys).await
     }
 
-    /// From Redis alone, like [`Cache::get_many`].
+    /// The index and its members as near copies where the one Redis script confirms
+    /// them current (it sends the values of the others only), so a page whose rows did
+    /// not change costs one round trip that carries no value.
     async fn get_index(&self, key: &Key, members: Members<'_>) -> Result<IndexLookup, CacheError> {
-        self.far.get_index(key, members).await
+        let name = self.far.value_key(key);
+        let copy = self.near.get(&name).await;
+        let mut names = Vec::new();
+        let mut copies = Vec::new();
+        if let Some(keys) = copy.as_ref().and_then(|c| members(&c.bytes)) {
+            for k in &keys {
+                let n = self.far.value_key(k);
+                copies.push(self.near.get(&n).await);
+                names.push(n);
+            }
+        }
+        let tags: Vec<Option<Arc<str>>> = copies
+            .iter()
+            .map(|c| c.as_ref().map(|c| c.tag.clone()))
+            .collect();
+        let known = copy.as_ref().map(|c| KnownIndex {
+            tag: &c.tag,
+            names: &names,
+            tags: &tags,
+        });
+        let raw = match self.far.lookup_index(key, known).await {
+            Ok(raw) => raw,
+            Err(e) => {
+                metrics::lookup(key.family(), "error");
+                return Err(e);
+            }
+        };
+        let value = match (raw.index, copy) {
+            (Raw::Current, Some(c)) => {
+                metrics::near_hit(key.family());
+                c.bytes
+            }
+            (Raw::Current, None) => {
+                metrics::lookup(key.family(), "miss");
+                return Ok(IndexLookup::Miss(Ticket::none()));
+            }
+            (Raw::Hit { tag, bytes }, _) => {
+                self.keep(name, tag, bytes.clone()).await;
+                // The members are the new index's; no copy of them was offered.
+                names = members(&bytes)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|k| self.far.value_key(k))
+                    .collect();
+                copies = vec![None; names.len()];
+                bytes
+            }
+            (Raw::Miss(t), _) => {
+                self.near.invalidate(&name).await;
+                metrics::lookup(key.family(), "miss");
+                return Ok(IndexLookup::Miss(t));
+            }
+        };
+        metrics::lookup(key.family(), "hit");
+        let mut found = Vec::with_capacity(raw.members.len());
+        for (i, member) in raw.members.into_iter().enumerate() {
+            let n = names.get(i).cloned().unwrap_or_default();
+            found.push(match member {
+                Raw::Current => match copies.get_mut(i).and_then(Option::take) {
+                    Some(c) => Lookup::Hit(c.bytes),
+                    None => Lookup::Miss(Ticket::none()),
+                },
+                Raw::Hit { tag, bytes } => {
+                    if !n.is_empty() {
+                        self.keep(n, tag, bytes.clone()).await;
+                    }
+                    Lookup::Hit(bytes)
+                }
+                Raw::Miss(t) => {
+                    self.near.invalidate(&n).await;
+                    Lookup::Miss(t)
+                }
+            });
+        }
+        Ok(IndexLookup::Hit {
+            value,
+            members: found,
+        })
     }
 
     async fn put_index(
@@ -242,7 +328,14 @@ impl Cache for TieredCache {
         members: &[Key],
         ttl: Duration,
     ) -> Result<Stored, CacheError> {
-        self.far.put_index(key, ticket, value, members, ttl).await
+        let stored = self
+            .far
+            .put_index(key, ticket, value.clone(), members, ttl)
+            .await?;
+        if let (Stored::Stored, Some(tag)) = (stored, ticket.tag()) {
+            self.keep(self.far.value_key(key), tag.into(), value).await;
+        }
+        Ok(stored)
     }
 
     async fn invalidate(&self, scopes: &[&str]) -> Result<(), CacheError> {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use letip_cache::{
-    BusEvent, Cache, Key, Lookup, NearConfig, RedisBus, RedisCache, RedisConfig, Stored,
-    TieredCache,
+    BusEvent, Cache, IndexLookup, Key, Lookup, NearConfig, RedisBus, RedisCache, RedisConfig,
+    Stored, TieredCache,
 };
 use letip_testkit::{RedisServer, eventually};
 
@@ -171,4 +171,79 @@ async fn bus_delivery_delay_between_instances() {
         delays[delays.len() - 1]
     );
     assert_eq!(delays.len(), 200);
+}
+
+fn row(id: u32) -> Key {
+    Key::new("row", &format!("list|row:{id}"), &[("id", &id.to_string())])
+}
+
+/// The row keys of a test index (its value is the ids, comma-separated).
+fn rows_named(value: &[u8]) -> Option<Vec<Key>> {
+    std::str::from_utf8(value)
+        .ok()?
+        .split(',')
+        .map(|id| id.parse().ok().map(row))
+        .collect()
+}
+
+fn hits(found: &IndexLookup) -> Vec<Option<Bytes>> {
+    let IndexLookup::Hit { members, .. } = found else {
+        panic!("the index hits")
+    };
+    members
+        .iter()
+        .map(|m| match m {
+            Lookup::Hit(b) => Some(b.clone()),
+            Lookup::Miss(_) => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_copies_of_an_index_and_its_members_are_served_once_confirmed_and_never_after_an_invalidation()
+ {
+    let redis = RedisServer::start();
+    let (a, b) = (instance(&redis.url(), false), instance(&redis.url(), false));
+    let page = Key::new("list", "list|[null]", &[("page", "1")]);
+    let rows = [row(1), row(2)];
+    for (i, k) in rows.iter().enumerate() {
+        let v: &'static [u8] = if i == 0 { b"one" } else { b"two" };
+        warm(&b, k, v).await;
+    }
+    let IndexLookup::Miss(t) = b.get_index(&page, &rows_named).await.expect("lookup") else {
+        panic!("cold")
+    };
+    let stored = b.put_index(&page, &t, Bytes::from_static(b"1,2"), &rows, TTL);
+    assert_eq!(stored.await.expect("store"), Stored::Stored);
+
+    // Rewrite every stored value behind the cache's back, keeping the headers: only near
+    // copies can still say the originals, and the index still names its rows.
+    for (name, value) in [
+        ("letip:v1:{list}:row:id=1", "rewritten"),
+        ("letip:v1:{list}:row:id=2", "rewritten"),
+    ] {
+        let stored = redis.cli(&["GET", name]);
+        let header = stored.split('\n').next().expect("a header");
+        redis.cli(&["SET", name, &format!("{header}\n{value}"), "PX", "60000"]);
+    }
+    let found = b.get_index(&page, &rows_named).await.expect("lookup");
+    let IndexLookup::Hit { value, .. } = &found else {
+        panic!("warm")
+    };
+    assert_eq!(&value[..], b"1,2");
+    assert_eq!(
+        hits(&found),
+        [Some(Bytes::from("one")), Some(Bytes::from("two"))]
+    );
+
+    // Another instance invalidates row 2: B's very next lookup misses it, keeps row 1.
+    a.invalidate(&["list|row:2"]).await.expect("invalidate");
+    let found = b.get_index(&page, &rows_named).await.expect("lookup");
+    assert_eq!(hits(&found), [Some(Bytes::from("one")), None]);
+    // And the page itself: the index misses.
+    a.invalidate(&["list|[null]"]).await.expect("invalidate");
+    assert!(matches!(
+        b.get_index(&page, &rows_named).await,
+        Ok(IndexLookup::Miss(_))
+    ));
 }
