@@ -11,6 +11,7 @@ mod adoption;
 mod adversarial;
 mod businesses;
 mod cache;
+mod commit;
 mod contacts_messages;
 mod enrichment;
 mod events;

@@ -79,11 +79,18 @@ where
     type Fut = Fut;
 }
 
-/// What a call does, for deciding whether it may run again on a new connection.
+/// What a call does: whether it may run again on a new connection, and who commits it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
     Read,
+    /// Statements that write, which [`PgStore::run`] wraps in a transaction of its own.
+    /// A statement outside an explicit transaction is committed only at the protocol's
+    /// Sync, after its rows and its CommandComplete have been sent: a session ended in
+    /// between (terminated, crashed, failed over) rolls it back after the client read a
+    /// success. An explicit COMMIT is answered only once the write is committed.
     Write,
+    /// A write that opens and commits its own transaction.
+    Transaction,
 }
 
 /// Whether `e` means the connection was lost such that `op` may simply run again: a
@@ -383,7 +390,12 @@ impl PgStore {
         let mut attempt = 1;
         loop {
             let mut conn = self.conn().await?;
-            match make()(&mut conn).await {
+            let call = make();
+            let outcome = match op {
+                Op::Read | Op::Transaction => call(&mut conn).await,
+                Op::Write => conn.transaction(async move |c| call(c).await).await,
+            };
+            match outcome {
                 Err(e)
                     if attempt < self.pool.status().max_size + EXTRA_ATTEMPTS
                         && retryable(&e, op) =>
@@ -557,7 +569,7 @@ impl Repository for PgStore {
     async fn enrich(&self, id: i32, run: EnrichmentRun) -> Result<BusinessDetail, RepoError> {
         let status = run.status().as_str();
         let rows = self
-            .run(Op::Write, || {
+            .run(Op::Transaction, || {
                 async |conn| {
                     conn.transaction(async |conn| {
                         // Answers the transaction's time, for the rows inserted below.
@@ -662,7 +674,7 @@ impl Repository for PgStore {
     ) -> Result<OutreachMessage, RepoError> {
         queried("create_message", 3);
         let outcome = self
-            .run(Op::Write, || {
+            .run(Op::Transaction, || {
                 async |conn| {
                     conn.transaction(async |conn| {
                         // Locks the business against deletion until the message is in.
