@@ -687,18 +687,27 @@ impl RedisCache {
             return CacheHealth::Down;
         };
         let started = Instant::now();
-        let timeout = self.config.timeout;
+        // No user waits for a probe: it may take as long as a connection may.
+        let timeout = self.config.timeout.max(self.config.connect_timeout);
         // A probe abandoned half-way (its caller gone) counts as failed, so the breaker
         // is never left waiting for an outcome that will not come.
         let abandoned = ProbeGuard {
             breaker: &self.breaker,
             armed: gate == Gate::Probe,
         };
-        let pong = self
-            .call_within("ping", timeout, gate, |mut c| async move {
+        let ping = |gate| {
+            self.call_within("ping", timeout, gate, |mut c| async move {
                 redis::cmd("PING").query_async::<String>(&mut c).await
             })
-            .await;
+        };
+        let mut pong = ping(gate).await;
+        if pong.is_err() && started.elapsed() < timeout {
+            // Failed at once: most often a connection that died with the last Redis
+            // (its socket is closed and has just been dropped). Asking once more, on a
+            // new connection and past the breaker (a failure leaves its schedule
+            // alone), tells whether Redis answers now.
+            pong = ping(Gate::Peek).await;
+        }
         abandoned.disarm();
         let health = if pong.is_ok() {
             // The circuit is closed: apply what was missed now, not at a user's lookup.
