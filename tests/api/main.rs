@@ -20,6 +20,7 @@ mod instances;
 mod list;
 mod ops;
 mod seed;
+mod sessions;
 mod socketio;
 mod stats_counters;
 mod unstorable;

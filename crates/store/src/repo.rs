@@ -19,7 +19,7 @@ use letip_domain::{
     ValidationError,
 };
 
-use crate::db::{PgConn, PgPool};
+use crate::db::{PgConn, PgPool, PoolError};
 use crate::rows::{
     BusinessChanges, BusinessRow, ContactRow, EnrichmentLogRow, InsertBusiness, InsertContact,
     InsertLog, MessageRow, utc_now,
@@ -105,6 +105,23 @@ fn retryable(e: &DieselError, op: Op) -> bool {
         DieselError::DatabaseError(_, info) => is_terminated(info.message()),
         _ => false,
     }
+}
+
+/// Whether the pool failed to hand out a connection because the new session it opened
+/// was ended after the server accepted it: terminated before its setup statements ran,
+/// or its socket closed during the handshake ("error communicating with the server" is
+/// tokio-postgres's I/O error on an established socket). A new attempt opens another. A
+/// server that refuses connections ("error connecting to server"), a timeout, or bad
+/// credentials fail at once.
+fn lost_while_connecting(e: &PoolError) -> bool {
+    let PoolError::Backend(e) = e else {
+        return false;
+    };
+    let message = e.to_string();
+    message.contains("terminating connection")
+        || message.contains("server closed the connection")
+        || message.contains("error communicating with the server")
+        || message.ends_with("connection closed")
 }
 
 /// How many more times than the pool has connections a call may run when connections
@@ -388,18 +405,24 @@ impl PgStore {
         T: Send,
     {
         let mut attempt = 1;
+        let budget = self.pool.status().max_size + EXTRA_ATTEMPTS;
         loop {
-            let mut conn = self.conn().await?;
+            let mut conn = match self.pool.get().await {
+                Ok(conn) => conn,
+                Err(e) if attempt < budget && lost_while_connecting(&e) => {
+                    tracing::debug!(error = %e, "lost a new database connection; opening another");
+                    attempt += 1;
+                    continue;
+                }
+                Err(e) => return Err(RepoError::Unavailable(e.to_string())),
+            };
             let call = make();
             let outcome = match op {
                 Op::Read | Op::Transaction => call(&mut conn).await,
                 Op::Write => conn.transaction(async move |c| call(c).await).await,
             };
             match outcome {
-                Err(e)
-                    if attempt < self.pool.status().max_size + EXTRA_ATTEMPTS
-                        && retryable(&e, op) =>
-                {
+                Err(e) if attempt < budget && retryable(&e, op) => {
                     tracing::debug!(error = %e, "lost a database connection; retrying on a new one");
                     drop(PgConn::take(conn));
                     attempt += 1;

@@ -394,6 +394,7 @@ pub struct FaultProxy {
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
     in_flight: Arc<InFlight>,
+    close_next: Arc<AtomicI64>,
 }
 
 /// Requests of one kind sent through the proxy and not yet answered, over every open
@@ -520,12 +521,23 @@ impl FaultProxy {
             peak: AtomicI64::new(0),
             total: AtomicI64::new(0),
         });
+        let close_next = Arc::new(AtomicI64::new(0));
         let accept = {
             let mode = mode.clone();
             let connections = connections.clone();
             let in_flight = in_flight.clone();
+            let close_next = close_next.clone();
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
+                    if close_next
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                            (n > 0).then(|| n - 1)
+                        })
+                        .is_ok()
+                    {
+                        drop(client);
+                        continue;
+                    }
                     let mode = mode.clone();
                     let in_flight = in_flight.clone();
                     let task = tokio::spawn(async move {
@@ -574,7 +586,14 @@ impl FaultProxy {
             connections,
             accept,
             in_flight,
+            close_next,
         }
+    }
+
+    /// Closes the next `n` connections as soon as they are accepted, before a byte
+    /// passes: a server that ends new sessions (restarting, or terminating them).
+    pub fn close_next(&self, n: i64) {
+        self.close_next.store(n, Ordering::SeqCst);
     }
 
     /// The most plain `PING`s that were ever in flight through the proxy at once (sent
