@@ -21,6 +21,7 @@ use serde::Deserialize;
 use tokio::process::{Child, Command};
 
 mod plot;
+mod rate;
 
 /// Benchmarks of the letip server: cache hits against the uncached path and the limits.
 #[derive(Debug, Parser)]
@@ -50,6 +51,13 @@ struct Args {
     /// Where the report goes; the plot goes beside it.
     #[arg(long, default_value = "docs/benchmarks.md")]
     report: PathBuf,
+    /// Constant request rates of the mix (open loop, latency from when each request was
+    /// due) run per cache mode on the largest dataset; none when empty.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+    rates: Vec<u32>,
+    /// Seconds of each constant-rate run.
+    #[arg(long, default_value_t = 30)]
+    rate_seconds: u64,
     /// Profile the hit path with `perf record` once.
     #[arg(long)]
     profile: bool,
@@ -621,6 +629,7 @@ async fn main() -> anyhow::Result<()> {
     let mut bodies: BTreeMap<&'static str, Vec<u8>> = BTreeMap::new();
     let mut rss: Vec<(u64, Mode, f64)> = Vec::new();
     let mut mixes: Vec<(Mode, Mix)> = Vec::new();
+    let mut rates: Vec<(Mode, rate::RateRun)> = Vec::new();
     let mut memory = String::new();
     let mut perf = String::new();
     let largest = args.sizes.iter().copied().max().unwrap_or(0);
@@ -667,6 +676,19 @@ async fn main() -> anyhow::Result<()> {
                     m.hit_rate
                 );
                 mixes.push((mode, m));
+                for &r in &args.rates {
+                    let run = rate::run(&server.url(""), r, args.rate_seconds, size).await?;
+                    println!(
+                        "rate {:<22} {r:>6} req/s asked {:>8.0} answered  p50 {:>8} µs  p99 {:>8} µs  p99.9 {:>8} µs  failed {}",
+                        mode.label(),
+                        run.achieved,
+                        run.all.p50_us,
+                        run.all.p99_us,
+                        run.all.p999_us,
+                        run.failed
+                    );
+                    rates.push((mode, run));
+                }
             }
             server.stop().await;
         }
@@ -706,7 +728,7 @@ async fn main() -> anyhow::Result<()> {
     let plot_path = out_dir.join("benchmarks-latency.svg");
     plot::latency(&plot_path, largest, &results)?;
     let report = render(
-        &args, &started, &results, &ceilings, &rss, &mixes, &memory, &perf, largest,
+        &args, &started, &results, &ceilings, &rss, &mixes, &rates, &memory, &perf, largest,
     );
     std::fs::write(&args.report, report)?;
     println!(
@@ -756,6 +778,7 @@ fn render(
     ceilings: &BTreeMap<&'static str, (Wrk, f64)>,
     rss: &[(u64, Mode, f64)],
     mixes: &[(Mode, Mix)],
+    rates: &[(Mode, rate::RateRun)],
     memory: &str,
     perf: &str,
     largest: u64,
@@ -775,10 +798,16 @@ fn render(
     let _ = writeln!(
         s,
         "Command (seeds what is missing, then runs everything below and rewrites this page):\n\n\
-         ```sh\nbash scripts/bench.sh --sizes {} --seconds {} --mix-seconds {}{}{}\n```\n",
+         ```sh\nbash scripts/bench.sh --sizes {} --seconds {} --mix-seconds {} --rates {} --rate-seconds {}{}{}\n```\n",
         sizes.join(","),
         args.seconds,
         args.mix_seconds,
+        args.rates
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        args.rate_seconds,
         args.memory_pages
             .map(|p| format!(" --memory-pages {p}"))
             .unwrap_or_default(),
@@ -893,6 +922,51 @@ fn render(
                 rate("detail"),
                 m.db_queries_per_1000
             );
+        }
+    }
+
+    if !rates.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Constant rate ({largest} businesses, {} s per rate and mode)\n",
+            args.rate_seconds
+        );
+        let _ = writeln!(
+            s,
+            "The same mix sent on a fixed schedule (an open loop, at most 512 requests in \
+             flight), right after the mode's mix above: each latency is counted from when \
+             its request was due, so a server that falls behind is charged for the queue \
+             it causes (corrected for coordinated omission, as wrk2 does). \"failed\" counts \
+             answers that were not 2xx and requests unanswered within 10 s.\n"
+        );
+        let _ = writeln!(
+            s,
+            "| mode | rate asked | answered req/s | endpoint | requests | p50 | p99 | p99.9 | failed |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---|---:|---:|---:|---:|---:|");
+        for (mode, run) in rates {
+            let rows = std::iter::once(("mix", run.all))
+                .chain(run.endpoints.iter().map(|(e, p)| (*e, *p)));
+            for (endpoint, p) in rows {
+                let (asked, answered, failed) = if endpoint == "mix" {
+                    (
+                        run.rate.to_string(),
+                        format!("{:.0}", run.achieved),
+                        run.failed.to_string(),
+                    )
+                } else {
+                    (String::new(), String::new(), String::new())
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {asked} | {answered} | {endpoint} | {} | {} | {} | {} | {failed} |",
+                    mode.label(),
+                    p.requests,
+                    us(p.p50_us),
+                    us(p.p99_us),
+                    us(p.p999_us),
+                );
+            }
         }
     }
 

@@ -1,0 +1,290 @@
+//! Constant-rate runs of the dashboard mix: requests sent on a fixed schedule (an open
+//! loop), whatever the server's answers do, and each latency counted from the moment its
+//! request was due rather than from when it could be sent. A server that falls behind is
+//! charged for the wait it causes every request queued behind it, which a closed loop
+//! like wrk's hides (coordinated omission; wrk2 and oha's `--latency-correction` count
+//! the same way). Neither is packaged for this machine's Debian, so the runner drives
+//! the schedule itself.
+//!
+//! The mix is `lua/mix.lua`'s: 1% PATCHes of a Zipf-chosen business, 19% stats, 40%
+//! list pages over Zipf-chosen filter combinations and pages 1 to 10, 40% details of
+//! Zipf-chosen businesses.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{Semaphore, mpsc};
+
+/// Most requests in flight at once: connections the client may open. A request due
+/// while all are busy waits for one, and that wait is part of its latency.
+const IN_FLIGHT: usize = 512;
+
+/// How long one request may take before it counts as failed.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+const CITIES: [&str; 10] = [
+    "Freehold",
+    "Red%20Bank",
+    "Asbury%20Park",
+    "Long%20Branch",
+    "Middletown",
+    "Toms%20River",
+    "Edison",
+    "Princeton",
+    "Hoboken",
+    "Newark",
+];
+const INDUSTRIES: [&str; 10] = [
+    "Dental",
+    "Legal",
+    "Real%20Estate",
+    "Accounting",
+    "Insurance",
+    "Restaurant",
+    "Automotive",
+    "Fitness",
+    "Salon",
+    "HVAC",
+];
+const STATUSES: [&str; 3] = ["pending", "enriched", "failed"];
+
+/// The cumulative distribution of a Zipf law of exponent `s` over ranks 1 to `k`.
+fn zipf_cdf(k: usize, s: f64) -> Vec<f64> {
+    let mut cdf = Vec::with_capacity(k);
+    let mut total = 0.0;
+    for i in 1..=k {
+        total += 1.0 / (i as f64).powf(s);
+        cdf.push(total);
+    }
+    for c in &mut cdf {
+        *c /= total;
+    }
+    cdf
+}
+
+/// A rank (from 0) drawn from `cdf`.
+fn sample(cdf: &[f64], rng: &mut StdRng) -> usize {
+    let u: f64 = rng.random();
+    cdf.partition_point(|c| *c < u).min(cdf.len() - 1)
+}
+
+/// A value drawn from `values` by the ranks of `cdf`.
+fn pick<'a>(values: &[&'a str], cdf: &[f64], rng: &mut StdRng) -> &'a str {
+    values.get(sample(cdf, rng)).copied().unwrap_or_default()
+}
+
+/// One request of the mix.
+#[derive(Debug)]
+struct Request {
+    endpoint: &'static str,
+    method: reqwest::Method,
+    path: String,
+    body: Option<String>,
+}
+
+/// Draws the mix's requests.
+struct Mix {
+    businesses: u64,
+    ids: Vec<f64>,
+    pages: Vec<f64>,
+    tens: Vec<f64>,
+    threes: Vec<f64>,
+    rng: StdRng,
+}
+
+impl Mix {
+    fn new(businesses: u64, seed: u64) -> Self {
+        let ranks = usize::try_from(businesses.min(100_000)).unwrap_or(100_000);
+        Self {
+            businesses: businesses.max(1),
+            ids: zipf_cdf(ranks.max(1), 1.1),
+            pages: zipf_cdf(10, 1.2),
+            tens: zipf_cdf(10, 1.0),
+            threes: zipf_cdf(3, 1.0),
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    fn business_id(&mut self) -> u64 {
+        // Ranks scattered over the ids, so the popular businesses are not all the newest.
+        let rank = sample(&self.ids, &mut self.rng) as u64 + 1;
+        (rank * 7919) % self.businesses + 1
+    }
+
+    fn next(&mut self) -> Request {
+        let r: u32 = self.rng.random_range(1..=1000);
+        if r <= 10 {
+            let phone: u32 = self.rng.random_range(0..10_000);
+            return Request {
+                endpoint: "write",
+                method: reqwest::Method::PATCH,
+                path: format!("/api/businesses/{}", self.business_id()),
+                body: Some(format!(r#"{{"phone": "(732) 555-{phone:04}"}}"#)),
+            };
+        }
+        let (endpoint, path) = if r <= 200 {
+            ("stats", "/api/businesses/stats".to_owned())
+        } else if r <= 600 {
+            let (tens, threes, rng) = (&self.tens, &self.threes, &mut self.rng);
+            let mut q = format!("page={}", sample(&self.pages, rng) + 1);
+            match rng.random_range(1..=6) {
+                2 => q += &format!("&city={}", pick(&CITIES, tens, rng)),
+                3 => q += &format!("&industry={}", pick(&INDUSTRIES, tens, rng)),
+                4 => q += &format!("&enrichment_status={}", pick(&STATUSES, threes, rng)),
+                5 => {
+                    let (c, i) = (pick(&CITIES, tens, rng), pick(&INDUSTRIES, tens, rng));
+                    q += &format!("&city={c}&industry={i}");
+                }
+                6 => {
+                    let (c, s) = (pick(&CITIES, tens, rng), pick(&STATUSES, threes, rng));
+                    q += &format!("&city={c}&enrichment_status={s}");
+                }
+                _ => {}
+            }
+            ("list", format!("/api/businesses?{q}"))
+        } else {
+            ("detail", format!("/api/businesses/{}", self.business_id()))
+        };
+        Request {
+            endpoint,
+            method: reqwest::Method::GET,
+            path,
+            body: None,
+        }
+    }
+}
+
+/// Latency percentiles of one endpoint (or of the whole mix), in microseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Percentiles {
+    pub requests: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+}
+
+impl Percentiles {
+    fn of(mut latencies: Vec<u64>) -> Self {
+        latencies.sort_unstable();
+        let at = |q: f64| {
+            let i = ((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1);
+            latencies.get(i).copied().unwrap_or(0)
+        };
+        Self {
+            requests: latencies.len() as u64,
+            p50_us: at(0.50),
+            p99_us: at(0.99),
+            p999_us: at(0.999),
+        }
+    }
+}
+
+/// What one constant-rate run measured.
+#[derive(Debug, Clone, Default)]
+pub struct RateRun {
+    /// Requests per second asked for.
+    pub rate: u32,
+    /// Requests answered per second over the run, the tail included.
+    pub achieved: f64,
+    /// Answers that were not 2xx, and requests that got no answer within the timeout.
+    pub failed: u64,
+    /// The whole mix, then each endpoint.
+    pub all: Percentiles,
+    pub endpoints: BTreeMap<&'static str, Percentiles>,
+}
+
+/// Sends the mix to `base` at `rate` requests per second for `seconds`, then waits for
+/// the answers still due.
+pub async fn run(base: &str, rate: u32, seconds: u64, businesses: u64) -> anyhow::Result<RateRun> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(IN_FLIGHT)
+        .timeout(TIMEOUT)
+        .build()?;
+    let total = u64::from(rate) * seconds;
+    let mut mix = Mix::new(businesses, u64::from(rate));
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let (tx, mut rx) = mpsc::unbounded_channel::<(&'static str, u64, bool)>();
+    let interval = 1.0 / f64::from(rate.max(1));
+    let started = Instant::now();
+    for i in 0..total {
+        let due = started + Duration::from_secs_f64(i as f64 * interval);
+        tokio::time::sleep_until(due.into()).await;
+        let request = mix.next();
+        let (client, slots, tx) = (client.clone(), slots.clone(), tx.clone());
+        let url = format!("{base}{}", request.path);
+        tokio::spawn(async move {
+            let Ok(_slot) = slots.acquire().await else {
+                return;
+            };
+            let mut req = client.request(request.method, url);
+            if let Some(body) = request.body {
+                req = req.header("content-type", "application/json").body(body);
+            }
+            let ok = match req.send().await {
+                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                Err(_) => false,
+            };
+            let latency = u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let _ = tx.send((request.endpoint, latency, ok));
+        });
+    }
+    drop(tx);
+    let mut all = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    let mut by_endpoint: BTreeMap<&'static str, Vec<u64>> = BTreeMap::new();
+    let mut failed = 0;
+    while let Some((endpoint, latency, ok)) = rx.recv().await {
+        if !ok {
+            failed += 1;
+        }
+        all.push(latency);
+        by_endpoint.entry(endpoint).or_default().push(latency);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(RateRun {
+        rate,
+        achieved: all.len() as f64 / elapsed.max(f64::EPSILON),
+        failed,
+        all: Percentiles::of(all),
+        endpoints: by_endpoint
+            .into_iter()
+            .map(|(e, l)| (e, Percentiles::of(l)))
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mix_has_its_shares_and_valid_ids() {
+        let mut mix = Mix::new(1000, 7);
+        let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
+        for _ in 0..100_000 {
+            let r = mix.next();
+            if let Some(id) = r.path.strip_prefix("/api/businesses/")
+                && let Ok(id) = id.parse::<u64>()
+            {
+                assert!((1..=1000).contains(&id), "{id}");
+            }
+            *counts.entry(r.endpoint).or_default() += 1;
+        }
+        let share = |e: &str| f64::from(counts.get(e).copied().unwrap_or(0)) / 100_000.0;
+        assert!((share("write") - 0.01).abs() < 0.002, "{counts:?}");
+        assert!((share("stats") - 0.19).abs() < 0.01, "{counts:?}");
+        assert!((share("list") - 0.40).abs() < 0.01, "{counts:?}");
+        assert!((share("detail") - 0.40).abs() < 0.01, "{counts:?}");
+    }
+
+    #[test]
+    fn percentiles_are_ranks_of_the_sorted_latencies() {
+        let p = Percentiles::of((1..=1000).rev().collect());
+        assert_eq!(
+            (p.requests, p.p50_us, p.p99_us, p.p999_us),
+            (1000, 500, 990, 999)
+        );
+    }
+}
