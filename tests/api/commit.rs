@@ -79,3 +79,52 @@ async fn a_write_whose_commit_fails_is_never_answered_as_done() {
     assert_eq!(detail["phone"], "732-555-0100");
     assert_eq!(detail["contacts"], json!([]));
 }
+
+/// A deferred trigger that counts its runs (a sequence is not rolled back) and ends its
+/// own session at commit, for rows carrying the marker value `vanish`.
+const VANISH_AT_COMMIT: &str = r#"
+CREATE SEQUENCE test_commit_attempts;
+CREATE FUNCTION test_vanish_at_commit() RETURNS trigger AS $$
+BEGIN
+    PERFORM nextval('test_commit_attempts');
+    PERFORM pg_terminate_backend(pg_backend_pid());
+    PERFORM pg_sleep(1);
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+CREATE CONSTRAINT TRIGGER test_vanish_business AFTER INSERT OR UPDATE ON business
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+    WHEN (NEW.phone = 'vanish') EXECUTE FUNCTION test_vanish_at_commit();
+"#;
+
+/// A session lost once its COMMIT was sent may have committed: the write fails instead
+/// of running again (a create would be stored twice), though a write lost before its
+/// COMMIT is retried on a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_lost_at_its_commit_is_not_run_again() {
+    let app = TestApp::spawn().await;
+    let b = app
+        .business(json!({"name": "Kept", "phone": "732-555-0100"}))
+        .await;
+    app.db.batch(VANISH_AT_COMMIT).await;
+
+    let update = app
+        .patch(
+            &format!("/api/businesses/{}", id(&b)),
+            json!({"phone": "vanish"}),
+        )
+        .await;
+    assert!(update.status >= 500, "{} {}", update.status, update.text);
+    let attempts = app
+        .db
+        .rows("SELECT last_value, is_called FROM test_commit_attempts")
+        .await;
+    assert_eq!(
+        attempts,
+        [json!({"last_value": 1, "is_called": true})],
+        "the write reached its commit once"
+    );
+    let detail = app.get(&format!("/api/businesses/{}", id(&b))).await;
+    assert_eq!(detail.status, 200, "{}", detail.text);
+    assert_eq!(detail.body["phone"], "732-555-0100");
+}
