@@ -67,14 +67,23 @@ async fn unknown_routes_answer_the_nestjs_404() {
 async fn metrics_expose_http_latency_and_database_queries() {
     let app = TestApp::spawn().await;
     app.business(json!({"name": "A"})).await;
-    app.get("/api/businesses").await;
+    assert_eq!(
+        app.get("/api/businesses").await.header("x-cache"),
+        Some("MISS")
+    );
+    assert_eq!(
+        app.get("/api/businesses").await.header("x-cache"),
+        Some("HIT")
+    );
     let res = app.get("/metrics").await;
     assert_eq!(res.status, 200);
-    assert!(
-        res.text.contains(r#"letip_http_request_duration_seconds_bucket{method="GET",route="/api/businesses",status="200""#),
-        "{}",
-        res.text
-    );
+    // Answers are counted by their X-Cache, so a whole-page hit rate can be read off.
+    for cache in ["MISS", "HIT"] {
+        let series = format!(
+            r#"letip_http_request_duration_seconds_count{{method="GET",route="/api/businesses",status="200",cache="{cache}"}}"#
+        );
+        assert!(res.text.contains(&series), "{series} in {}", res.text);
+    }
     assert!(
         res.text.contains(r#"letip_db_queries_total{op="list"}"#),
         "{}",

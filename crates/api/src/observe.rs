@@ -11,7 +11,9 @@ use actix_web::{Error, HttpMessage};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_actix_web::RequestId;
 
-/// Latency histogram of every HTTP request, by method, route pattern and status.
+/// Latency histogram of every HTTP request, by method, route pattern, status and `cache`
+/// (the answer's `X-Cache`: `HIT` when it came whole from the cache, `MISS`, `BYPASS`,
+/// or `none` for answers that are never cached).
 pub const HTTP_DURATION: &str = "letip_http_request_duration_seconds";
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -53,11 +55,22 @@ pub async fn http_metrics(
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
+    let cache = match res
+        .headers()
+        .get(crate::handlers::X_CACHE)
+        .map(HeaderValue::as_bytes)
+    {
+        Some(b"HIT") => "HIT",
+        Some(b"MISS") => "MISS",
+        Some(b"BYPASS") => "BYPASS",
+        _ => "none",
+    };
     metrics::histogram!(
         HTTP_DURATION,
         "method" => method,
         "route" => route,
         "status" => res.status().as_u16().to_string(),
+        "cache" => cache,
     )
     .record(start.elapsed().as_secs_f64());
     if let Some(id) = request_id

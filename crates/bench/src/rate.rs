@@ -157,6 +157,35 @@ impl Mix {
     }
 }
 
+/// The best detail hit rate `requests` draws of the mix allow from a cold cache: the
+/// share of detail reads that are not the first read of their business since the
+/// start or since its last write (the run is shorter than the detail TTL, and nothing
+/// is evicted). The Zipf tail of first reads bounds any cache's detail hits.
+pub fn detail_hit_bound(businesses: u64, requests: u64) -> f64 {
+    let mut mix = Mix::new(businesses, 1);
+    let mut cached = std::collections::HashSet::new();
+    let (mut hits, mut reads) = (0u64, 0u64);
+    for _ in 0..requests {
+        let r = mix.next();
+        let Some(id) = r.path.strip_prefix("/api/businesses/") else {
+            continue;
+        };
+        match r.endpoint {
+            "write" => {
+                cached.remove(id);
+            }
+            "detail" => {
+                reads += 1;
+                if !cached.insert(id.to_owned()) {
+                    hits += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    hits as f64 / reads.max(1) as f64
+}
+
 /// Latency percentiles of one endpoint (or of the whole mix), in microseconds.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Percentiles {
@@ -277,6 +306,18 @@ mod tests {
         assert!((share("stats") - 0.19).abs() < 0.01, "{counts:?}");
         assert!((share("list") - 0.40).abs() < 0.01, "{counts:?}");
         assert!((share("detail") - 0.40).abs() < 0.01, "{counts:?}");
+    }
+
+    #[test]
+    fn the_detail_bound_counts_first_reads_as_misses() {
+        // One business: every detail read after the first is a hit unless a write of it
+        // came between, and writes are 1 in 40 detail reads.
+        let one = detail_hit_bound(1, 100_000);
+        assert!((0.96..0.985).contains(&one), "{one}");
+        // Far more businesses than reads: almost every read is a first read.
+        let many = detail_hit_bound(1_000_000, 200);
+        let few = detail_hit_bound(1_000_000, 2_000_000);
+        assert!(many < few, "{many} {few}");
     }
 
     #[test]

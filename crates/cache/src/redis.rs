@@ -88,67 +88,126 @@ impl Default for RedisConfig {
     }
 }
 
-/// KEYS: value, the scope's root generation, its own generation (the same key for a scope
-/// without a parent). ARGV: generation TTL (ms), the tag of a copy the caller holds (or '').
-/// Returns {3, ''} when the caller's copy is current and the entry has not expired (no
-/// value is sent), {1, stored} on a hit, {0, tag} on a miss, {2, tag} for an entry that is
-/// not in this cache's format (written by something else): the caller removes it.
-const LOOKUP: &str = r"
-local function gen(key)
-  local g = redis.call('GET', key)
-  if not g then
-    local t = redis.call('TIME')
-    g = string.format('%d', t[1] * 1000000 + t[2])
-    redis.call('SET', key, g, 'PX', ARGV[1])
-  end
-  return g
-end
-local tag = gen(KEYS[2]) .. '.' .. gen(KEYS[3]) .. '\n'
-if ARGV[2] ~= '' and ARGV[2] == tag and redis.call('EXISTS', KEYS[1]) == 1 then
-  return {3, ''}
-end
-local v = redis.call('GET', KEYS[1])
-if not v then return {0, tag} end
-if string.sub(v, 1, #tag) == tag then return {1, v} end
-if string.match(v, '^%d+%.%d+\n') then return {0, tag} end
-return {2, tag}
-";
+/// Whether `tag` is the tag of the generations `root` and `own` (`root.own\n`, as the
+/// scripts write it).
+fn is_tag(tag: &str, root: &str, own: &str) -> bool {
+    tag.strip_prefix(root)
+        .and_then(|t| t.strip_prefix('.'))
+        .and_then(|t| t.strip_prefix(own))
+        == Some("\n")
+}
 
-/// The lookup of one entry inside a script: `gen` as in [`LOOKUP`], and `entry(value key,
-/// root generation key, own generation key, known tag)` answering `state, bytes` as it
-/// does (3 when the caller's copy, of the known tag, is current).
+/// The lookups of entries inside a script. `gen(key)` answers a scope's generation,
+/// making it from the Redis clock (microseconds) when it is missing; a script reads each
+/// generation once. `entry(value key, root generation key, own generation key, known
+/// tag)` answers `state, bytes`: 3 and no bytes when the caller's copy (of the known
+/// tag) is current and the entry has not expired, 1 and the stored bytes on a hit, 0
+/// and the tag to store under on a miss, 2 and the tag for an entry that is not in this
+/// cache's format (written by something else: the caller removes it). `entries(names,
+/// knowns, out)` looks up many entries (`names` three key names per entry, `knowns` a
+/// known tag or '' per entry, or nil) with one MGET of their generations, one EXISTS of
+/// the copies it confirms and one MGET of the values it sends, and appends `state,
+/// bytes` of each to `out`, in order, as `entry` would answer them.
 const ENTRY_FNS: &str = r"
+local gens = {}
 local function gen(key)
-  local g = redis.call('GET', key)
+  local g = gens[key]
+  if g then return g end
+  g = redis.call('GET', key)
   if not g then
     local t = redis.call('TIME')
     g = string.format('%d', t[1] * 1000000 + t[2])
     redis.call('SET', key, g, 'PX', ARGV[1])
   end
+  gens[key] = g
   return g
+end
+local function classify(v, tag)
+  if not v then return 0, tag end
+  if string.sub(v, 1, #tag) == tag then return 1, v end
+  if string.match(v, '^%d+%.%d+\n') then return 0, tag end
+  return 2, tag
 end
 local function entry(k, root, own, known)
   local tag = gen(root) .. '.' .. gen(own) .. '\n'
   if known and known ~= '' and known == tag and redis.call('EXISTS', k) == 1 then
     return 3, ''
   end
-  local v = redis.call('GET', k)
-  if not v then return 0, tag end
-  if string.sub(v, 1, #tag) == tag then return 1, v end
-  if string.match(v, '^%d+%.%d+\n') then return 0, tag end
-  return 2, tag
+  return classify(redis.call('GET', k), tag)
 end
+local function entries(names, knowns, out)
+  local n = #names / 3
+  if n == 0 then return end
+  local want, asked = {}, {}
+  for i = 1, #names do
+    if i % 3 ~= 1 then
+      local k = names[i]
+      if not gens[k] and not asked[k] then
+        asked[k] = true
+        want[#want + 1] = k
+      end
+    end
+  end
+  if #want > 0 then
+    local got = redis.call('MGET', unpack(want))
+    for i, k in ipairs(want) do
+      if got[i] then gens[k] = got[i] else gen(k) end
+    end
+  end
+  local tags, confirm, send = {}, {}, {}
+  for i = 1, n do
+    local tag = gens[names[3 * i - 1]] .. '.' .. gens[names[3 * i]] .. '\n'
+    tags[i] = tag
+    local known = knowns and knowns[i]
+    if known and known ~= '' and known == tag then
+      confirm[#confirm + 1] = i
+    else
+      send[#send + 1] = i
+    end
+  end
+  local states, bytes = {}, {}
+  if #confirm > 0 then
+    local keys = {}
+    for j, i in ipairs(confirm) do keys[j] = names[3 * i - 2] end
+    if redis.call('EXISTS', unpack(keys)) == #keys then
+      for _, i in ipairs(confirm) do states[i] = 3; bytes[i] = '' end
+    else
+      for _, i in ipairs(confirm) do
+        if redis.call('EXISTS', names[3 * i - 2]) == 1 then
+          states[i] = 3; bytes[i] = ''
+        else
+          send[#send + 1] = i
+        end
+      end
+    end
+  end
+  if #send > 0 then
+    local keys = {}
+    for j, i in ipairs(send) do keys[j] = names[3 * i - 2] end
+    local values = redis.call('MGET', unpack(keys))
+    for j, i in ipairs(send) do
+      states[i], bytes[i] = classify(values[j], tags[i])
+    end
+  end
+  for i = 1, n do
+    out[#out + 1] = states[i]
+    out[#out + 1] = bytes[i]
+  end
+end
+";
+
+/// KEYS: value, the scope's root generation, its own generation (the same key for a scope
+/// without a parent). ARGV: generation TTL (ms), the tag of a copy the caller holds (or '').
+/// Answers `entry`'s `{state, bytes}`.
+const LOOKUP: &str = r"
+return {entry(KEYS[1], KEYS[2], KEYS[3], ARGV[2])}
 ";
 
 /// KEYS: value, root generation and own generation of each entry, three by three (all of
 /// one hash slot). ARGV: generation TTL (ms). Returns `state, bytes` of each entry, flat.
 const LOOKUP_MANY: &str = r"
 local out = {}
-for i = 1, #KEYS, 3 do
-  local state, bytes = entry(KEYS[i], KEYS[i + 1], KEYS[i + 2])
-  out[#out + 1] = state
-  out[#out + 1] = bytes
-end
+entries(KEYS, nil, out)
 return out
 ";
 
@@ -174,20 +233,19 @@ local out = {1, v}
 if current then out = {3, ''} end
 pos = e + 1
 local prefix = ARGV[2]
-for i = 1, n do
-  local names = {}
-  for j = 1, 3 do
-    local stop = string.find(v, '\n', pos, true)
-    if not stop then return {2, ''} end
-    local name = string.sub(v, pos, stop - 1)
-    if string.sub(name, 1, #prefix) ~= prefix then return {2, ''} end
-    names[j] = name
-    pos = stop + 1
-  end
-  local s, b = entry(names[1], names[2], names[3], current and ARGV[3 + i])
-  out[#out + 1] = s
-  out[#out + 1] = b
+local names, knowns = {}, {}
+for i = 1, 3 * n do
+  local stop = string.find(v, '\n', pos, true)
+  if not stop then return {2, ''} end
+  local name = string.sub(v, pos, stop - 1)
+  if string.sub(name, 1, #prefix) ~= prefix then return {2, ''} end
+  names[i] = name
+  pos = stop + 1
 end
+if current then
+  for i = 1, n do knowns[i] = ARGV[3 + i] end
+end
+entries(names, knowns, out)
 return out
 ";
 
@@ -387,6 +445,34 @@ pub(crate) struct KnownIndex<'a> {
     pub(crate) tag: &'a str,
     pub(crate) names: &'a [String],
     pub(crate) tags: &'a [Option<Arc<str>>],
+    /// The key names that confirm the copies in one round trip, when the caller has
+    /// them (see [`RedisCache::confirm_keys`]).
+    pub(crate) confirm: Option<&'a ConfirmKeys>,
+}
+
+/// The key names [`RedisCache::lookup_index`] reads to confirm copies of an index and of
+/// its members without a script: every generation key (root and own of the index, then
+/// of each member) and every value key (the index's, then each member's).
+#[derive(Debug)]
+pub(crate) struct ConfirmKeys {
+    /// Each generation key once (the members of a page share their root's).
+    gens: Vec<String>,
+    /// The positions in `gens` of the root and own generation of the index, then of
+    /// each member.
+    tags: Vec<(usize, usize)>,
+    values: Vec<String>,
+}
+
+impl ConfirmKeys {
+    /// Bytes held, for the near tier's weigher.
+    pub(crate) fn bytes(&self) -> usize {
+        self.gens
+            .iter()
+            .chain(&self.values)
+            .map(|n| n.len() + 24)
+            .sum::<usize>()
+            + self.tags.len() * 16
+    }
 }
 
 /// What an index lookup found, with the tags a near tier needs: the index (its value
@@ -602,7 +688,7 @@ impl RedisCache {
             next_slot: AtomicUsize::new(0),
             breaker: Breaker::new(BreakerConfig::default()),
             scripts: Scripts {
-                lookup: Script::new(LOOKUP),
+                lookup: Script::new(&format!("{ENTRY_FNS}{LOOKUP}")),
                 lookup_many: Script::new(&format!("{ENTRY_FNS}{LOOKUP_MANY}")),
                 lookup_index: Script::new(&format!("{ENTRY_FNS}{LOOKUP_INDEX}")),
                 store: Script::new(STORE),
@@ -1076,6 +1162,11 @@ impl RedisCache {
         known: Option<KnownIndex<'_>>,
     ) -> Result<RawIndex, CacheError> {
         self.recover_all(key.scope()).await?;
+        if let Some(k) = &known
+            && let Some(raw) = self.confirm_index(k).await?
+        {
+            return Ok(raw);
+        }
         let [root, own] = self.generation_keys(key.scope());
         let name = self.value_key(key);
         let keys = [name.clone(), root, own];
@@ -1150,6 +1241,84 @@ impl RedisCache {
             ));
         }
         Ok(RawIndex { index, members })
+    }
+
+    /// The names [`Self::confirm_index`] reads for `index` and its `members`.
+    pub(crate) fn confirm_keys(&self, index: &Key, members: &[Key]) -> ConfirmKeys {
+        let mut gens: Vec<String> = Vec::new();
+        let mut at = |name: String| match gens.iter().position(|g| *g == name) {
+            Some(i) => i,
+            None => {
+                gens.push(name);
+                gens.len() - 1
+            }
+        };
+        let tags = std::iter::once(index)
+            .chain(members)
+            .map(|k| {
+                let [root, own] = self.generation_keys(k.scope());
+                (at(root), at(own))
+            })
+            .collect();
+        ConfirmKeys {
+            gens,
+            tags,
+            values: std::iter::once(index)
+                .chain(members)
+                .map(|k| self.value_key(k))
+                .collect(),
+        }
+    }
+
+    /// Confirms in one atomic round trip of plain commands (`MULTI`, `MGET` of the
+    /// generations, `EXISTS` of the entries, `EXEC`) that the caller's copies of an
+    /// index and of every member are current: `Some` with every copy current, `None`
+    /// when any is not (or a generation is missing), for the script to answer. No value
+    /// is sent and no script runs, which is what keeps a near-tier page hit as cheap as a
+    /// near-tier hit of one entry. A tag equal to the generations read means no
+    /// invalidation of the copy's scopes happened since it was stored; the entries'
+    /// existence means none has expired.
+    async fn confirm_index(&self, known: &KnownIndex<'_>) -> Result<Option<RawIndex>, CacheError> {
+        let n = known.names.len();
+        let Some(confirm) = known.confirm else {
+            return Ok(None);
+        };
+        if confirm.values.len() != n + 1
+            || confirm.tags.len() != n + 1
+            || known.tags.len() != n
+            || known.tags.iter().any(Option::is_none)
+        {
+            return Ok(None);
+        }
+        let (found, exist): (Vec<Option<String>>, usize) = self
+            .call("confirm_index", |mut c| async move {
+                redis::pipe()
+                    .atomic()
+                    .cmd("MGET")
+                    .arg(&confirm.gens[..])
+                    .cmd("EXISTS")
+                    .arg(&confirm.values[..])
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        if exist != n + 1 || found.len() != confirm.gens.len() {
+            return Ok(None);
+        }
+        let tags = std::iter::once(Some(known.tag)).chain(known.tags.iter().map(|t| t.as_deref()));
+        for (&(r, o), tag) in confirm.tags.iter().zip(tags) {
+            let (Some(Some(root)), Some(Some(own)), Some(tag)) = (found.get(r), found.get(o), tag)
+            else {
+                return Ok(None);
+            };
+            if !is_tag(tag, root, own) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(RawIndex {
+            index: Raw::Current,
+            members: (0..n).map(|_| Raw::Current).collect(),
+        }))
     }
 
     /// Removes an entry that is not what this cache stored.

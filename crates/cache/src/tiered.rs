@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::AbortHandle;
 
 use crate::bus::{BusEvent, RedisBus};
-use crate::redis::{KnownIndex, Raw};
+use crate::redis::{ConfirmKeys, KnownIndex, Raw};
 use crate::{
     Cache, CacheError, CacheHealth, IndexLookup, Key, Lookup, Members, RedisCache, Stored, Ticket,
     metrics,
@@ -47,6 +47,18 @@ struct NearEntry {
     tag: Arc<str>,
     bytes: Bytes,
     ttl: Duration,
+    /// For an index copy: its members' key names, made once when the copy is kept.
+    plan: Option<Arc<IndexPlan>>,
+}
+
+/// What a lookup of an index copy needs of its members, kept with the copy so that a
+/// near-tier page hit does not rebuild some sixty key names.
+#[derive(Debug)]
+struct IndexPlan {
+    /// The members' value keys, in order.
+    names: Vec<String>,
+    /// What confirms the index and its members in one round trip.
+    confirm: ConfirmKeys,
 }
 
 struct NearTtl;
@@ -111,7 +123,8 @@ impl TieredCache {
         let near = moka::future::Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(|k: &String, v: &NearEntry| {
-                u32::try_from(k.len() + v.bytes.len() + 64).unwrap_or(u32::MAX)
+                let plan = v.plan.as_ref().map_or(0, |p| p.confirm.bytes());
+                u32::try_from(k.len() + v.bytes.len() + plan + 64).unwrap_or(u32::MAX)
             })
             .expire_after(NearTtl)
             .support_invalidation_closures()
@@ -160,8 +173,38 @@ impl TieredCache {
     /// Keeps a near copy of an entry Redis answered. The TTL left in Redis is unknown
     /// here; a near copy is confirmed on every use, so a generous one only costs memory.
     async fn keep(&self, name: String, tag: Arc<str>, bytes: Bytes) {
+        self.insert(name, tag, bytes, None).await;
+    }
+
+    /// Keeps an index copy with its members' names.
+    async fn keep_index(&self, name: String, tag: Arc<str>, bytes: Bytes, plan: Arc<IndexPlan>) {
+        self.insert(name, tag, bytes, Some(plan)).await;
+    }
+
+    async fn insert(
+        &self,
+        name: String,
+        tag: Arc<str>,
+        bytes: Bytes,
+        plan: Option<Arc<IndexPlan>>,
+    ) {
+        // The TTL left in Redis is unknown here; the near copy is validated on every
+        // use, so a generous one only costs memory.
         let ttl = Duration::from_secs(600);
-        self.near.insert(name, NearEntry { tag, bytes, ttl }).await;
+        let entry = NearEntry {
+            tag,
+            bytes,
+            ttl,
+            plan,
+        };
+        self.near.insert(name, entry).await;
+    }
+
+    fn plan(&self, index: &Key, members: &[Key]) -> IndexPlan {
+        IndexPlan {
+            names: members.iter().map(|k| self.far.value_key(k)).collect(),
+            confirm: self.far.confirm_keys(index, members),
+        }
     }
 
     /// Whether the near tier holds a copy of `key` (for tests and diagnostics).
@@ -195,6 +238,7 @@ impl Cache for TieredCache {
                             tag,
                             bytes: bytes.clone(),
                             ttl,
+                            plan: None,
                         },
                     )
                     .await;
@@ -223,6 +267,7 @@ impl Cache for TieredCache {
                 tag: tag.into(),
                 bytes: value,
                 ttl,
+                plan: None,
             };
             self.near.insert(self.far.value_key(key), entry).await;
         }
@@ -242,14 +287,16 @@ impl Cache for TieredCache {
     async fn get_index(&self, key: &Key, members: Members<'_>) -> Result<IndexLookup, CacheError> {
         let name = self.far.value_key(key);
         let copy = self.near.get(&name).await;
-        let mut names = Vec::new();
-        let mut copies = Vec::new();
-        if let Some(keys) = copy.as_ref().and_then(|c| members(&c.bytes)) {
-            for k in &keys {
-                let n = self.far.value_key(k);
-                copies.push(self.near.get(&n).await);
-                names.push(n);
-            }
+        // The members' names come with the copy (made when it was kept), or are made now.
+        let plan = copy.as_ref().and_then(|c| {
+            c.plan
+                .clone()
+                .or_else(|| members(&c.bytes).map(|keys| Arc::new(self.plan(key, &keys))))
+        });
+        let names: &[String] = plan.as_ref().map_or(&[], |p| &p.names);
+        let mut copies = Vec::with_capacity(names.len());
+        for n in names {
+            copies.push(self.near.get(n).await);
         }
         let tags: Vec<Option<Arc<str>>> = copies
             .iter()
@@ -257,8 +304,9 @@ impl Cache for TieredCache {
             .collect();
         let known = copy.as_ref().map(|c| KnownIndex {
             tag: &c.tag,
-            names: &names,
+            names,
             tags: &tags,
+            confirm: plan.as_ref().map(|p| &p.confirm),
         });
         let raw = match self.far.lookup_index(key, known).await {
             Ok(raw) => raw,
@@ -267,25 +315,25 @@ impl Cache for TieredCache {
                 return Err(e);
             }
         };
-        let value = match (raw.index, copy) {
+        let fresh: Vec<String>;
+        let (value, names) = match (raw.index, copy) {
             (Raw::Current, Some(c)) => {
                 metrics::near_hit(key.family());
-                c.bytes
+                (c.bytes, names)
             }
             (Raw::Current, None) => {
                 metrics::lookup(key.family(), "miss");
                 return Ok(IndexLookup::Miss(Ticket::none()));
             }
             (Raw::Hit { tag, bytes }, _) => {
-                self.keep(name, tag, bytes.clone()).await;
                 // The members are the new index's; no copy of them was offered.
-                names = members(&bytes)
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|k| self.far.value_key(k))
-                    .collect();
-                copies = vec![None; names.len()];
-                bytes
+                let keys = members(&bytes).unwrap_or_default();
+                let plan = Arc::new(self.plan(key, &keys));
+                self.keep_index(name, tag, bytes.clone(), plan.clone())
+                    .await;
+                copies = vec![None; plan.names.len()];
+                fresh = plan.names.clone();
+                (bytes, &fresh[..])
             }
             (Raw::Miss(t), _) => {
                 self.near.invalidate(&name).await;
@@ -333,7 +381,9 @@ impl Cache for TieredCache {
             .put_index(key, ticket, value.clone(), members, ttl)
             .await?;
         if let (Stored::Stored, Some(tag)) = (stored, ticket.tag()) {
-            self.keep(self.far.value_key(key), tag.into(), value).await;
+            let plan = Arc::new(self.plan(key, members));
+            self.keep_index(self.far.value_key(key), tag.into(), value, plan)
+                .await;
         }
         Ok(stored)
     }
