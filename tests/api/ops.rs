@@ -65,7 +65,7 @@ async fn unknown_routes_answer_the_nestjs_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_expose_http_latency_and_database_queries() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(|c| c.cache_backend = letip_server::CacheBackend::Memory).await;
     app.business(json!({"name": "A"})).await;
     assert_eq!(
         app.get("/api/businesses").await.header("x-cache"),
@@ -85,7 +85,7 @@ async fn metrics_expose_http_latency_and_database_queries() {
         assert!(res.text.contains(&series), "{series} in {}", res.text);
     }
     assert!(
-        res.text.contains(r#"letip_db_queries_total{op="list"}"#),
+        res.text.contains(r#"letip_db_queries_total{op="page_ids"}"#),
         "{}",
         res.text
     );
