@@ -85,7 +85,8 @@ async fn metrics_expose_http_latency_and_database_queries() {
         assert!(res.text.contains(&series), "{series} in {}", res.text);
     }
     assert!(
-        res.text.contains(r#"letip_db_queries_total{op="page_ids"}"#),
+        res.text
+            .contains(r#"letip_db_queries_total{op="page_ids"}"#),
         "{}",
         res.text
     );

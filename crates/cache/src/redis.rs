@@ -97,6 +97,19 @@ fn is_tag(tag: &str, root: &str, own: &str) -> bool {
         == Some("\n")
 }
 
+/// Whether `value` starts with a tag header (`digits.digits\n`), as the scripts'
+/// `'^%d+%.%d+\n'` tells an entry of this cache's format stored under another tag.
+fn has_tag_header(value: &[u8]) -> bool {
+    let Some(end) = value.iter().position(|&b| b == b'\n') else {
+        return false;
+    };
+    let header = value.get(..end).unwrap_or_default();
+    let mut parts = header.splitn(2, |&b| b == b'.');
+    let digits =
+        |p: Option<&[u8]>| p.is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit));
+    digits(parts.next()) && digits(parts.next())
+}
+
 /// The lookups of entries inside a script. `gen(key)` answers a scope's generation,
 /// making it from the Redis clock (microseconds) when it is missing; a script reads each
 /// generation once. `entry(value key, root generation key, own generation key, known
@@ -607,8 +620,32 @@ pub struct RedisCache {
     /// Scopes whose invalidation could not be applied. Nothing of such a scope is served
     /// until its invalidation has been applied, as any entry of it may be stale.
     pending: Mutex<Pending>,
+    /// Index entries this process has read, with their members' key names, so that the
+    /// next lookup of one asks with plain commands (see [`IndexMemo`]).
+    indexes: moka::sync::Cache<String, Arc<IndexMemo>>,
     namespace: String,
     config: RedisConfig,
+}
+
+/// The answer to a memo read: generations, whether the index exists, members' values.
+type MemoAnswer = (Vec<Option<String>>, i64, Vec<Option<Vec<u8>>>);
+
+/// Most bytes of [`RedisCache`]'s memo of index entries (values and key names).
+const INDEX_MEMO_BYTES: u64 = 16 * 1024 * 1024;
+
+/// An index entry as this process last read it: its tag and value, and the key names
+/// that confirm it and read its members. It is never served on its own: a lookup reads
+/// the index's generations and existence with the members' generations and values in one
+/// atomic round trip of plain commands, and uses the memo only if the index is still
+/// what it was (the tag equal to its generations, the entry present); else the script
+/// answers. Values of members leave Redis through `MGET` rather than through a script,
+/// which costs Redis a tenth of the time.
+#[derive(Debug)]
+struct IndexMemo {
+    tag: Arc<str>,
+    value: Bytes,
+    families: Vec<&'static str>,
+    confirm: ConfirmKeys,
 }
 
 impl std::fmt::Debug for RedisCache {
@@ -695,6 +732,13 @@ impl RedisCache {
                 invalidate: Script::new(INVALIDATE),
             },
             pending: Mutex::new(Pending::default()),
+            indexes: moka::sync::Cache::builder()
+                .max_capacity(INDEX_MEMO_BYTES)
+                .weigher(|k: &String, v: &Arc<IndexMemo>| {
+                    u32::try_from(k.len() + v.value.len() + v.confirm.bytes() + 64)
+                        .unwrap_or(u32::MAX)
+                })
+                .build(),
             probe: tokio::sync::Mutex::new(None),
             opened: Arc::new(tokio::sync::Notify::new()),
             answering: AtomicBool::new(true),
@@ -1243,6 +1287,106 @@ impl RedisCache {
         Ok(RawIndex { index, members })
     }
 
+    /// An index lookup for a caller holding no copies: through the memo of the index
+    /// when it is still current, else through the script (which refills the memo).
+    async fn index_lookup(
+        &self,
+        key: &Key,
+        members: Members<'_>,
+    ) -> Result<IndexLookup, CacheError> {
+        self.recover_all(key.scope()).await?;
+        let name = self.value_key(key);
+        if let Some(memo) = self.indexes.get(&name) {
+            if let Some(found) = self.read_memo(&memo).await? {
+                return Ok(found);
+            }
+            self.indexes.invalidate(&name);
+        }
+        let raw = self.lookup_index(key, None).await?;
+        Ok(match raw.index {
+            Raw::Hit { tag, bytes } => {
+                if let Some(keys) = members(&bytes)
+                    && !keys.is_empty()
+                    && keys.len() == raw.members.len()
+                {
+                    let memo = IndexMemo {
+                        tag,
+                        value: bytes.clone(),
+                        families: keys.iter().map(Key::family).collect(),
+                        confirm: self.confirm_keys(key, &keys),
+                    };
+                    self.indexes.insert(name, Arc::new(memo));
+                }
+                IndexLookup::Hit {
+                    value: bytes,
+                    members: raw.members.into_iter().map(raw_lookup).collect(),
+                }
+            }
+            Raw::Miss(t) => IndexLookup::Miss(t),
+            // Unreachable without a known tag; a miss that stores nothing is safe.
+            Raw::Current => IndexLookup::Miss(Ticket::none()),
+        })
+    }
+
+    /// The index of `memo` and its members, read with `MULTI`, `MGET` of every
+    /// generation, `EXISTS` of the index, `MGET` of the members' values, `EXEC`; `None`
+    /// when the index is not the memo's any more, or a generation is missing (the
+    /// script makes it). Each member is answered as the script would: a hit when its
+    /// value carries the tag of its generations (and passes its checksum), else a miss
+    /// with that tag as its ticket.
+    async fn read_memo(&self, memo: &IndexMemo) -> Result<Option<IndexLookup>, CacheError> {
+        let confirm = &memo.confirm;
+        let (Some(index), Some(names)) = (confirm.values.first(), confirm.values.get(1..)) else {
+            return Ok(None);
+        };
+        if names.is_empty() || confirm.tags.len() != names.len() + 1 {
+            return Ok(None);
+        }
+        let (gens, exists, values): MemoAnswer = self
+            .call("index_memo", |mut c| async move {
+                redis::pipe()
+                    .atomic()
+                    .cmd("MGET")
+                    .arg(&confirm.gens[..])
+                    .cmd("EXISTS")
+                    .arg(index)
+                    .cmd("MGET")
+                    .arg(names)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        if exists != 1 || gens.len() != confirm.gens.len() || values.len() != names.len() {
+            return Ok(None);
+        }
+        let mut tags = Vec::with_capacity(confirm.tags.len());
+        for &(r, o) in &confirm.tags {
+            let (Some(Some(root)), Some(Some(own))) = (gens.get(r), gens.get(o)) else {
+                return Ok(None);
+            };
+            tags.push(format!("{root}.{own}\n"));
+        }
+        if tags.first().map(String::as_str) != Some(&*memo.tag) {
+            return Ok(None);
+        }
+        let mut members = Vec::with_capacity(names.len());
+        for (i, (name, value)) in names.iter().zip(values).enumerate() {
+            let tag = tags.get(i + 1).cloned().unwrap_or_default();
+            let (state, bytes) = match value {
+                None => (0, tag.into_bytes()),
+                Some(v) if v.starts_with(tag.as_bytes()) => (1, v),
+                Some(v) if has_tag_header(&v) => (0, tag.into_bytes()),
+                Some(_) => (2, tag.into_bytes()),
+            };
+            let family = memo.families.get(i).copied().unwrap_or_default();
+            members.push(raw_lookup(self.member(family, name, state, bytes).await));
+        }
+        Ok(Some(IndexLookup::Hit {
+            value: memo.value.clone(),
+            members,
+        }))
+    }
+
     /// The names [`Self::confirm_index`] reads for `index` and its `members`.
     pub(crate) fn confirm_keys(&self, index: &Key, members: &[Key]) -> ConfirmKeys {
         let mut gens: Vec<String> = Vec::new();
@@ -1465,19 +1609,8 @@ impl Cache for RedisCache {
             .collect())
     }
 
-    async fn get_index(&self, key: &Key, _members: Members<'_>) -> Result<IndexLookup, CacheError> {
-        let result = self
-            .lookup_index(key, None)
-            .await
-            .map(|raw| match raw.index {
-                Raw::Hit { bytes, .. } => IndexLookup::Hit {
-                    value: bytes,
-                    members: raw.members.into_iter().map(raw_lookup).collect(),
-                },
-                Raw::Miss(t) => IndexLookup::Miss(t),
-                // Unreachable without a known tag; a miss that stores nothing is safe.
-                Raw::Current => IndexLookup::Miss(Ticket::none()),
-            });
+    async fn get_index(&self, key: &Key, members: Members<'_>) -> Result<IndexLookup, CacheError> {
+        let result = self.index_lookup(key, members).await;
         metrics::lookup(
             key.family(),
             match &result {

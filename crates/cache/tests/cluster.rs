@@ -78,7 +78,7 @@ async fn the_cache_works_across_the_slots_of_a_cluster() {
         assert_eq!(stored.await.expect("store"), Stored::Stored);
     }
     let page = Key::new("list", "list|[null]", &[("page", "1")]);
-    let named = |_: &[u8]| None;
+    let named = |_: &[u8]| Some(rows.clone());
     let IndexLookup::Miss(t) = cache.get_index(&page, &named).await.expect("lookup") else {
         panic!("cold")
     };
@@ -99,6 +99,19 @@ async fn the_cache_works_across_the_slots_of_a_cluster() {
         match m {
             Lookup::Hit(b) => assert!(i != 7 && b == k.name(), "row {i}"),
             Lookup::Miss(_) => assert_eq!(i, 7, "only the invalidated row misses"),
+        }
+    }
+    // Read again, now through the memo of the index (one MULTI of plain commands in the
+    // slot), after another row's invalidation.
+    cache.invalidate(&["list|row:3"]).await.expect("invalidate");
+    let Ok(IndexLookup::Hit { value, members }) = cache.get_index(&page, &named).await else {
+        panic!("the index hits again")
+    };
+    assert_eq!(&value[..], b"page");
+    for (i, (k, m)) in rows.iter().zip(&members).enumerate() {
+        match m {
+            Lookup::Hit(b) => assert!(i != 7 && i != 3 && b == k.name(), "row {i}"),
+            Lookup::Miss(_) => assert!(i == 7 || i == 3, "row {i} misses"),
         }
     }
 }

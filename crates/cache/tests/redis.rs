@@ -542,7 +542,13 @@ async fn an_index_and_its_members_are_one_lookup_each_member_against_its_own_sco
     c.put(&rows[1], t2, Bytes::from("row 2"), TTL)
         .await
         .expect("put");
+    // This lookup goes through the memo of the index the last one read: one MULTI of
+    // plain commands, no script.
+    redis.cli(&["CONFIG", "RESETSTAT"]);
     assert!(members(&index(&c, &page).await).iter().all(Option::is_some));
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    assert!(stats.contains("cmdstat_exec:calls=1,"), "{stats}");
+    assert!(!stats.contains("cmdstat_evalsha"), "{stats}");
 
     // A member's scope invalidated: that member misses, the index still hits.
     c.invalidate(&["list|row:1"]).await.expect("invalidate");

@@ -226,7 +226,13 @@ async fn near_copies_of_an_index_and_its_members_are_served_once_confirmed_and_n
         let header = stored.split('\n').next().expect("a header");
         redis.cli(&["SET", name, &format!("{header}\n{value}"), "PX", "60000"]);
     }
+    // Holding copies of the index and of every row, B confirms them with one MULTI of
+    // plain commands and no script.
+    redis.cli(&["CONFIG", "RESETSTAT"]);
     let found = b.get_index(&page, &rows_named).await.expect("lookup");
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    assert!(stats.contains("cmdstat_exec:calls=1,"), "{stats}");
+    assert!(!stats.contains("cmdstat_evalsha"), "{stats}");
     let IndexLookup::Hit { value, .. } = &found else {
         panic!("warm")
     };
