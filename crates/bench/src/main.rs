@@ -977,7 +977,9 @@ fn render(
              flight), right after the mode's mix above: each latency is counted from when \
              its request was due, so a server that falls behind is charged for the queue \
              it causes (corrected for coordinated omission, as wrk2 does). \"failed\" counts \
-             answers that were not 2xx and requests unanswered within 10 s.\n"
+             answers that were not 2xx, requests unanswered within 10 s, and requests \
+             that could not be sent within 10 s of when they were due (a mode far below \
+             the rate: its latencies then say only that it could not keep up).\n"
         );
         let _ = writeln!(
             s,

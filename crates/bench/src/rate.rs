@@ -218,7 +218,8 @@ pub struct RateRun {
     pub rate: u32,
     /// Requests answered per second over the run, the tail included.
     pub achieved: f64,
-    /// Answers that were not 2xx, and requests that got no answer within the timeout.
+    /// Answers that were not 2xx, requests that got no answer within the timeout, and
+    /// requests that could not be sent within the timeout of when they were due.
     pub failed: u64,
     /// The whole mix, then each endpoint.
     pub all: Percentiles,
@@ -248,6 +249,14 @@ pub async fn run(base: &str, rate: u32, seconds: u64, businesses: u64) -> anyhow
             let Ok(_slot) = slots.acquire().await else {
                 return;
             };
+            // A request that could not even be sent within the timeout of when it was
+            // due has failed: a server far below the rate would otherwise hold the run
+            // for as long as it takes to drain the whole schedule.
+            if due.elapsed() > TIMEOUT {
+                let latency = u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let _ = tx.send((request.endpoint, latency, false));
+                return;
+            }
             let mut req = client.request(request.method, url);
             if let Some(body) = request.body {
                 req = req.header("content-type", "application/json").body(body);

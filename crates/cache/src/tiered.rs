@@ -59,6 +59,21 @@ struct IndexPlan {
     names: Vec<String>,
     /// What confirms the index and its members in one round trip.
     confirm: ConfirmKeys,
+    /// The members' copies (tag and bytes) as the last lookup of this index found them
+    /// all current, so that the next one needs no lookup of each in the near tier. They
+    /// are served only once confirmed, as any copy.
+    rows: Vec<(Arc<str>, Bytes)>,
+}
+
+impl IndexPlan {
+    fn bytes(&self) -> usize {
+        self.confirm.bytes()
+            + self
+                .rows
+                .iter()
+                .map(|(t, b)| t.len() + b.len())
+                .sum::<usize>()
+    }
 }
 
 struct NearTtl;
@@ -93,6 +108,9 @@ pub struct TieredCache {
     bus: Option<Arc<RedisBus>>,
     origin: String,
     listener: Option<AbortHandle>,
+    /// Prefixes whose near copies are to be dropped (see [`drop_task`]).
+    drops: tokio::sync::mpsc::UnboundedSender<Vec<String>>,
+    dropper: AbortHandle,
 }
 
 impl std::fmt::Debug for TieredCache {
@@ -106,14 +124,38 @@ impl std::fmt::Debug for TieredCache {
 
 impl Drop for TieredCache {
     fn drop(&mut self) {
+        self.dropper.abort();
         if let Some(l) = &self.listener {
             l.abort();
         }
     }
 }
 
-fn drop_scopes(near: &moka::future::Cache<String, NearEntry>, prefixes: Vec<String>) {
-    let _ = near.invalidate_entries_if(move |k, _| prefixes.iter().any(|p| k.starts_with(p)));
+/// How long dropped scopes gather before the near tier drops their copies in one pass.
+/// Each pass registers one predicate that moka checks against entries; one per write
+/// would pile up faster than moka retires them under a steady write load, and every
+/// lookup would pay for the pile. The drop only frees memory (a copy is served only once
+/// Redis confirmed it), so it may wait.
+const DROP_BATCH: Duration = Duration::from_millis(100);
+
+/// Drops the near copies under the prefixes it is sent, a batch per [`DROP_BATCH`].
+fn drop_task(
+    near: moka::future::Cache<String, NearEntry>,
+) -> (tokio::sync::mpsc::UnboundedSender<Vec<String>>, AbortHandle) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
+    let task = tokio::spawn(async move {
+        while let Some(mut prefixes) = rx.recv().await {
+            tokio::time::sleep(DROP_BATCH).await;
+            while let Ok(more) = rx.try_recv() {
+                prefixes.extend(more);
+            }
+            prefixes.sort_unstable();
+            prefixes.dedup();
+            let _ =
+                near.invalidate_entries_if(move |k, _| prefixes.iter().any(|p| k.starts_with(p)));
+        }
+    });
+    (tx, task.abort_handle())
 }
 
 impl TieredCache {
@@ -123,16 +165,18 @@ impl TieredCache {
         let near = moka::future::Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(|k: &String, v: &NearEntry| {
-                let plan = v.plan.as_ref().map_or(0, |p| p.confirm.bytes());
+                let plan = v.plan.as_ref().map_or(0, |p| p.bytes());
                 u32::try_from(k.len() + v.bytes.len() + plan + 64).unwrap_or(u32::MAX)
             })
             .expire_after(NearTtl)
             .support_invalidation_closures()
             .build();
         let origin = format!("{:016x}", rand::random::<u64>());
+        let (drops, dropper) = drop_task(near.clone());
         let listener = bus.as_ref().map(|bus| {
             let mut events = bus.subscribe();
             let (near, far, origin) = (near.clone(), far.clone(), origin.clone());
+            let drops = drops.clone();
             tokio::spawn(async move {
                 loop {
                     match events.recv().await {
@@ -143,7 +187,7 @@ impl TieredCache {
                             if a.origin != origin {
                                 let prefixes =
                                     a.scopes.iter().map(|s| far.scope_prefix(s)).collect();
-                                drop_scopes(&near, prefixes);
+                                let _ = drops.send(prefixes);
                             }
                         }
                         // Announcements may have been missed: keep nothing that one
@@ -165,6 +209,8 @@ impl TieredCache {
             bus,
             origin,
             listener,
+            drops,
+            dropper,
         }
     }
 }
@@ -204,6 +250,7 @@ impl TieredCache {
         IndexPlan {
             names: members.iter().map(|k| self.far.value_key(k)).collect(),
             confirm: self.far.confirm_keys(index, members),
+            rows: Vec::new(),
         }
     }
 
@@ -294,9 +341,25 @@ impl Cache for TieredCache {
                 .or_else(|| members(&c.bytes).map(|keys| Arc::new(self.plan(key, &keys))))
         });
         let names: &[String] = plan.as_ref().map_or(&[], |p| &p.names);
+        // The copies of the members: those kept with the index when it has them all, else
+        // each from the near tier.
+        let with_rows = plan
+            .as_ref()
+            .is_some_and(|p| !p.rows.is_empty() && p.rows.len() == p.names.len());
         let mut copies = Vec::with_capacity(names.len());
-        for n in names {
-            copies.push(self.near.get(n).await);
+        if let (true, Some(p)) = (with_rows, &plan) {
+            for (tag, bytes) in &p.rows {
+                copies.push(Some(NearEntry {
+                    tag: tag.clone(),
+                    bytes: bytes.clone(),
+                    ttl: Duration::ZERO,
+                    plan: None,
+                }));
+            }
+        } else {
+            for n in names {
+                copies.push(self.near.get(n).await);
+            }
         }
         let tags: Vec<Option<Arc<str>>> = copies
             .iter()
@@ -316,10 +379,11 @@ impl Cache for TieredCache {
             }
         };
         let fresh: Vec<String>;
-        let (value, names) = match (raw.index, copy) {
+        let mut changed = !with_rows;
+        let (value, tag, names) = match (raw.index, copy) {
             (Raw::Current, Some(c)) => {
                 metrics::near_hit(key.family());
-                (c.bytes, names)
+                (c.bytes, c.tag, names)
             }
             (Raw::Current, None) => {
                 metrics::lookup(key.family(), "miss");
@@ -329,11 +393,12 @@ impl Cache for TieredCache {
                 // The members are the new index's; no copy of them was offered.
                 let keys = members(&bytes).unwrap_or_default();
                 let plan = Arc::new(self.plan(key, &keys));
-                self.keep_index(name, tag, bytes.clone(), plan.clone())
+                self.keep_index(name.clone(), tag.clone(), bytes.clone(), plan.clone())
                     .await;
                 copies = vec![None; plan.names.len()];
                 fresh = plan.names.clone();
-                (bytes, &fresh[..])
+                changed = true;
+                (bytes, tag, &fresh[..])
             }
             (Raw::Miss(t), _) => {
                 self.near.invalidate(&name).await;
@@ -343,24 +408,43 @@ impl Cache for TieredCache {
         };
         metrics::lookup(key.family(), "hit");
         let mut found = Vec::with_capacity(raw.members.len());
+        let mut rows = Vec::with_capacity(raw.members.len());
         for (i, member) in raw.members.into_iter().enumerate() {
             let n = names.get(i).cloned().unwrap_or_default();
             found.push(match member {
                 Raw::Current => match copies.get_mut(i).and_then(Option::take) {
-                    Some(c) => Lookup::Hit(c.bytes),
+                    Some(c) => {
+                        rows.push((c.tag, c.bytes.clone()));
+                        Lookup::Hit(c.bytes)
+                    }
                     None => Lookup::Miss(Ticket::none()),
                 },
                 Raw::Hit { tag, bytes } => {
+                    changed = true;
+                    rows.push((tag.clone(), bytes.clone()));
                     if !n.is_empty() {
                         self.keep(n, tag, bytes.clone()).await;
                     }
                     Lookup::Hit(bytes)
                 }
                 Raw::Miss(t) => {
+                    changed = true;
                     self.near.invalidate(&n).await;
                     Lookup::Miss(t)
                 }
             });
+        }
+        // Every member current now: keep their copies with the index's for next time.
+        if changed
+            && rows.len() == found.len()
+            && !rows.is_empty()
+            && let Some(keys) = members(&value)
+            && keys.len() == rows.len()
+        {
+            let mut plan = self.plan(key, &keys);
+            plan.rows = rows;
+            self.keep_index(name, tag, value.clone(), Arc::new(plan))
+                .await;
         }
         Ok(IndexLookup::Hit {
             value,
@@ -390,10 +474,9 @@ impl Cache for TieredCache {
 
     async fn invalidate(&self, scopes: &[&str]) -> Result<(), CacheError> {
         let result = self.far.invalidate(scopes).await;
-        drop_scopes(
-            &self.near,
-            scopes.iter().map(|s| self.far.scope_prefix(s)).collect(),
-        );
+        let _ = self
+            .drops
+            .send(scopes.iter().map(|s| self.far.scope_prefix(s)).collect());
         if let Some(bus) = &self.bus {
             let a = Announcement {
                 origin: self.origin.clone(),
