@@ -6,7 +6,12 @@
 //! reach the client only after it had read a success. Deferred triggers that fail at
 //! commit stand in for that moment deterministically.
 
-use letip_tests::{TestApp, id};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use letip_testkit::FaultProxy;
+use letip_tests::{TestApp, TestDb, id};
 use serde_json::json;
 
 /// Deferred triggers that refuse, at commit, rows carrying the marker value `refuse`.
@@ -78,4 +83,127 @@ async fn a_write_whose_commit_fails_is_never_answered_as_done() {
     let detail = app.get(&path).await.body;
     assert_eq!(detail["phone"], "732-555-0100");
     assert_eq!(detail["contacts"], json!([]));
+}
+
+/// A deferred trigger that counts its runs (a sequence is not rolled back) and, on its
+/// first run only, ends its own session at commit, for rows carrying the marker value
+/// `vanish`: PostgreSQL answers that COMMIT with the session's termination and rolls the
+/// transaction back.
+const VANISH_AT_FIRST_COMMIT: &str = r#"
+CREATE SEQUENCE test_commit_attempts;
+CREATE FUNCTION test_vanish_at_commit() RETURNS trigger AS $$
+BEGIN
+    IF nextval('test_commit_attempts') = 1 THEN
+        PERFORM pg_terminate_backend(pg_backend_pid());
+        PERFORM pg_sleep(1);
+    END IF;
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+CREATE CONSTRAINT TRIGGER test_vanish_business AFTER INSERT OR UPDATE ON business
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+    WHEN (NEW.phone = 'vanish') EXECUTE FUNCTION test_vanish_at_commit();
+"#;
+
+/// A COMMIT the server answered by ending the session was rolled back: the write runs
+/// again on a new connection, and is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_answered_by_the_sessions_end_runs_again_and_is_stored_once() {
+    let app = TestApp::spawn().await;
+    app.db.batch(VANISH_AT_FIRST_COMMIT).await;
+    let created = app
+        .post(
+            "/api/businesses",
+            json!({"name": "Twice?", "phone": "vanish"}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let attempts = app
+        .db
+        .rows("SELECT last_value FROM test_commit_attempts")
+        .await;
+    assert_eq!(
+        attempts,
+        [json!({"last_value": 2})],
+        "rolled back, then run again"
+    );
+    let stored = app
+        .db
+        .rows("SELECT count(*)::int AS n FROM business WHERE name = 'Twice?'")
+        .await;
+    assert_eq!(stored, [json!({"n": 1})]);
+}
+
+/// A deferred trigger that counts its runs and holds the commit of rows carrying the
+/// marker value `slow` for two seconds.
+const SLOW_COMMIT: &str = r#"
+CREATE SEQUENCE test_slow_commits;
+CREATE FUNCTION test_slow_commit() RETURNS trigger AS $$
+BEGIN
+    PERFORM nextval('test_slow_commits');
+    PERFORM pg_sleep(2);
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+CREATE CONSTRAINT TRIGGER test_slow_business AFTER INSERT ON business
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+    WHEN (NEW.phone = 'slow') EXECUTE FUNCTION test_slow_commit();
+"#;
+
+/// A connection that closes, with no answer, once a write's COMMIT was sent may have
+/// committed it (here it does: PostgreSQL finishes the commit of a session whose client
+/// is gone). The write fails instead of running again, so it is stored once, not twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_connection_closes_at_its_commit_is_not_run_again() {
+    let db = Arc::new(TestDb::new());
+    let mut url = url::Url::parse(&db.url).expect("a database URL");
+    let postgres: SocketAddr = format!(
+        "{}:{}",
+        url.host_str().expect("a host"),
+        url.port().unwrap_or(5432)
+    )
+    .parse()
+    .expect("PostgreSQL on a numeric address");
+    let proxy = FaultProxy::start(postgres).await;
+    url.set_port(Some(proxy.addr().port()))
+        .expect("a URL with a port");
+    let proxied = url.to_string();
+    let app = Arc::new(TestApp::spawn_on_db(db, |c| c.database_url = proxied).await);
+    app.db.batch(SLOW_COMMIT).await;
+
+    let writer = app.clone();
+    let create = tokio::spawn(async move {
+        writer
+            .post("/api/businesses", json!({"name": "Once", "phone": "slow"}))
+            .await
+    });
+    // Cut every connection while the commit is under way.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let runs = app.db.rows("SELECT is_called FROM test_slow_commits").await;
+        if runs == [json!({"is_called": true})] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the commit never began"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.cut();
+    let created = create.await.expect("the request ends");
+    assert!(created.status >= 500, "{} {}", created.status, created.text);
+
+    // The first session's commit completes on its own.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stored = app
+        .db
+        .rows("SELECT count(*)::int AS n FROM business WHERE name = 'Once'")
+        .await;
+    assert_eq!(stored, [json!({"n": 1})], "stored once");
+    let runs = app
+        .db
+        .rows("SELECT last_value FROM test_slow_commits")
+        .await;
+    assert_eq!(runs, [json!({"last_value": 1})], "run once");
 }

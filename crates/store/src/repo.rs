@@ -5,6 +5,7 @@
 //! snapshot. Every write that touches several rows runs in one transaction.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -83,25 +84,31 @@ where
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
     Read,
-    /// Statements that write, which [`PgStore::run`] wraps in a transaction of its own.
+    /// Statements that write, which [`PgStore::run`] runs in one transaction of its own.
     /// A statement outside an explicit transaction is committed only at the protocol's
     /// Sync, after its rows and its CommandComplete have been sent: a session ended in
     /// between (terminated, crashed, failed over) rolls it back after the client read a
     /// success. An explicit COMMIT is answered only once the write is committed.
     Write,
-    /// A write that opens and commits its own transaction.
-    Transaction,
 }
 
-/// Whether `e` means the connection was lost such that `op` may simply run again: a
-/// read always; a write only if it cannot have committed: its statement never reached
-/// the server, or the server answered it by ending the session (an error answer means
-/// the transaction was rolled back). A socket that closed with no answer is ambiguous
-/// for a write, which then fails.
-fn retryable(e: &DieselError, op: Op) -> bool {
+/// Whether `e` means the connection was lost such that the call may simply run again:
+/// a read always; a write only if it cannot have committed. Before its COMMIT was sent
+/// (`committing` false) nothing of it is committed, whatever reached the server. Once
+/// the COMMIT was sent, only the server's own answer that it ended the session
+/// (`terminating connection`, an error answer to the COMMIT: the transaction was rolled
+/// back) is safe to retry. A socket that closed with no answer is ambiguous (the commit
+/// may have happened: diesel-async answers every socket failure as "unable to send",
+/// sent or not), and the write fails rather than risk being stored twice.
+fn retryable(e: &DieselError, op: Op, committing: bool) -> bool {
     match e {
-        DieselError::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _) => true,
-        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => op == Op::Read,
+        DieselError::DatabaseError(
+            DatabaseErrorKind::UnableToSendCommand | DatabaseErrorKind::ClosedConnection,
+            _,
+        ) => op == Op::Read || !committing,
+        DieselError::DatabaseError(_, info) if op == Op::Write && committing => {
+            info.message().starts_with("terminating connection")
+        }
         DieselError::DatabaseError(_, info) => is_terminated(info.message()),
         _ => false,
     }
@@ -417,12 +424,24 @@ impl PgStore {
                 Err(e) => return Err(RepoError::Unavailable(e.to_string())),
             };
             let call = make();
+            // Set once the write's statements have succeeded: what fails after that
+            // failed at its COMMIT.
+            let committing = AtomicBool::new(false);
+            let flag = &committing;
             let outcome = match op {
-                Op::Read | Op::Transaction => call(&mut conn).await,
-                Op::Write => conn.transaction(async move |c| call(c).await).await,
+                Op::Read => call(&mut conn).await,
+                Op::Write => {
+                    conn.transaction(async move |c| {
+                        let done = call(c).await;
+                        AtomicBool::store(flag, done.is_ok(), AtomicOrdering::Relaxed);
+                        done
+                    })
+                    .await
+                }
             };
+            let committing = AtomicBool::load(&committing, AtomicOrdering::Relaxed);
             match outcome {
-                Err(e) if attempt < budget && retryable(&e, op) => {
+                Err(e) if attempt < budget && retryable(&e, op, committing) => {
                     tracing::debug!(error = %e, "lost a database connection; retrying on a new one");
                     drop(PgConn::take(conn));
                     attempt += 1;
@@ -592,50 +611,47 @@ impl Repository for PgStore {
     async fn enrich(&self, id: i32, run: EnrichmentRun) -> Result<BusinessDetail, RepoError> {
         let status = run.status().as_str();
         let rows = self
-            .run(Op::Transaction, || {
+            .run(Op::Write, || {
                 async |conn| {
-                    conn.transaction(async |conn| {
-                        // Answers the transaction's time, for the rows inserted below.
-                        let Some(now) = diesel::update(business::table.find(id))
-                            .set(business::enrichment_status.eq(status))
-                            .returning(utc_now())
-                            .get_result::<chrono::NaiveDateTime>(conn)
-                            .await
-                            .optional()?
-                        else {
-                            return Ok::<_, DieselError>(None);
-                        };
-                        if !run.contacts.is_empty() {
-                            let contacts: Vec<_> = run
-                                .contacts
-                                .iter()
-                                .map(|c| {
-                                    (
-                                        InsertContact::new(id, c),
-                                        contact::created_at.eq(now),
-                                        contact::updated_at.eq(now),
-                                    )
-                                })
-                                .collect();
-                            diesel::insert_into(contact::table)
-                                .values(contacts)
-                                .execute(conn)
-                                .await?;
-                        }
-                        if !run.logs.is_empty() {
-                            let logs: Vec<_> = run
-                                .logs
-                                .iter()
-                                .map(|l| InsertLog::new(id, l, now))
-                                .collect();
-                            diesel::insert_into(enrichment_log::table)
-                                .values(logs)
-                                .execute(conn)
-                                .await?;
-                        }
-                        load_detail(conn, id).await
-                    })
-                    .await
+                    // Answers the transaction's time, for the rows inserted below.
+                    let Some(now) = diesel::update(business::table.find(id))
+                        .set(business::enrichment_status.eq(status))
+                        .returning(utc_now())
+                        .get_result::<chrono::NaiveDateTime>(conn)
+                        .await
+                        .optional()?
+                    else {
+                        return Ok::<_, DieselError>(None);
+                    };
+                    if !run.contacts.is_empty() {
+                        let contacts: Vec<_> = run
+                            .contacts
+                            .iter()
+                            .map(|c| {
+                                (
+                                    InsertContact::new(id, c),
+                                    contact::created_at.eq(now),
+                                    contact::updated_at.eq(now),
+                                )
+                            })
+                            .collect();
+                        diesel::insert_into(contact::table)
+                            .values(contacts)
+                            .execute(conn)
+                            .await?;
+                    }
+                    if !run.logs.is_empty() {
+                        let logs: Vec<_> = run
+                            .logs
+                            .iter()
+                            .map(|l| InsertLog::new(id, l, now))
+                            .collect();
+                        diesel::insert_into(enrichment_log::table)
+                            .values(logs)
+                            .execute(conn)
+                            .await?;
+                    }
+                    load_detail(conn, id).await
                 }
             })
             .await?;
@@ -697,54 +713,49 @@ impl Repository for PgStore {
     ) -> Result<OutreachMessage, RepoError> {
         queried("create_message", 3);
         let outcome = self
-            .run(Op::Transaction, || {
+            .run(Op::Write, || {
                 async |conn| {
-                    conn.transaction(async |conn| {
-                        // Locks the business against deletion until the message is in.
-                        let exists = business::table
-                            .find(business_id)
-                            .select(business::id)
+                    // Locks the business against deletion until the message is in.
+                    let exists = business::table
+                        .find(business_id)
+                        .select(business::id)
+                        .for_key_share()
+                        .first::<i32>(conn)
+                        .await
+                        .optional()?;
+                    if exists.is_none() {
+                        return Ok::<_, DieselError>(Err(RepoError::not_found(
+                            Entity::Business,
+                            business_id,
+                        )));
+                    }
+                    if let Some(contact_id) = new.contact_id {
+                        let owner = contact::table
+                            .find(contact_id)
+                            .select(contact::business_id)
                             .for_key_share()
                             .first::<i32>(conn)
                             .await
                             .optional()?;
-                        if exists.is_none() {
-                            return Ok::<_, DieselError>(Err(RepoError::not_found(
-                                Entity::Business,
-                                business_id,
-                            )));
+                        if owner != Some(business_id) {
+                            return Ok(Err(ValidationError::field(
+                                "contact_id",
+                                format!("{contact_id} is not a contact of business {business_id}"),
+                            )
+                            .into()));
                         }
-                        if let Some(contact_id) = new.contact_id {
-                            let owner = contact::table
-                                .find(contact_id)
-                                .select(contact::business_id)
-                                .for_key_share()
-                                .first::<i32>(conn)
-                                .await
-                                .optional()?;
-                            if owner != Some(business_id) {
-                                return Ok(Err(ValidationError::field(
-                                    "contact_id",
-                                    format!(
-                                        "{contact_id} is not a contact of business {business_id}"
-                                    ),
-                                )
-                                .into()));
-                            }
-                        }
-                        let row: MessageRow = diesel::insert_into(outreach_message::table)
-                            .values((
-                                outreach_message::business_id.eq(business_id),
-                                outreach_message::contact_id.eq(new.contact_id),
-                                outreach_message::message_text.eq(&new.message_text),
-                                outreach_message::generated_at.eq(utc_now()),
-                            ))
-                            .returning(MessageRow::as_returning())
-                            .get_result(conn)
-                            .await?;
-                        Ok(Ok(row))
-                    })
-                    .await
+                    }
+                    let row: MessageRow = diesel::insert_into(outreach_message::table)
+                        .values((
+                            outreach_message::business_id.eq(business_id),
+                            outreach_message::contact_id.eq(new.contact_id),
+                            outreach_message::message_text.eq(&new.message_text),
+                            outreach_message::generated_at.eq(utc_now()),
+                        ))
+                        .returning(MessageRow::as_returning())
+                        .get_result(conn)
+                        .await?;
+                    Ok(Ok(row))
                 }
             })
             .await?;
