@@ -6,12 +6,10 @@
 //! reach the client only after it had read a success. Deferred triggers that fail at
 //! commit stand in for that moment deterministically.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use letip_testkit::FaultProxy;
-use letip_tests::{TestApp, TestDb, id};
+use letip_tests::{TestApp, id};
 use serde_json::json;
 
 /// Deferred triggers that refuse, at commit, rows carrying the marker value `refuse`.
@@ -155,20 +153,8 @@ CREATE CONSTRAINT TRIGGER test_slow_business AFTER INSERT ON business
 /// is gone). The write fails instead of running again, so it is stored once, not twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_whose_connection_closes_at_its_commit_is_not_run_again() {
-    let db = Arc::new(TestDb::new());
-    let mut url = url::Url::parse(&db.url).expect("a database URL");
-    let postgres: SocketAddr = format!(
-        "{}:{}",
-        url.host_str().expect("a host"),
-        url.port().unwrap_or(5432)
-    )
-    .parse()
-    .expect("PostgreSQL on a numeric address");
-    let proxy = FaultProxy::start(postgres).await;
-    url.set_port(Some(proxy.addr().port()))
-        .expect("a URL with a port");
-    let proxied = url.to_string();
-    let app = Arc::new(TestApp::spawn_on_db(db, |c| c.database_url = proxied).await);
+    let (app, proxy) = TestApp::spawn_through_proxy().await;
+    let app = Arc::new(app);
     app.db.batch(SLOW_COMMIT).await;
 
     let writer = app.clone();

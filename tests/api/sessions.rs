@@ -3,29 +3,12 @@
 //! reaching a session the pool had just opened), is replaced by another, within the
 //! pool's bound of attempts, and only a call that may have committed fails.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use letip_testkit::FaultProxy;
-use letip_tests::{TestApp, TestDb, id};
+use letip_tests::{TestApp, id};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_connections_closed_at_once_are_replaced_for_reads_and_writes() {
-    let db = Arc::new(TestDb::new());
-    let mut url = url::Url::parse(&db.url).expect("a database URL");
-    let postgres: SocketAddr = format!(
-        "{}:{}",
-        url.host_str().expect("a host"),
-        url.port().unwrap_or(5432)
-    )
-    .parse()
-    .expect("PostgreSQL on a numeric address");
-    let proxy = FaultProxy::start(postgres).await;
-    url.set_port(Some(proxy.addr().port()))
-        .expect("a URL with a port");
-    let proxied = url.to_string();
-    let app = TestApp::spawn_on_db(db, |c| c.database_url = proxied).await;
+    let (app, proxy) = TestApp::spawn_through_proxy().await;
     let b = app.business(json!({"name": "Before"})).await;
 
     // Every open session ends, and so do the next two the pool opens.

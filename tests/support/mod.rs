@@ -193,6 +193,26 @@ impl TestApp {
         Self::spawn_on(self.db.clone(), adjust, |store| store).await
     }
 
+    /// A server on a database of its own whose connections to PostgreSQL all pass
+    /// through the proxy answered with it, which cuts or closes them on demand.
+    pub async fn spawn_through_proxy() -> (Self, letip_testkit::FaultProxy) {
+        let db = Arc::new(TestDb::new());
+        let mut url = url::Url::parse(&db.url).expect("a database URL");
+        let postgres: std::net::SocketAddr = format!(
+            "{}:{}",
+            url.host_str().expect("a host"),
+            url.port().unwrap_or(5432)
+        )
+        .parse()
+        .expect("PostgreSQL on a numeric address");
+        let proxy = letip_testkit::FaultProxy::start(postgres).await;
+        url.set_port(Some(proxy.addr().port()))
+            .expect("a URL with a port");
+        let proxied = url.to_string();
+        let app = Self::spawn_on_db(db, |c| c.database_url = proxied).await;
+        (app, proxy)
+    }
+
     /// A server on a database the test arranged (see [`TestDb::create`]).
     pub async fn spawn_on_db(db: Arc<TestDb>, adjust: impl FnOnce(&mut Config)) -> Self {
         Self::spawn_on(db, adjust, |store| store).await
