@@ -179,3 +179,49 @@ async fn filters_match_exactly_alone_and_combined() {
         assert!(res.error(400).contains("enrichment_status"), "{q}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_facet_filters_find_long_values_as_well_as_short_ones() {
+    // Short values are served by the partial two-facet indexes, long ones (their bytes
+    // together past the bound) by the one-facet indexes: both find every row.
+    let app = TestApp::spawn().await;
+    let mut made = Vec::new();
+    // (city, industry): bytes together 20 and 980 (the bound is 1,000), 994 and
+    // 1,028 (the index holds the row, the filter does not state its predicate) and
+    // 2,208 (the index does not hold it either). At most 600 characters each.
+    for (i, (city, industry)) in [
+        ("c".repeat(9), "i".repeat(9)),
+        ("c".repeat(489), "i".repeat(489)),
+        ("€".repeat(330), "i".repeat(3)),
+        ("€".repeat(340), "i".repeat(7)),
+        ("🌀".repeat(550), "i".repeat(7)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (city, industry) = (format!("{i}{city}"), format!("{i}{industry}"));
+        let b = app
+            .business(json!({"name": format!("n{i}"), "city": city, "industry": industry}))
+            .await;
+        enrich(&app, &b, "enriched").await;
+        made.push((b, city, industry));
+    }
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    for (b, city, industry) in &made {
+        for q in [
+            format!("city={}&industry={}", enc(city), enc(industry)),
+            format!("city={}&enrichment_status=enriched", enc(city)),
+            format!("industry={}&enrichment_status=enriched", enc(industry)),
+            format!(
+                "city={}&industry={}&enrichment_status=enriched",
+                enc(city),
+                enc(industry)
+            ),
+        ] {
+            let res = app.get(&format!("/api/businesses?{q}")).await;
+            assert_eq!(res.status, 200, "{}", res.text);
+            assert_eq!(ids(&res.body), vec![id(b)], "{} bytes", city.len());
+            assert_eq!(res.body["meta"]["total"], 1, "{} bytes", city.len());
+        }
+    }
+}

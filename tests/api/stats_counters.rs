@@ -158,6 +158,28 @@ async fn the_counters_equal_the_tables_after_a_concurrent_mixed_load() {
     }
     let expected = counted(&app.db).await;
     assert_eq!(app.stats().await, expected);
+    // The lists the counters count take their totals from them: the same numbers.
+    for (query, counter) in [
+        ("", "totalBusinesses"),
+        ("&enrichment_status=enriched", "enrichedBusinesses"),
+        ("&enrichment_status=pending", "pendingEnrichment"),
+    ] {
+        let res = app.get(&format!("/api/businesses?limit=1{query}")).await;
+        assert_eq!(res.status, 200, "{}", res.text);
+        assert_eq!(res.body["meta"]["total"], expected[counter], "{query}");
+    }
+    let failed = app
+        .db
+        .rows("SELECT count(*) AS n FROM business WHERE enrichment_status = 'failed'")
+        .await
+        .into_iter()
+        .next()
+        .expect("one row")["n"]
+        .clone();
+    let res = app
+        .get("/api/businesses?limit=1&enrichment_status=failed")
+        .await;
+    assert_eq!(res.body["meta"]["total"], failed, "{}", res.text);
     // The load did exercise every counter.
     for k in [
         "totalBusinesses",

@@ -303,17 +303,27 @@ impl CachedRepository {
             if found.len() != wanted.len() {
                 return Ok(Bytes::new());
             }
-            let mut out = Vec::new();
-            for (row, (id, ticket)) in found.iter().zip(&wanted) {
-                let bytes = Bytes::from(
-                    serde_json::to_vec(row)
-                        .map_err(|e| RepoError::Internal(format!("cannot encode a row: {e}")))?,
-                );
-                if let Err(e) = cache.put(&keys::row(*id), ticket, bytes.clone(), ttl).await {
-                    tracing::debug!(family = keys::ROW, error = %e, "cache store failed");
+            let mut encoded = Vec::with_capacity(found.len());
+            for row in &found {
+                encoded.push(Bytes::from(serde_json::to_vec(row).map_err(|e| {
+                    RepoError::Internal(format!("cannot encode a row: {e}"))
+                })?));
+            }
+            // Stored together: the puts share the connection, so the page waits for one
+            // round trip to Redis rather than one per row.
+            let puts = encoded.iter().zip(&wanted).map(|(bytes, (id, ticket))| {
+                let cache = &cache;
+                async move {
+                    if let Err(e) = cache.put(&keys::row(*id), ticket, bytes.clone(), ttl).await {
+                        tracing::debug!(family = keys::ROW, error = %e, "cache store failed");
+                    }
                 }
+            });
+            futures_util::future::join_all(puts).await;
+            let mut out = Vec::with_capacity(encoded.iter().map(|b| b.len() + 1).sum());
+            for bytes in &encoded {
                 // JSON text holds no raw newline: one row per line.
-                out.extend_from_slice(&bytes);
+                out.extend_from_slice(bytes);
                 out.push(b'\n');
             }
             Ok(Bytes::from(out))

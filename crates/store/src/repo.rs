@@ -15,9 +15,9 @@ use diesel::sql_types::{BigInt, Nullable, Timestamp};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use letip_domain::{
     Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch, BusinessWithContacts,
-    Contact, EnrichmentRun, Entity, Fetched, Health, ListQuery, MessageStatus, MessageStatusUpdate,
-    NewBusiness, NewContact, NewMessage, OutreachMessage, PageMeta, RepoError, Repository, Stats,
-    ValidationError,
+    Contact, EnrichmentRun, EnrichmentStatus, Entity, Fetched, Health, ListQuery, MessageStatus,
+    MessageStatusUpdate, NewBusiness, NewContact, NewMessage, OutreachMessage, PageMeta, RepoError,
+    Repository, Stats, ValidationError,
 };
 
 use crate::db::{PgConn, PgPool, PoolError};
@@ -26,6 +26,7 @@ use crate::rows::{
     InsertLog, MessageRow, utc_now,
 };
 use crate::schema::{business, contact, enrichment_log, outreach_message};
+use crate::schema_setup::{PAIR_PREDICATES, PAIR_VALUES_MAX_BYTES};
 
 /// The PostgreSQL repository.
 #[derive(Clone)]
@@ -145,6 +146,22 @@ fn is_foreign_key_violation(e: &DieselError) -> bool {
 
 fn filtered(f: &BusinessFilter) -> business::BoxedQuery<'_, diesel::pg::Pg> {
     let mut q = business::table.into_boxed();
+    // Two facets: state the predicate of their partial index, which every matching row
+    // meets when the values are short (`schema_setup::PAIR_PREDICATES`), so that the
+    // planner may use it.
+    let status = f.enrichment_status.map(EnrichmentStatus::as_str);
+    let [city_industry, city_status, industry_status] = PAIR_PREDICATES;
+    let pair = match (&f.city, &f.industry, status) {
+        (Some(c), Some(i), _) => Some((c.len() + i.len(), city_industry)),
+        (Some(c), None, Some(s)) => Some((c.len() + s.len(), city_status)),
+        (None, Some(i), Some(s)) => Some((i.len() + s.len(), industry_status)),
+        _ => None,
+    };
+    if let Some((bytes, predicate)) = pair
+        && bytes <= PAIR_VALUES_MAX_BYTES
+    {
+        q = q.filter(diesel::dsl::sql::<diesel::sql_types::Bool>(predicate));
+    }
     if let Some(city) = &f.city {
         q = q.filter(business::city.eq(city));
     }
@@ -156,6 +173,36 @@ fn filtered(f: &BusinessFilter) -> business::BoxedQuery<'_, diesel::pg::Pg> {
     }
     q
 }
+
+/// How many businesses `filter` lists. The counts the stats counters keep (every
+/// business, and those enriched or pending) are read from them, a sum of a few rows
+/// exact in the statement's snapshot like the count it replaces (see
+/// `migrations/*_stats_counters`); any other filter is counted from its index.
+async fn count_filtered(conn: &mut AsyncPgConnection, f: &BusinessFilter) -> QueryResult<i64> {
+    #[derive(QueryableByName)]
+    struct Total {
+        #[diesel(sql_type = diesel::sql_types::Int8)]
+        total: i64,
+    }
+    let counter = match (&f.city, &f.industry, f.enrichment_status) {
+        (None, None, None) => Some(COUNT_ALL_SQL),
+        (None, None, Some(EnrichmentStatus::Enriched)) => Some(COUNT_ENRICHED_SQL),
+        (None, None, Some(EnrichmentStatus::Pending)) => Some(COUNT_PENDING_SQL),
+        _ => None,
+    };
+    match counter {
+        Some(sql) => Ok(diesel::sql_query(sql)
+            .get_result::<Total>(conn)
+            .await?
+            .total),
+        None => filtered(f).count().get_result(conn).await,
+    }
+}
+
+const COUNT_ALL_SQL: &str = "SELECT coalesce(sum(businesses), 0)::int8 AS total FROM letip_stats";
+const COUNT_ENRICHED_SQL: &str =
+    "SELECT coalesce(sum(enriched), 0)::int8 AS total FROM letip_stats";
+const COUNT_PENDING_SQL: &str = "SELECT coalesce(sum(pending), 0)::int8 AS total FROM letip_stats";
 
 /// The rows of one list page and their contacts, given the filter's total.
 ///
@@ -479,8 +526,7 @@ impl Repository for PgStore {
                         .repeatable_read()
                         .read_only()
                         .run(async |conn| {
-                            let total: i64 =
-                                filtered(&query.filter).count().get_result(conn).await?;
+                            let total = count_filtered(conn, &query.filter).await?;
                             let page = load_page(conn, query, total).await?;
                             Ok::<_, DieselError>((total, page))
                         })
@@ -494,10 +540,8 @@ impl Repository for PgStore {
 
     async fn count_businesses(&self, filter: &BusinessFilter) -> Result<i64, RepoError> {
         queried("count", 1);
-        self.run(Op::Read, || {
-            async |conn| filtered(filter).count().get_result(conn).await
-        })
-        .await
+        self.run(Op::Read, || async |conn| count_filtered(conn, filter).await)
+            .await
     }
 
     async fn list_page(

@@ -34,6 +34,38 @@ const LOCK_POLL: Duration = Duration::from_millis(500);
 /// for long).
 const LOCK_TIMEOUT_ATTEMPTS: usize = 12;
 
+/// The predicates of the partial two-facet indexes. A query uses such an index only if
+/// it states the predicate itself, which a filter may do when its own values are short
+/// enough (every row it matches then has the same lengths): see `PAIR_PREDICATES`.
+macro_rules! city_industry_short {
+    () => {
+        r#"octet_length("city") + octet_length("industry") < 2000"#
+    };
+}
+macro_rules! city_status_short {
+    () => {
+        r#"octet_length("city") + octet_length("enrichment_status") < 2000"#
+    };
+}
+macro_rules! industry_status_short {
+    () => {
+        r#"octet_length("industry") + octet_length("enrichment_status") < 2000"#
+    };
+}
+
+/// The predicates of the two-facet indexes, as a filter states them: city and
+/// industry, city and status, industry and status.
+pub(crate) const PAIR_PREDICATES: [&str; 3] = [
+    city_industry_short!(),
+    city_status_short!(),
+    industry_status_short!(),
+];
+
+/// Filter values at most this long (UTF-8 bytes, together) may state a two-facet
+/// index's predicate: half its bound, so that no database encoding's longer spelling of
+/// the same text can break it.
+pub(crate) const PAIR_VALUES_MAX_BYTES: usize = 1000;
+
 /// Every index of the schema, by name: the original backend's first (its Prisma schema
 /// made them; an adopted database has them already), then this service's.
 pub const INDEXES: &[(&str, &str)] = &[
@@ -82,6 +114,34 @@ pub const INDEXES: &[(&str, &str)] = &[
     (
         "letip_business_status_created_idx",
         r#"ON "business" ("enrichment_status", "created_at" DESC, "id" DESC)"#,
+    ),
+    // Filters of two facets (and of three, through two of them and a check of the
+    // third): their counts and pages are index-only scans of a range of exactly their
+    // rows. With only the one-facet indexes, a page of city and industry at a million
+    // businesses read some 2,000 table rows to find its 200, and its count a tenth of
+    // the table. Partial: two texts as long as a one-facet index holds would not fit
+    // one index row, and a database adopted with such values could not build the
+    // index; a filter with values that long is served by the one-facet indexes.
+    (
+        "letip_business_city_industry_created_idx",
+        concat!(
+            r#"ON "business" ("city", "industry", "created_at" DESC, "id" DESC) WHERE "#,
+            city_industry_short!()
+        ),
+    ),
+    (
+        "letip_business_city_status_created_idx",
+        concat!(
+            r#"ON "business" ("city", "enrichment_status", "created_at" DESC, "id" DESC) WHERE "#,
+            city_status_short!()
+        ),
+    ),
+    (
+        "letip_business_industry_status_created_idx",
+        concat!(
+            r#"ON "business" ("industry", "enrichment_status", "created_at" DESC, "id" DESC) WHERE "#,
+            industry_status_short!()
+        ),
     ),
     // Serves ON DELETE SET NULL when a contact goes: without it, deleting one contact
     // scans every message.
