@@ -9,7 +9,10 @@
 //!
 //! Invalidations are also published on a [`RedisBus`]; every instance drops its near
 //! copies of the scopes named, and all of them when its subscription drops. That keeps
-//! memory for current data; freshness never depends on it.
+//! memory for current data; freshness never depends on it. A drop costs O(1) whatever
+//! the copies held: it stamps the scope in a table of [`Epochs`], and a copy older than
+//! its scope's (or its root's) stamp is not offered again, and is replaced when Redis
+//! answers the entry or evicted like any unused copy.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +50,9 @@ struct NearEntry {
     tag: Arc<str>,
     bytes: Bytes,
     ttl: Duration,
+    /// The entry's scope, and the [`Epochs`] clock read before Redis answered it.
+    scope: Arc<str>,
+    stamp: u64,
     /// For an index copy: its members' key names, made once when the copy is kept.
     plan: Option<Arc<IndexPlan>>,
 }
@@ -57,6 +63,8 @@ struct NearEntry {
 struct IndexPlan {
     /// The members' value keys, in order.
     names: Vec<String>,
+    /// The members' scopes, in the same order.
+    scopes: Vec<Arc<str>>,
     /// What confirms the index and its members in one round trip.
     confirm: ConfirmKeys,
     /// The members' copies (tag and bytes) as the last lookup of this index found them
@@ -108,9 +116,7 @@ pub struct TieredCache {
     bus: Option<Arc<RedisBus>>,
     origin: String,
     listener: Option<AbortHandle>,
-    /// Prefixes whose near copies are to be dropped (see [`drop_task`]).
-    drops: tokio::sync::mpsc::UnboundedSender<Vec<String>>,
-    dropper: AbortHandle,
+    epochs: Arc<Epochs>,
 }
 
 impl std::fmt::Debug for TieredCache {
@@ -124,38 +130,89 @@ impl std::fmt::Debug for TieredCache {
 
 impl Drop for TieredCache {
     fn drop(&mut self) {
-        self.dropper.abort();
         if let Some(l) = &self.listener {
             l.abort();
         }
     }
 }
 
-/// How long dropped scopes gather before the near tier drops their copies in one pass.
-/// Each pass registers one predicate that moka checks against entries; one per write
-/// would pile up faster than moka retires them under a steady write load, and every
-/// lookup would pay for the pile. The drop only frees memory (a copy is served only once
-/// Redis confirmed it), so it may wait.
-const DROP_BATCH: Duration = Duration::from_millis(100);
+/// Most scopes whose drops [`Epochs`] remembers one by one; past it, it forgets them
+/// all and counts every older copy as dropped.
+const MAX_DROPPED_SCOPES: usize = 100_000;
 
-/// Drops the near copies under the prefixes it is sent, a batch per [`DROP_BATCH`].
-fn drop_task(
-    near: moka::future::Cache<String, NearEntry>,
-) -> (tokio::sync::mpsc::UnboundedSender<Vec<String>>, AbortHandle) {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
-    let task = tokio::spawn(async move {
-        while let Some(mut prefixes) = rx.recv().await {
-            tokio::time::sleep(DROP_BATCH).await;
-            while let Ok(more) = rx.try_recv() {
-                prefixes.extend(more);
-            }
-            prefixes.sort_unstable();
-            prefixes.dedup();
-            let _ =
-                near.invalidate_entries_if(move |k, _| prefixes.iter().any(|p| k.starts_with(p)));
+/// When each scope's near copies were last dropped, on a clock of this process.
+///
+/// Invariant: a copy stamped `t` (the clock read before Redis answered it) is offered
+/// only while no drop of its scope or its scope's root was stamped at `t` or later, and
+/// `t` is later than the last forget. Dropping is one map insert, so a steady stream of
+/// writes costs each lookup nothing; a scan of the copies (moka's invalidation
+/// predicates) piled up under such a stream and halved the mix's throughput.
+#[derive(Debug)]
+struct Epochs {
+    clock: std::sync::atomic::AtomicU64,
+    dropped: std::sync::RwLock<Dropped>,
+}
+
+#[derive(Debug, Default)]
+struct Dropped {
+    by_scope: std::collections::HashMap<Box<str>, u64>,
+    /// Copies stamped at or before this are dropped, whatever their scope.
+    floor: u64,
+}
+
+impl Epochs {
+    fn new() -> Self {
+        Self {
+            clock: std::sync::atomic::AtomicU64::new(1),
+            dropped: std::sync::RwLock::default(),
         }
-    });
-    (tx, task.abort_handle())
+    }
+
+    /// The stamp of a copy Redis is about to answer.
+    fn now(&self) -> u64 {
+        self.clock.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Dropped> {
+        self.dropped.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Dropped> {
+        self.dropped.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn drop_scopes<'a>(&self, scopes: impl IntoIterator<Item = &'a str>) {
+        let mut d = self.write();
+        for scope in scopes {
+            let at = self.tick();
+            if d.by_scope.len() >= MAX_DROPPED_SCOPES {
+                d.by_scope.clear();
+                d.floor = at;
+            } else {
+                d.by_scope.insert(scope.into(), at);
+            }
+        }
+    }
+
+    fn drop_all(&self) {
+        let at = self.tick();
+        let mut d = self.write();
+        d.by_scope.clear();
+        d.floor = at;
+    }
+
+    fn current(&self, scope: &str, stamp: u64) -> bool {
+        let d = self.read();
+        let dropped_at = |s: &str| d.by_scope.get(s).copied().unwrap_or(0);
+        let (root, child) = crate::redis::split_scope(scope);
+        stamp > d.floor
+            && dropped_at(root) < stamp
+            && (child.is_none() || dropped_at(scope) < stamp)
+    }
 }
 
 impl TieredCache {
@@ -166,17 +223,16 @@ impl TieredCache {
             .max_capacity(config.max_bytes)
             .weigher(|k: &String, v: &NearEntry| {
                 let plan = v.plan.as_ref().map_or(0, |p| p.bytes());
-                u32::try_from(k.len() + v.bytes.len() + plan + 64).unwrap_or(u32::MAX)
+                u32::try_from(k.len() + v.bytes.len() + v.scope.len() + plan + 64)
+                    .unwrap_or(u32::MAX)
             })
             .expire_after(NearTtl)
-            .support_invalidation_closures()
             .build();
         let origin = format!("{:016x}", rand::random::<u64>());
-        let (drops, dropper) = drop_task(near.clone());
+        let epochs = Arc::new(Epochs::new());
         let listener = bus.as_ref().map(|bus| {
             let mut events = bus.subscribe();
-            let (near, far, origin) = (near.clone(), far.clone(), origin.clone());
-            let drops = drops.clone();
+            let (near, origin, epochs) = (near.clone(), origin.clone(), epochs.clone());
             tokio::spawn(async move {
                 loop {
                     match events.recv().await {
@@ -185,15 +241,14 @@ impl TieredCache {
                                 continue;
                             };
                             if a.origin != origin {
-                                let prefixes =
-                                    a.scopes.iter().map(|s| far.scope_prefix(s)).collect();
-                                let _ = drops.send(prefixes);
+                                epochs.drop_scopes(a.scopes.iter().map(String::as_str));
                             }
                         }
                         // Announcements may have been missed: keep nothing that one
                         // might have named.
                         Ok(BusEvent::Lost)
                         | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            epochs.drop_all();
                             near.invalidate_all();
                         }
                         Ok(BusEvent::Connected) => {}
@@ -209,8 +264,7 @@ impl TieredCache {
             bus,
             origin,
             listener,
-            drops,
-            dropper,
+            epochs,
         }
     }
 }
@@ -218,53 +272,67 @@ impl TieredCache {
 impl TieredCache {
     /// Keeps a near copy of an entry Redis answered. The TTL left in Redis is unknown
     /// here; a near copy is confirmed on every use, so a generous one only costs memory.
-    async fn keep(&self, name: String, tag: Arc<str>, bytes: Bytes) {
-        self.insert(name, tag, bytes, None).await;
+    async fn keep(&self, name: String, copy: Copy) {
+        self.insert(name, copy, None).await;
     }
 
     /// Keeps an index copy with its members' names.
-    async fn keep_index(&self, name: String, tag: Arc<str>, bytes: Bytes, plan: Arc<IndexPlan>) {
-        self.insert(name, tag, bytes, Some(plan)).await;
+    async fn keep_index(&self, name: String, copy: Copy, plan: Arc<IndexPlan>) {
+        self.insert(name, copy, Some(plan)).await;
     }
 
-    async fn insert(
-        &self,
-        name: String,
-        tag: Arc<str>,
-        bytes: Bytes,
-        plan: Option<Arc<IndexPlan>>,
-    ) {
+    async fn insert(&self, name: String, copy: Copy, plan: Option<Arc<IndexPlan>>) {
         // The TTL left in Redis is unknown here; the near copy is validated on every
         // use, so a generous one only costs memory.
-        let ttl = Duration::from_secs(600);
         let entry = NearEntry {
-            tag,
-            bytes,
-            ttl,
+            tag: copy.tag,
+            bytes: copy.bytes,
+            ttl: Duration::from_secs(600),
+            scope: copy.scope,
+            stamp: copy.stamp,
             plan,
         };
         self.near.insert(name, entry).await;
     }
 
+    /// The copy kept under `name`, unless its scope was dropped since Redis answered it.
+    async fn copy_of(&self, name: &str) -> Option<NearEntry> {
+        self.near
+            .get(name)
+            .await
+            .filter(|c| self.epochs.current(&c.scope, c.stamp))
+    }
+
     fn plan(&self, index: &Key, members: &[Key]) -> IndexPlan {
         IndexPlan {
             names: members.iter().map(|k| self.far.value_key(k)).collect(),
+            scopes: members.iter().map(|k| Arc::from(k.scope())).collect(),
             confirm: self.far.confirm_keys(index, members),
             rows: Vec::new(),
         }
     }
 
-    /// Whether the near tier holds a copy of `key` (for tests and diagnostics).
+    /// Whether the near tier holds a copy of `key` it would offer (for tests and
+    /// diagnostics).
     pub async fn holds_near_copy(&self, key: &Key) -> bool {
-        self.near.get(&self.far.value_key(key)).await.is_some()
+        self.copy_of(&self.far.value_key(key)).await.is_some()
     }
+}
+
+/// What a near copy is made of.
+struct Copy {
+    tag: Arc<str>,
+    bytes: Bytes,
+    scope: Arc<str>,
+    stamp: u64,
 }
 
 #[async_trait]
 impl Cache for TieredCache {
     async fn get(&self, key: &Key) -> Result<Lookup, CacheError> {
         let name = self.far.value_key(key);
-        let copy = self.near.get(&name).await;
+        let stamp = self.epochs.now();
+        let copy = self.copy_of(&name).await;
         let raw = self.far.lookup(key, copy.as_ref().map(|c| &*c.tag)).await;
         let result = match raw {
             Ok(Raw::Current) => match copy {
@@ -275,20 +343,13 @@ impl Cache for TieredCache {
                 None => Ok(Lookup::Miss(Ticket::none())),
             },
             Ok(Raw::Hit { tag, bytes }) => {
-                // The TTL left in Redis is unknown here; the near copy is validated on
-                // every use, so a generous one only costs memory.
-                let ttl = Duration::from_secs(600);
-                self.near
-                    .insert(
-                        name,
-                        NearEntry {
-                            tag,
-                            bytes: bytes.clone(),
-                            ttl,
-                            plan: None,
-                        },
-                    )
-                    .await;
+                let copy = Copy {
+                    tag,
+                    bytes: bytes.clone(),
+                    scope: key.scope().into(),
+                    stamp,
+                };
+                self.keep(name, copy).await;
                 Ok(Lookup::Hit(bytes))
             }
             Ok(Raw::Miss(t)) => {
@@ -308,12 +369,15 @@ impl Cache for TieredCache {
         value: Bytes,
         ttl: Duration,
     ) -> Result<Stored, CacheError> {
+        let stamp = self.epochs.now();
         let stored = self.far.put(key, ticket, value.clone(), ttl).await?;
         if let (Stored::Stored, Some(tag)) = (stored, ticket.tag()) {
             let entry = NearEntry {
                 tag: tag.into(),
                 bytes: value,
                 ttl,
+                scope: key.scope().into(),
+                stamp,
                 plan: None,
             };
             self.near.insert(self.far.value_key(key), entry).await;
@@ -333,7 +397,8 @@ impl Cache for TieredCache {
     /// not change costs one round trip that carries no value.
     async fn get_index(&self, key: &Key, members: Members<'_>) -> Result<IndexLookup, CacheError> {
         let name = self.far.value_key(key);
-        let copy = self.near.get(&name).await;
+        let stamp = self.epochs.now();
+        let copy = self.copy_of(&name).await;
         // The members' names come with the copy (made when it was kept), or are made now.
         let plan = copy.as_ref().and_then(|c| {
             c.plan
@@ -348,17 +413,19 @@ impl Cache for TieredCache {
             .is_some_and(|p| !p.rows.is_empty() && p.rows.len() == p.names.len());
         let mut copies = Vec::with_capacity(names.len());
         if let (true, Some(p)) = (with_rows, &plan) {
-            for (tag, bytes) in &p.rows {
+            for ((tag, bytes), scope) in p.rows.iter().zip(&p.scopes) {
                 copies.push(Some(NearEntry {
                     tag: tag.clone(),
                     bytes: bytes.clone(),
                     ttl: Duration::ZERO,
+                    scope: scope.clone(),
+                    stamp,
                     plan: None,
                 }));
             }
         } else {
             for n in names {
-                copies.push(self.near.get(n).await);
+                copies.push(self.copy_of(n).await);
             }
         }
         let tags: Vec<Option<Arc<str>>> = copies
@@ -379,6 +446,7 @@ impl Cache for TieredCache {
             }
         };
         let fresh: Vec<String>;
+        let mut scopes: Vec<Arc<str>> = plan.as_ref().map_or_else(Vec::new, |p| p.scopes.clone());
         let mut changed = !with_rows;
         let (value, tag, names) = match (raw.index, copy) {
             (Raw::Current, Some(c)) => {
@@ -393,10 +461,16 @@ impl Cache for TieredCache {
                 // The members are the new index's; no copy of them was offered.
                 let keys = members(&bytes).unwrap_or_default();
                 let plan = Arc::new(self.plan(key, &keys));
-                self.keep_index(name.clone(), tag.clone(), bytes.clone(), plan.clone())
-                    .await;
+                let copy = Copy {
+                    tag: tag.clone(),
+                    bytes: bytes.clone(),
+                    scope: key.scope().into(),
+                    stamp,
+                };
+                self.keep_index(name.clone(), copy, plan.clone()).await;
                 copies = vec![None; plan.names.len()];
                 fresh = plan.names.clone();
+                scopes = plan.scopes.clone();
                 changed = true;
                 (bytes, tag, &fresh[..])
             }
@@ -422,8 +496,14 @@ impl Cache for TieredCache {
                 Raw::Hit { tag, bytes } => {
                     changed = true;
                     rows.push((tag.clone(), bytes.clone()));
-                    if !n.is_empty() {
-                        self.keep(n, tag, bytes.clone()).await;
+                    if let (false, Some(scope)) = (n.is_empty(), scopes.get_mut(i)) {
+                        let copy = Copy {
+                            tag,
+                            bytes: bytes.clone(),
+                            scope: std::mem::replace(scope, Arc::from("")),
+                            stamp,
+                        };
+                        self.keep(n, copy).await;
                     }
                     Lookup::Hit(bytes)
                 }
@@ -443,8 +523,13 @@ impl Cache for TieredCache {
         {
             let mut plan = self.plan(key, &keys);
             plan.rows = rows;
-            self.keep_index(name, tag, value.clone(), Arc::new(plan))
-                .await;
+            let copy = Copy {
+                tag,
+                bytes: value.clone(),
+                scope: key.scope().into(),
+                stamp,
+            };
+            self.keep_index(name, copy, Arc::new(plan)).await;
         }
         Ok(IndexLookup::Hit {
             value,
@@ -460,23 +545,27 @@ impl Cache for TieredCache {
         members: &[Key],
         ttl: Duration,
     ) -> Result<Stored, CacheError> {
+        let stamp = self.epochs.now();
         let stored = self
             .far
             .put_index(key, ticket, value.clone(), members, ttl)
             .await?;
         if let (Stored::Stored, Some(tag)) = (stored, ticket.tag()) {
             let plan = Arc::new(self.plan(key, members));
-            self.keep_index(self.far.value_key(key), tag.into(), value, plan)
-                .await;
+            let copy = Copy {
+                tag: tag.into(),
+                bytes: value,
+                scope: key.scope().into(),
+                stamp,
+            };
+            self.keep_index(self.far.value_key(key), copy, plan).await;
         }
         Ok(stored)
     }
 
     async fn invalidate(&self, scopes: &[&str]) -> Result<(), CacheError> {
         let result = self.far.invalidate(scopes).await;
-        let _ = self
-            .drops
-            .send(scopes.iter().map(|s| self.far.scope_prefix(s)).collect());
+        self.epochs.drop_scopes(scopes.iter().copied());
         if let Some(bus) = &self.bus {
             let a = Announcement {
                 origin: self.origin.clone(),
@@ -508,5 +597,47 @@ impl Cache for TieredCache {
 
     fn verifies_integrity(&self) -> bool {
         self.far.verifies_integrity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_is_current_until_a_drop_of_its_scope_or_root_at_or_after_its_stamp() {
+        let e = Epochs::new();
+        let before = e.now();
+        e.drop_scopes(["list|row:1"]);
+        let after = e.now();
+        // Dropped after the first copy was stamped, before the second.
+        assert!(!e.current("list|row:1", before));
+        assert!(e.current("list|row:1", after));
+        // Siblings and other roots are untouched; a root's drop reaches its children.
+        assert!(e.current("list|row:2", before));
+        assert!(e.current("detail:1", before));
+        e.drop_scopes(["list"]);
+        assert!(!e.current("list|row:2", after));
+        assert!(!e.current("list", after));
+        assert!(e.current("detail:1", after));
+        let stamp = e.now();
+        e.drop_all();
+        assert!(!e.current("detail:1", stamp));
+        assert!(e.current("detail:1", e.now()));
+    }
+
+    #[test]
+    fn forgetting_the_dropped_scopes_drops_every_older_copy() {
+        let e = Epochs::new();
+        let old = e.now();
+        let names: Vec<String> = (0..MAX_DROPPED_SCOPES).map(|i| format!("s:{i}")).collect();
+        e.drop_scopes(names.iter().map(String::as_str));
+        let recent = e.now();
+        e.drop_scopes(["other"]);
+        // The table was full: it forgot every scope and moved its floor instead.
+        assert!(!e.current("untouched", old));
+        assert!(!e.current("untouched", recent));
+        assert!(e.current("untouched", e.now()));
+        assert!(e.read().by_scope.len() <= MAX_DROPPED_SCOPES);
     }
 }
