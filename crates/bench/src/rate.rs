@@ -4,7 +4,10 @@
 //! charged for the wait it causes every request queued behind it, which a closed loop
 //! like wrk's hides (coordinated omission; wrk2 and oha's `--latency-correction` count
 //! the same way). Neither is packaged for this machine's Debian, so the runner drives
-//! the schedule itself.
+//! the schedule itself: a thread keeps the schedule, and a fixed set of kept-alive
+//! HTTP/1.1 connections (hyper's, with nothing of a pooling client between) takes each
+//! request as it falls due, so that the runner costs the machine it shares with the
+//! server little more than wrk does.
 //!
 //! The mix is `lua/mix.lua`'s: 1% PATCHes of a Zipf-chosen business, 19% stats, 40%
 //! list pages over Zipf-chosen filter combinations and pages 1 to 10, 40% details of
@@ -14,13 +17,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Method;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Mutex, mpsc};
 
-/// Most requests in flight at once: connections the client may open. A request due
-/// while all are busy waits for one, and that wait is part of its latency.
-const IN_FLIGHT: usize = 512;
+/// Connections kept open, so most requests in flight at once. A request due while all
+/// are busy waits for one, and that wait is part of its latency.
+const CONNECTIONS: usize = 256;
 
 /// How long one request may take before it counts as failed.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,7 +88,7 @@ fn pick<'a>(values: &[&'a str], cdf: &[f64], rng: &mut StdRng) -> &'a str {
 #[derive(Debug)]
 struct Request {
     endpoint: &'static str,
-    method: reqwest::Method,
+    method: Method,
     path: String,
     body: Option<String>,
 }
@@ -120,7 +128,7 @@ impl Mix {
             let phone: u32 = self.rng.random_range(0..10_000);
             return Request {
                 endpoint: "write",
-                method: reqwest::Method::PATCH,
+                method: Method::PATCH,
                 path: format!("/api/businesses/{}", self.business_id()),
                 body: Some(format!(r#"{{"phone": "(732) 555-{phone:04}"}}"#)),
             };
@@ -150,7 +158,7 @@ impl Mix {
         };
         Request {
             endpoint,
-            method: reqwest::Method::GET,
+            method: Method::GET,
             path,
             body: None,
         }
@@ -226,50 +234,47 @@ pub struct RateRun {
     pub endpoints: BTreeMap<&'static str, Percentiles>,
 }
 
-/// Sends the mix to `base` at `rate` requests per second for `seconds`, then waits for
-/// the answers still due.
+/// A request of the schedule and when it was due.
+type Due = (Instant, Request);
+
+/// What one request came to: its endpoint, its latency from when it was due (µs), and
+/// whether it was answered 2xx in time.
+type Outcome = (&'static str, u64, bool);
+
+/// Sends the mix to `base` (`http://host:port`) at `rate` requests per second for
+/// `seconds`, then waits for the answers still due.
 pub async fn run(base: &str, rate: u32, seconds: u64, businesses: u64) -> anyhow::Result<RateRun> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(IN_FLIGHT)
-        .timeout(TIMEOUT)
-        .build()?;
+    let addr = base
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
     let total = u64::from(rate) * seconds;
     let mut mix = Mix::new(businesses, u64::from(rate));
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    let (tx, mut rx) = mpsc::unbounded_channel::<(&'static str, u64, bool)>();
-    let interval = 1.0 / f64::from(rate.max(1));
-    let started = Instant::now();
-    for i in 0..total {
-        let due = started + Duration::from_secs_f64(i as f64 * interval);
-        tokio::time::sleep_until(due.into()).await;
-        let request = mix.next();
-        let (client, slots, tx) = (client.clone(), slots.clone(), tx.clone());
-        let url = format!("{base}{}", request.path);
-        tokio::spawn(async move {
-            let Ok(_slot) = slots.acquire().await else {
-                return;
-            };
-            // A request that could not even be sent within the timeout of when it was
-            // due has failed: a server far below the rate would otherwise hold the run
-            // for as long as it takes to drain the whole schedule.
-            if due.elapsed() > TIMEOUT {
-                let latency = u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX);
-                let _ = tx.send((request.endpoint, latency, false));
-                return;
-            }
-            let mut req = client.request(request.method, url);
-            if let Some(body) = request.body {
-                req = req.header("content-type", "application/json").body(body);
-            }
-            let ok = match req.send().await {
-                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                Err(_) => false,
-            };
-            let latency = u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX);
-            let _ = tx.send((request.endpoint, latency, ok));
-        });
+    let (due_tx, due_rx) = mpsc::unbounded_channel::<Due>();
+    let due_rx = Arc::new(Mutex::new(due_rx));
+    let (tx, mut rx) = mpsc::unbounded_channel::<Outcome>();
+    for _ in 0..CONNECTIONS {
+        tokio::spawn(connection(addr.clone(), due_rx.clone(), tx.clone()));
     }
     drop(tx);
+    let interval = 1.0 / f64::from(rate.max(1));
+    // The schedule is kept by a thread of its own: tokio's timer ticks in whole
+    // milliseconds, so a request due between two ticks would be sent up to a millisecond
+    // late and that lateness, the runner's and not the server's, charged to its latency.
+    // A thread's sleep wakes within tens of microseconds of when it was asked to.
+    let pacer = std::thread::spawn(move || {
+        let started = Instant::now();
+        for i in 0..total {
+            let due = started + Duration::from_secs_f64(i as f64 * interval);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if due_tx.send((due, mix.next())).is_err() {
+                return;
+            }
+        }
+    });
+    let started = Instant::now();
     let mut all = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
     let mut by_endpoint: BTreeMap<&'static str, Vec<u64>> = BTreeMap::new();
     let mut failed = 0;
@@ -280,6 +285,9 @@ pub async fn run(base: &str, rate: u32, seconds: u64, businesses: u64) -> anyhow
         all.push(latency);
         by_endpoint.entry(endpoint).or_default().push(latency);
     }
+    pacer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the request schedule's thread panicked"))?;
     let elapsed = started.elapsed().as_secs_f64();
     Ok(RateRun {
         rate,
@@ -291,6 +299,93 @@ pub async fn run(base: &str, rate: u32, seconds: u64, businesses: u64) -> anyhow
             .map(|(e, l)| (e, Percentiles::of(l)))
             .collect(),
     })
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// One kept-alive connection: takes the next request due, sends it, reads the whole
+/// answer, and reports it; opens a new connection after a failure.
+async fn connection(
+    addr: String,
+    due: Arc<Mutex<mpsc::UnboundedReceiver<Due>>>,
+    out: mpsc::UnboundedSender<Outcome>,
+) {
+    let mut sender: Option<SendRequest<Full<Bytes>>> = None;
+    loop {
+        let next = due.lock().await.recv().await;
+        let Some((due, request)) = next else {
+            return;
+        };
+        let endpoint = request.endpoint;
+        // A request that could not even be sent within the timeout of when it was due
+        // has failed: a server far below the rate would otherwise hold the run for as
+        // long as it takes to drain the whole schedule.
+        if due.elapsed() > TIMEOUT {
+            let _ = out.send((endpoint, micros(due.elapsed()), false));
+            continue;
+        }
+        let ok = match tokio::time::timeout(TIMEOUT, send(&mut sender, &addr, request)).await {
+            Ok(ok) => ok,
+            Err(_) => {
+                // The answer may still come: this connection cannot be reused.
+                sender = None;
+                false
+            }
+        };
+        let _ = out.send((endpoint, micros(due.elapsed()), ok));
+    }
+}
+
+/// Sends `request` on `sender` (connecting first when there is none) and reads its
+/// answer: whether it was a 2xx read whole.
+async fn send(sender: &mut Option<SendRequest<Full<Bytes>>>, addr: &str, request: Request) -> bool {
+    if sender.as_ref().is_none_or(SendRequest::is_closed) {
+        let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
+            return false;
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok((s, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+        else {
+            return false;
+        };
+        tokio::spawn(conn);
+        *sender = Some(s);
+    }
+    let Some(s) = sender.as_mut() else {
+        return false;
+    };
+    if s.ready().await.is_err() {
+        *sender = None;
+        return false;
+    }
+    let mut builder = hyper::Request::builder()
+        .method(request.method)
+        .uri(request.path)
+        .header(hyper::header::HOST, addr);
+    let body = match request.body {
+        Some(body) => {
+            builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+            Full::new(Bytes::from(body))
+        }
+        None => Full::new(Bytes::new()),
+    };
+    let Ok(req) = builder.body(body) else {
+        return false;
+    };
+    match s.send_request(req).await {
+        Ok(answer) => {
+            let ok = answer.status().is_success();
+            // Read whole either way, so that the connection can carry the next request.
+            let read = answer.into_body().collect().await.is_ok();
+            ok && read
+        }
+        Err(_) => {
+            *sender = None;
+            false
+        }
+    }
 }
 
 #[cfg(test)]
