@@ -272,16 +272,16 @@ impl TieredCache {
 impl TieredCache {
     /// Keeps a near copy of an entry Redis answered. The TTL left in Redis is unknown
     /// here; a near copy is confirmed on every use, so a generous one only costs memory.
-    async fn keep(&self, name: String, copy: Copy) {
+    async fn keep(&self, name: String, copy: NearCopy) {
         self.insert(name, copy, None).await;
     }
 
     /// Keeps an index copy with its members' names.
-    async fn keep_index(&self, name: String, copy: Copy, plan: Arc<IndexPlan>) {
+    async fn keep_index(&self, name: String, copy: NearCopy, plan: Arc<IndexPlan>) {
         self.insert(name, copy, Some(plan)).await;
     }
 
-    async fn insert(&self, name: String, copy: Copy, plan: Option<Arc<IndexPlan>>) {
+    async fn insert(&self, name: String, copy: NearCopy, plan: Option<Arc<IndexPlan>>) {
         // The TTL left in Redis is unknown here; the near copy is validated on every
         // use, so a generous one only costs memory.
         let entry = NearEntry {
@@ -320,7 +320,7 @@ impl TieredCache {
 }
 
 /// What a near copy is made of.
-struct Copy {
+struct NearCopy {
     tag: Arc<str>,
     bytes: Bytes,
     scope: Arc<str>,
@@ -343,7 +343,7 @@ impl Cache for TieredCache {
                 None => Ok(Lookup::Miss(Ticket::none())),
             },
             Ok(Raw::Hit { tag, bytes }) => {
-                let copy = Copy {
+                let copy = NearCopy {
                     tag,
                     bytes: bytes.clone(),
                     scope: key.scope().into(),
@@ -461,7 +461,7 @@ impl Cache for TieredCache {
                 // The members are the new index's; no copy of them was offered.
                 let keys = members(&bytes).unwrap_or_default();
                 let plan = Arc::new(self.plan(key, &keys));
-                let copy = Copy {
+                let copy = NearCopy {
                     tag: tag.clone(),
                     bytes: bytes.clone(),
                     scope: key.scope().into(),
@@ -497,7 +497,7 @@ impl Cache for TieredCache {
                     changed = true;
                     rows.push((tag.clone(), bytes.clone()));
                     if let (false, Some(scope)) = (n.is_empty(), scopes.get_mut(i)) {
-                        let copy = Copy {
+                        let copy = NearCopy {
                             tag,
                             bytes: bytes.clone(),
                             scope: std::mem::replace(scope, Arc::from("")),
@@ -523,7 +523,7 @@ impl Cache for TieredCache {
         {
             let mut plan = self.plan(key, &keys);
             plan.rows = rows;
-            let copy = Copy {
+            let copy = NearCopy {
                 tag,
                 bytes: value.clone(),
                 scope: key.scope().into(),
@@ -552,7 +552,7 @@ impl Cache for TieredCache {
             .await?;
         if let (Stored::Stored, Some(tag)) = (stored, ticket.tag()) {
             let plan = Arc::new(self.plan(key, members));
-            let copy = Copy {
+            let copy = NearCopy {
                 tag: tag.into(),
                 bytes: value,
                 scope: key.scope().into(),
