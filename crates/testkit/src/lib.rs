@@ -52,6 +52,22 @@ fn answers_ping(port: u16) -> bool {
             .is_ok_and(|n| buf.get(..n).is_some_and(|b| b.starts_with(b"+PONG")))
 }
 
+/// The process id of the redis-server answering on `port`, from `INFO server`.
+fn process_id(port: u16) -> Option<u32> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    s.write_all(b"INFO server\r\n").ok()?;
+    let mut text = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !text.windows(11).any(|w| w == b"process_id:") || !text.ends_with(b"\r\n") {
+        let n = s.read(&mut buf).ok().filter(|&n| n > 0)?;
+        text.extend_from_slice(buf.get(..n)?);
+    }
+    let text = String::from_utf8_lossy(&text);
+    let line = text.lines().find_map(|l| l.strip_prefix("process_id:"))?;
+    line.trim().parse().ok()
+}
+
 impl RedisServer {
     /// Starts redis-server on a free port with persistence off.
     pub fn start() -> Self {
@@ -70,14 +86,26 @@ impl RedisServer {
     }
 
     /// Starts redis-server with extra arguments (`["--requirepass", "secret"]`, say).
+    ///
+    /// The free port is only free when it is picked: another test may start its own
+    /// server on it first, and this one's would then fail to bind while the other's
+    /// answers. So the server answering must be this one (its process id), or it starts
+    /// again on another port; two tests never share a Redis.
     pub fn start_with(extra: &[&str]) -> Self {
-        let mut server = Self {
-            port: free_port(),
-            child: None,
-            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-        };
-        server.spawn();
-        server
+        for _ in 0..20 {
+            let mut server = Self {
+                port: free_port(),
+                child: None,
+                extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            };
+            server.spawn();
+            let needs_auth = server.extra.iter().any(|a| a == "--requirepass");
+            let pid = server.child.as_ref().map(Child::id);
+            if needs_auth || (pid.is_some() && process_id(server.port) == pid) {
+                return server;
+            }
+        }
+        panic!("no redis-server of this test could bind a port");
     }
 
     fn spawn(&mut self) {
