@@ -1265,8 +1265,8 @@ read from them, and each two-facet filter has a partial index of its own (a \
 city-and-status count: 0.4 ms). The mix's p99 fell to about 20 ms.
 - The constant-rate runner charged the server for its own lateness: tokio's timer \
 ticks in milliseconds, so cached stats showed a p50 of 1.8 ms at 1,000 req/s; and \
-reqwest's pooling client took more of the two cores than the server's answers, so no \
-mode held 5,000 req/s although the closed-loop mix ran at 9,000. A thread now keeps the \
+with reqwest's pooling client as the sender no mode held 5,000 req/s, although the \
+closed-loop mix ran at 9,000. A thread now keeps the \
 schedule and 256 kept-alive hyper connections send it: p50 0.4 ms, and 5,000 req/s held.
 ";
 
