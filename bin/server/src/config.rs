@@ -46,8 +46,9 @@ pub struct SeedArgs {
 pub enum CacheBackend {
     /// Redis, shared by every instance.
     Redis,
-    /// An in-process near tier in front of Redis; every near hit is confirmed current by
-    /// Redis, so it is as fresh as `redis` across instances.
+    /// An in-process near tier in front of Redis, as fresh as `redis` across instances:
+    /// near hits are served under a lease (writes wait for every holder to drop what
+    /// they change), or confirmed by Redis one by one with `CACHE_NEAR_LEASE_MS=0`.
     Tiered,
     /// In-process memory: one instance only.
     Memory,
@@ -118,6 +119,13 @@ pub struct Config {
     /// Most bytes the near tier holds in process (`CACHE_BACKEND=tiered`).
     #[arg(long, env = "CACHE_NEAR_MAX_BYTES", default_value_t = 64 * 1024 * 1024, global = true)]
     pub cache_near_max_bytes: u64,
+    /// The near tier's lease (`CACHE_BACKEND=tiered`): near copies are served without a
+    /// round trip while the instance holds one, and a write waits until every other
+    /// holder has dropped what it changed (at most this long for one that does not
+    /// answer). 0: every near hit is confirmed by Redis, and writes do not wait.
+    #[arg(long, env = "CACHE_NEAR_LEASE_MS", default_value_t = 500, global = true,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub cache_near_lease_ms: u64,
     /// Multiplexed Redis connections shared by all requests.
     #[arg(long, env = "REDIS_CONNECTIONS", default_value_t = 2, global = true)]
     pub redis_connections: usize,

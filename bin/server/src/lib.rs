@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 use letip_api::AppState;
 use letip_cache::{
-    BackgroundProbe, Cache, MemoryCache, MemoryConfig, NearConfig, NoopCache, RedisBus, RedisCache,
-    RedisConfig, TieredCache,
+    BackgroundProbe, Cache, LeaseConfig, MemoryCache, MemoryConfig, NearConfig, NoopCache,
+    RedisBus, RedisCache, RedisConfig, TieredCache,
 };
 use letip_domain::Repository;
 use letip_service::{CachedRepository, EventHub, Notifying};
@@ -153,6 +153,10 @@ pub fn cache(config: &Config) -> anyhow::Result<CacheWiring> {
             );
             let near = NearConfig {
                 max_bytes: config.cache_near_max_bytes,
+                lease: (config.cache_near_lease_ms > 0).then(|| LeaseConfig {
+                    lease: Duration::from_millis(config.cache_near_lease_ms),
+                    wait_for_acks: true,
+                }),
             };
             (
                 Arc::new(TieredCache::new(far, near, Some(invalidations))),

@@ -138,6 +138,11 @@ impl RedisBus {
         self.cache.publish(&self.channel, payload).await
     }
 
+    /// The channel's name.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
     /// Everything received from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
         self.tx.subscribe()

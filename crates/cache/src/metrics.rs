@@ -8,6 +8,12 @@
 //! | `cache_invalidations_total` | `family` (the scope's first segment) | scopes invalidated |
 //! | `cache_corrupt_total` | `family` | entries found unusable and removed |
 //! | `cache_near_hits_total` | `family` | hits served from the near tier (also counted as hits) |
+//! | `cache_near_leased_hits_total` | `family` | near hits served under a lease, without a round trip (also counted as near hits) |
+//! | `cache_lease_renewals_total` | | leases renewed and proven by their heartbeat |
+//! | `cache_lease_losses_total` | | leases that ended unrenewed or were revoked (subscription lost) |
+//! | `cache_lease_valid` | | 1 while this instance holds a lease |
+//! | `cache_lease_wait_seconds` | | how long a write waited for acknowledgements (or lease ends) |
+//! | `cache_lease_expiry_waits_total` | `why` = `holder` / `new_table` | holders that did not acknowledge and whose lease a write waited out; writes that waited out a table younger than a lease |
 //! | `cache_redis_duration_seconds` | `op` | Redis call latency, failures included |
 //! | `cache_redis_probes_total` | `by` = `health` / `background`, `result` = `up` / `down` | PINGs sent to learn whether Redis answers (health checks, and the background prober while the circuit is open) |
 
@@ -35,6 +41,37 @@ pub(crate) fn lookup_outcome(
 /// A hit served from the near tier after Redis confirmed it current.
 pub(crate) fn near_hit(family: &'static str) {
     metrics::counter!("cache_near_hits_total", "family" => family).increment(1);
+}
+
+/// A hit served from the near tier under a lease, with no round trip.
+pub(crate) fn leased_hit(family: &'static str) {
+    metrics::counter!("cache_near_hits_total", "family" => family).increment(1);
+    metrics::counter!("cache_near_leased_hits_total", "family" => family).increment(1);
+}
+
+pub(crate) fn lease_renewed() {
+    metrics::counter!("cache_lease_renewals_total").increment(1);
+}
+
+pub(crate) fn lease_lost() {
+    metrics::counter!("cache_lease_losses_total").increment(1);
+}
+
+pub(crate) fn lease_valid(valid: bool) {
+    metrics::gauge!("cache_lease_valid").set(if valid { 1.0 } else { 0.0 });
+}
+
+/// A write's wait for acknowledgements: how long, how many holders it waited out, and
+/// whether it waited out a new table.
+pub(crate) fn lease_wait(elapsed: Duration, expired: usize, fenced: bool) {
+    metrics::histogram!("cache_lease_wait_seconds").record(elapsed.as_secs_f64());
+    if expired > 0 {
+        metrics::counter!("cache_lease_expiry_waits_total", "why" => "holder")
+            .increment(expired as u64);
+    }
+    if fenced {
+        metrics::counter!("cache_lease_expiry_waits_total", "why" => "new_table").increment(1);
+    }
 }
 
 pub(crate) fn set(family: &'static str, result: &'static str) {

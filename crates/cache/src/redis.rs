@@ -898,6 +898,44 @@ impl RedisCache {
         .map(|_| ())
     }
 
+    /// The lease table's two keys (one hash slot): the sorted set of instances by the end
+    /// of their lease (Redis clock, ms), and when the table was made.
+    pub(crate) fn lease_keys(&self) -> [String; 2] {
+        [
+            format!("{}:{{#near}}:leases", self.namespace),
+            format!("{}:{{#near}}:leases-since", self.namespace),
+        ]
+    }
+
+    /// Runs a lease script (see `lease.rs`) on the lease table's keys. `for_write`: a
+    /// writer's announcement, tried past the breaker with the invalidation timeout.
+    pub(crate) async fn lease_script(
+        &self,
+        op: &'static str,
+        script: &Script,
+        args: &[&[u8]],
+        for_write: bool,
+    ) -> Result<Value, CacheError> {
+        let [table, since] = self.lease_keys();
+        let (timeout, gate) = if for_write {
+            (
+                self.config.invalidate_timeout.max(self.config.timeout),
+                Gate::Past,
+            )
+        } else {
+            (self.config.timeout, Gate::Breaker)
+        };
+        self.call_within(op, timeout, gate, |mut c| async move {
+            let mut invocation = script.key(table);
+            invocation.key(since);
+            for a in args {
+                invocation.arg(*a);
+            }
+            invocation.invoke_async::<Value>(&mut c).await
+        })
+        .await
+    }
+
     fn generation_key(&self, scope: &str) -> String {
         match split_scope(scope) {
             (root, None) => format!("{}:{{{}}}:#gen", self.namespace, encode(root)),

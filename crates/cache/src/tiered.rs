@@ -15,15 +15,16 @@
 //! answers the entry or evicted like any unused copy.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use moka::Expiry;
-use serde::{Deserialize, Serialize};
 use tokio::task::AbortHandle;
 
 use crate::bus::{BusEvent, RedisBus};
+use crate::lease::{self, LeaseConfig, Leases, Message, Waited};
 use crate::redis::{ConfirmKeys, KnownIndex, Raw};
 use crate::{
     Cache, CacheError, CacheHealth, IndexLookup, Key, Lookup, Members, RedisCache, Stored, Ticket,
@@ -35,15 +36,24 @@ use crate::{
 pub struct NearConfig {
     /// Most bytes of keys and values held in process.
     pub max_bytes: u64,
+    /// With a bus: serve near copies without a round trip while holding a lease (see
+    /// [`LeaseConfig`]); `None` confirms every near hit with Redis.
+    pub lease: Option<LeaseConfig>,
 }
 
 impl Default for NearConfig {
     fn default() -> Self {
         Self {
             max_bytes: 64 * 1024 * 1024,
+            lease: Some(LeaseConfig::default()),
         }
     }
 }
+
+/// Longest a near copy is served under a lease since Redis last confirmed it: the most
+/// it outlives its Redis entry, or an invalidation that was never announced (one
+/// applied late by a retry).
+const CONFIRM_EVERY: u64 = 1_000_000_000;
 
 #[derive(Debug, Clone)]
 struct NearEntry {
@@ -55,6 +65,19 @@ struct NearEntry {
     stamp: u64,
     /// For an index copy: its members' key names, made once when the copy is kept.
     plan: Option<Arc<IndexPlan>>,
+    /// When Redis last confirmed the copy (or answered it), on [`lease::clock`].
+    confirmed: Arc<AtomicU64>,
+}
+
+impl NearEntry {
+    /// Whether it may be served under a lease: confirmed recently enough.
+    fn recent(&self, now: u64) -> bool {
+        now.saturating_sub(self.confirmed.load(Ordering::Relaxed)) < CONFIRM_EVERY
+    }
+
+    fn confirmed_at(&self, at: u64) {
+        self.confirmed.fetch_max(at, Ordering::Relaxed);
+    }
 }
 
 /// What a lookup of an index copy needs of its members, kept with the copy so that a
@@ -102,21 +125,18 @@ impl Expiry<String, NearEntry> for NearTtl {
     }
 }
 
-/// An invalidation announced to the other instances.
-#[derive(Debug, Serialize, Deserialize)]
-struct Announcement {
-    origin: String,
-    scopes: Vec<String>,
-}
-
 /// The two-tier cache.
 pub struct TieredCache {
     far: Arc<RedisCache>,
     near: moka::future::Cache<String, NearEntry>,
     bus: Option<Arc<RedisBus>>,
     origin: String,
-    listener: Option<AbortHandle>,
+    /// The listener, the renewer and the acknowledgement listener.
+    tasks: Vec<AbortHandle>,
     epochs: Arc<Epochs>,
+    leases: Option<Arc<Leases>>,
+    /// This instance's acknowledgement channel, kept subscribed.
+    _acks: Option<Arc<RedisBus>>,
 }
 
 impl std::fmt::Debug for TieredCache {
@@ -130,8 +150,8 @@ impl std::fmt::Debug for TieredCache {
 
 impl Drop for TieredCache {
     fn drop(&mut self) {
-        if let Some(l) = &self.listener {
-            l.abort();
+        for t in &self.tasks {
+            t.abort();
         }
     }
 }
@@ -149,7 +169,7 @@ const MAX_DROPPED_SCOPES: usize = 100_000;
 /// predicates) piled up under such a stream and halved the mix's throughput.
 #[derive(Debug)]
 struct Epochs {
-    clock: std::sync::atomic::AtomicU64,
+    clock: AtomicU64,
     dropped: std::sync::RwLock<Dropped>,
 }
 
@@ -163,18 +183,18 @@ struct Dropped {
 impl Epochs {
     fn new() -> Self {
         Self {
-            clock: std::sync::atomic::AtomicU64::new(1),
+            clock: AtomicU64::new(1),
             dropped: std::sync::RwLock::default(),
         }
     }
 
     /// The stamp of a copy Redis is about to answer.
     fn now(&self) -> u64 {
-        self.clock.load(std::sync::atomic::Ordering::SeqCst)
+        self.clock.load(Ordering::SeqCst)
     }
 
     fn tick(&self) -> u64 {
-        self.clock.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        self.clock.fetch_add(1, Ordering::SeqCst)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Dropped> {
@@ -206,7 +226,16 @@ impl Epochs {
     }
 
     fn current(&self, scope: &str, stamp: u64) -> bool {
+        Self::current_in(&self.read(), scope, stamp)
+    }
+
+    /// Whether every one of `scopes` is current for a copy stamped `stamp`.
+    fn all_current(&self, scopes: &[Arc<str>], stamp: u64) -> bool {
         let d = self.read();
+        scopes.iter().all(|s| Self::current_in(&d, s, stamp))
+    }
+
+    fn current_in(d: &Dropped, scope: &str, stamp: u64) -> bool {
         let dropped_at = |s: &str| d.by_scope.get(s).copied().unwrap_or(0);
         let (root, child) = crate::redis::split_scope(scope);
         stamp > d.floor
@@ -217,7 +246,8 @@ impl Epochs {
 
 impl TieredCache {
     /// Puts a near tier in front of `far`. With a `bus`, invalidations are announced to
-    /// (and received from) the other instances. Must be called inside a Tokio runtime.
+    /// (and received from) the other instances, and with `config.lease` near copies are
+    /// served under a lease. Must be called inside a Tokio runtime.
     pub fn new(far: Arc<RedisCache>, config: NearConfig, bus: Option<Arc<RedisBus>>) -> Self {
         let near = moka::future::Cache::builder()
             .max_capacity(config.max_bytes)
@@ -230,41 +260,137 @@ impl TieredCache {
             .build();
         let origin = format!("{:016x}", rand::random::<u64>());
         let epochs = Arc::new(Epochs::new());
-        let listener = bus.as_ref().map(|bus| {
-            let mut events = bus.subscribe();
-            let (near, origin, epochs) = (near.clone(), origin.clone(), epochs.clone());
-            tokio::spawn(async move {
-                loop {
-                    match events.recv().await {
-                        Ok(BusEvent::Message(payload)) => {
-                            let Ok(a) = serde_json::from_slice::<Announcement>(&payload) else {
-                                continue;
-                            };
-                            if a.origin != origin {
-                                epochs.drop_scopes(a.scopes.iter().map(String::as_str));
-                            }
+        let leases = match (&bus, config.lease) {
+            (Some(bus), Some(lease)) => Some(Arc::new(Leases::new(
+                far.clone(),
+                bus.channel(),
+                origin.clone(),
+                lease,
+            ))),
+            _ => None,
+        };
+        let mut tasks = Vec::new();
+        let mut acks = None;
+        if let Some(bus) = &bus {
+            let events = bus.subscribe();
+            tasks.push(
+                tokio::spawn(listen(
+                    events,
+                    near.clone(),
+                    origin.clone(),
+                    epochs.clone(),
+                    leases.clone(),
+                ))
+                .abort_handle(),
+            );
+        }
+        if let (Some(bus), Some(leases)) = (&bus, &leases) {
+            let ack_bus = RedisBus::new(far.clone(), &leases.ack_channel());
+            let mut received = ack_bus.subscribe();
+            let l = leases.clone();
+            tasks.push(
+                tokio::spawn(async move {
+                    loop {
+                        match received.recv().await {
+                            Ok(BusEvent::Message(payload)) => l.ack_received(&payload),
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                            _ => {}
                         }
-                        // Announcements may have been missed: keep nothing that one
-                        // might have named.
-                        Ok(BusEvent::Lost)
-                        | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                            epochs.drop_all();
-                            near.invalidate_all();
-                        }
-                        Ok(BusEvent::Connected) => {}
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                     }
-                }
-            })
-            .abort_handle()
-        });
+                })
+                .abort_handle(),
+            );
+            acks = Some(ack_bus);
+            let bus = bus.clone();
+            tasks.push(
+                tokio::spawn(leases.clone().renew_forever(move || bus.is_connected()))
+                    .abort_handle(),
+            );
+        }
         Self {
             far,
             near,
             bus,
             origin,
-            listener,
+            tasks,
             epochs,
+            leases,
+            _acks: acks,
+        }
+    }
+
+    /// Whether this instance holds a lease now, so that near copies are served without
+    /// a round trip (for tests and diagnostics).
+    pub fn holds_lease(&self) -> bool {
+        self.leases.as_ref().is_some_and(|l| l.valid())
+    }
+
+    /// [`Cache::invalidate`], answering what the write waited for.
+    pub async fn invalidate_waited(&self, scopes: &[&str]) -> (Result<(), CacheError>, Waited) {
+        let result = self.far.invalidate(scopes).await;
+        self.epochs.drop_scopes(scopes.iter().copied());
+        let mut waited = Waited::default();
+        if let Some(leases) = &self.leases {
+            waited = leases.announce_and_wait(scopes).await;
+        } else if let Some(bus) = &self.bus {
+            let a = Message {
+                origin: self.origin.clone(),
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                write: None,
+                beat: None,
+            };
+            if let Ok(payload) = serde_json::to_vec(&a) {
+                waited.announced = bus.publish(&payload).await.is_ok();
+            }
+        }
+        (result, waited)
+    }
+}
+
+/// Applies what arrives on the invalidation channel: other instances' announcements
+/// (dropping the copies they name, then acknowledging), this instance's heartbeats
+/// (proving its lease), and the subscription's losses (dropping every copy). A
+/// (re)subscription drops every copy too: one loaded before it may predate an
+/// announcement it never received.
+async fn listen(
+    mut events: tokio::sync::broadcast::Receiver<BusEvent>,
+    near: moka::future::Cache<String, NearEntry>,
+    origin: String,
+    epochs: Arc<Epochs>,
+    leases: Option<Arc<Leases>>,
+) {
+    loop {
+        match events.recv().await {
+            Ok(BusEvent::Message(payload)) => {
+                let Ok(m) = serde_json::from_slice::<Message>(&payload) else {
+                    continue;
+                };
+                if m.origin == origin {
+                    if let (Some(seq), Some(l)) = (m.beat, &leases) {
+                        l.beat_received(seq);
+                    }
+                    continue;
+                }
+                if !m.scopes.is_empty() {
+                    epochs.drop_scopes(m.scopes.iter().map(String::as_str));
+                }
+                if let (Some(write), Some(l)) = (m.write, &leases) {
+                    let l = l.clone();
+                    tokio::spawn(async move { l.acknowledge(&m.origin, write).await });
+                }
+            }
+            // Announcements may have been missed: keep nothing that one might have
+            // named, and serve nothing unasked until a heartbeat proves the new
+            // subscription.
+            Ok(BusEvent::Lost | BusEvent::Connected)
+            | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                if let Some(l) = &leases {
+                    l.revoke();
+                }
+                epochs.drop_all();
+                near.invalidate_all();
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
     }
 }
@@ -291,6 +417,7 @@ impl TieredCache {
             scope: copy.scope,
             stamp: copy.stamp,
             plan,
+            confirmed: Arc::new(AtomicU64::new(copy.asked)),
         };
         self.near.insert(name, entry).await;
     }
@@ -325,18 +452,32 @@ struct NearCopy {
     bytes: Bytes,
     scope: Arc<str>,
     stamp: u64,
+    /// [`lease::clock`] before Redis answered it.
+    asked: u64,
 }
 
 #[async_trait]
 impl Cache for TieredCache {
     async fn get(&self, key: &Key) -> Result<Lookup, CacheError> {
         let name = self.far.value_key(key);
+        // The lease first: a copy that passes the epochs afterwards has seen every
+        // announcement the lease rests on.
+        let leased = self.holds_lease();
         let stamp = self.epochs.now();
+        let asked = lease::clock();
         let copy = self.copy_of(&name).await;
+        if let (true, Some(c)) = (leased, &copy)
+            && c.recent(asked)
+        {
+            metrics::leased_hit(key.family());
+            metrics::lookup(key.family(), "hit");
+            return Ok(Lookup::Hit(c.bytes.clone()));
+        }
         let raw = self.far.lookup(key, copy.as_ref().map(|c| &*c.tag)).await;
         let result = match raw {
             Ok(Raw::Current) => match copy {
                 Some(c) => {
+                    c.confirmed_at(asked);
                     metrics::near_hit(key.family());
                     Ok(Lookup::Hit(c.bytes))
                 }
@@ -348,6 +489,7 @@ impl Cache for TieredCache {
                     bytes: bytes.clone(),
                     scope: key.scope().into(),
                     stamp,
+                    asked,
                 };
                 self.keep(name, copy).await;
                 Ok(Lookup::Hit(bytes))
@@ -370,6 +512,7 @@ impl Cache for TieredCache {
         ttl: Duration,
     ) -> Result<Stored, CacheError> {
         let stamp = self.epochs.now();
+        let asked = lease::clock();
         let stored = self.far.put(key, ticket, value.clone(), ttl).await?;
         if let (Stored::Stored, Some(tag)) = (stored, ticket.tag()) {
             let entry = NearEntry {
@@ -379,6 +522,7 @@ impl Cache for TieredCache {
                 scope: key.scope().into(),
                 stamp,
                 plan: None,
+                confirmed: Arc::new(AtomicU64::new(asked)),
             };
             self.near.insert(self.far.value_key(key), entry).await;
         }
@@ -397,8 +541,25 @@ impl Cache for TieredCache {
     /// not change costs one round trip that carries no value.
     async fn get_index(&self, key: &Key, members: Members<'_>) -> Result<IndexLookup, CacheError> {
         let name = self.far.value_key(key);
+        let leased = self.holds_lease();
         let stamp = self.epochs.now();
+        let asked = lease::clock();
         let copy = self.copy_of(&name).await;
+        // Under a lease, an index copy kept with all its members' copies, none of whose
+        // scopes was dropped since, is the page.
+        if let (true, Some(c)) = (leased, &copy)
+            && c.recent(asked)
+            && let Some(p) = &c.plan
+            && p.rows.len() == p.names.len()
+            && self.epochs.all_current(&p.scopes, c.stamp)
+        {
+            metrics::leased_hit(key.family());
+            metrics::lookup(key.family(), "hit");
+            return Ok(IndexLookup::Hit {
+                value: c.bytes.clone(),
+                members: p.rows.iter().map(|(_, b)| Lookup::Hit(b.clone())).collect(),
+            });
+        }
         // The members' names come with the copy (made when it was kept), or are made now.
         let plan = copy.as_ref().and_then(|c| {
             c.plan
@@ -421,6 +582,7 @@ impl Cache for TieredCache {
                     scope: scope.clone(),
                     stamp,
                     plan: None,
+                    confirmed: Arc::new(AtomicU64::new(0)),
                 }));
             }
         } else {
@@ -451,6 +613,15 @@ impl Cache for TieredCache {
         let (value, tag, names) = match (raw.index, copy) {
             (Raw::Current, Some(c)) => {
                 metrics::near_hit(key.family());
+                c.confirmed_at(asked);
+                // Members dropped since the copy was kept, yet confirmed now: keep them
+                // again under this lookup's stamp.
+                if plan
+                    .as_ref()
+                    .is_some_and(|p| !self.epochs.all_current(&p.scopes, c.stamp))
+                {
+                    changed = true;
+                }
                 (c.bytes, c.tag, names)
             }
             (Raw::Current, None) => {
@@ -466,6 +637,7 @@ impl Cache for TieredCache {
                     bytes: bytes.clone(),
                     scope: key.scope().into(),
                     stamp,
+                    asked,
                 };
                 self.keep_index(name.clone(), copy, plan.clone()).await;
                 copies = vec![None; plan.names.len()];
@@ -502,6 +674,7 @@ impl Cache for TieredCache {
                             bytes: bytes.clone(),
                             scope: std::mem::replace(scope, Arc::from("")),
                             stamp,
+                            asked,
                         };
                         self.keep(n, copy).await;
                     }
@@ -528,6 +701,7 @@ impl Cache for TieredCache {
                 bytes: value.clone(),
                 scope: key.scope().into(),
                 stamp,
+                asked,
             };
             self.keep_index(name, copy, Arc::new(plan)).await;
         }
@@ -546,6 +720,7 @@ impl Cache for TieredCache {
         ttl: Duration,
     ) -> Result<Stored, CacheError> {
         let stamp = self.epochs.now();
+        let asked = lease::clock();
         let stored = self
             .far
             .put_index(key, ticket, value.clone(), members, ttl)
@@ -557,25 +732,17 @@ impl Cache for TieredCache {
                 bytes: value,
                 scope: key.scope().into(),
                 stamp,
+                asked,
             };
             self.keep_index(self.far.value_key(key), copy, plan).await;
         }
         Ok(stored)
     }
 
+    /// Bumps the scopes in Redis, drops them here, and announces them; with leases, waits
+    /// until every other lease holder has dropped them or its lease has run out.
     async fn invalidate(&self, scopes: &[&str]) -> Result<(), CacheError> {
-        let result = self.far.invalidate(scopes).await;
-        self.epochs.drop_scopes(scopes.iter().copied());
-        if let Some(bus) = &self.bus {
-            let a = Announcement {
-                origin: self.origin.clone(),
-                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
-            };
-            if let Ok(payload) = serde_json::to_vec(&a) {
-                let _ = bus.publish(&payload).await;
-            }
-        }
-        result
+        self.invalidate_waited(scopes).await.0
     }
 
     async fn remove(&self, key: &Key) -> Result<(), CacheError> {

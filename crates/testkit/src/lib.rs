@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -410,6 +410,19 @@ enum Mode {
     Pass,
     /// Bytes are held, in both directions, until the mode changes.
     Stall,
+    /// Held only on connections whose client subscribed (sent `SUBSCRIBE`): a
+    /// subscription that went silent while plain commands pass.
+    StallSubscriptions,
+}
+
+impl Mode {
+    fn passes(self, subscriber: bool) -> bool {
+        match self {
+            Self::Pass => true,
+            Self::Stall => false,
+            Self::StallSubscriptions => !subscriber,
+        }
+    }
 }
 
 /// A TCP proxy on a free loopback port in front of `upstream`. It can hold every byte
@@ -468,14 +481,17 @@ async fn pump(
     mode: watch::Receiver<Mode>,
     way: Way,
     count: (Arc<InFlight>, Arc<AtomicI64>),
+    subscriber: Arc<AtomicBool>,
 ) {
     let (in_flight, open) = count;
+    let is_subscriber = subscriber.clone();
     let (held, mut to_send) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     let reader = async move {
         // A local, not a capture: dropped when reading ends, which ends the writer once
         // it has sent what is held.
         let held = held;
         let mut tail = Vec::new();
+        let mut subscribe_tail = Vec::new();
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             let n = match from.read(&mut buf).await {
@@ -486,6 +502,9 @@ async fn pump(
             match way {
                 // Sent by the client: in flight from now, even while the proxy holds it.
                 Way::Up => {
+                    if occurrences(b"SUBSCRIBE", &mut subscribe_tail, chunk) > 0 {
+                        subscriber.store(true, Ordering::SeqCst);
+                    }
                     let sent = occurrences(in_flight.request, &mut tail, chunk);
                     if sent > 0 {
                         open.fetch_add(sent, Ordering::SeqCst);
@@ -513,7 +532,8 @@ async fn pump(
     let writer = async move {
         let mut mode = mode;
         while let Some(chunk) = to_send.recv().await {
-            if mode.wait_for(|m| *m == Mode::Pass).await.is_err() {
+            let sub = || is_subscriber.load(Ordering::SeqCst);
+            if mode.wait_for(|m| m.passes(sub())).await.is_err() {
                 return;
             }
             if to.write_all(&chunk).await.is_err() {
@@ -576,8 +596,23 @@ impl FaultProxy {
                         let (sr, sw) = server.into_split();
                         let open = Arc::new(AtomicI64::new(0));
                         let count = || (in_flight.clone(), open.clone());
-                        let up = tokio::spawn(pump(cr, sw, mode.subscribe(), Way::Up, count()));
-                        let down = tokio::spawn(pump(sr, cw, mode.subscribe(), Way::Down, count()));
+                        let subscriber = Arc::new(AtomicBool::new(false));
+                        let up = tokio::spawn(pump(
+                            cr,
+                            sw,
+                            mode.subscribe(),
+                            Way::Up,
+                            count(),
+                            subscriber.clone(),
+                        ));
+                        let down = tokio::spawn(pump(
+                            sr,
+                            cw,
+                            mode.subscribe(),
+                            Way::Down,
+                            count(),
+                            subscriber,
+                        ));
                         let (abort_up, abort_down) = (up.abort_handle(), down.abort_handle());
                         // Whichever side ends first ends both; aborting this task ends both,
                         // and the connection's unanswered requests are no longer in flight.
@@ -646,6 +681,12 @@ impl FaultProxy {
     /// Holds every byte from now on, in both directions.
     pub fn stall(&self) {
         self.mode.send_replace(Mode::Stall);
+    }
+
+    /// Holds every byte, both ways, of the connections that subscribed (now or later):
+    /// subscriptions go silent while plain commands pass.
+    pub fn stall_subscriptions(&self) {
+        self.mode.send_replace(Mode::StallSubscriptions);
     }
 
     /// Lets bytes through again, held ones first.
