@@ -64,21 +64,31 @@ enum Fault {
     RedisStalled,
     ACutOff,
     PostgresDropped,
+    /// B's subscriptions go silent while its data connection works.
+    BSubscriptionCut,
+    /// C's process is stopped (SIGSTOP) for longer than a lease, then continued.
+    CPaused,
 }
 
-/// The fault of each slot, repeated for longer runs.
-const SCHEDULE: [Fault; 10] = [
+/// The fault of each slot, repeated for longer runs; the first ten (the default 60 s)
+/// hold every fault.
+const SCHEDULE: [Fault; 12] = [
     Fault::Calm,
     Fault::RedisKilled,
+    Fault::BSubscriptionCut,
     Fault::Calm,
     Fault::RedisStalled,
+    Fault::CPaused,
     Fault::Calm,
     Fault::ACutOff,
-    Fault::Calm,
     Fault::PostgresDropped,
     Fault::Calm,
     Fault::ACutOff,
+    Fault::CPaused,
 ];
+
+/// How long C stays stopped: longer than its lease (500 ms).
+const PAUSE: Duration = Duration::from_millis(2500);
 
 /// What the writers know of one business: its answered writes.
 #[derive(Debug, Clone)]
@@ -133,6 +143,8 @@ struct Report {
 struct Run {
     a: TestApp,
     b: TestApp,
+    /// A process of its own, so that it can be stopped; readers only.
+    c: TestApp,
     model: Mutex<Model>,
     report: Mutex<Report>,
     started: Instant,
@@ -152,6 +164,8 @@ struct Run {
 }
 
 impl Run {
+    /// The instance a write goes to: A or B, which are never stopped, so writes go on
+    /// while C is.
     fn app(&self, rng: &mut StdRng) -> &TestApp {
         if rng.random_bool(0.5) {
             &self.a
@@ -160,8 +174,23 @@ impl Run {
         }
     }
 
+    /// The instance a read goes to: any of the three.
+    fn reading_app(&self, rng: &mut StdRng) -> &TestApp {
+        match rng.random_range(0..3) {
+            0 => &self.a,
+            1 => &self.b,
+            _ => &self.c,
+        }
+    }
+
     fn name(&self, app: &TestApp) -> &'static str {
-        if std::ptr::eq(app, &self.a) { "A" } else { "B" }
+        if std::ptr::eq(app, &self.a) {
+            "A"
+        } else if std::ptr::eq(app, &self.b) {
+            "B"
+        } else {
+            "C"
+        }
     }
 
     /// Whether the clients should stop: the time is up, or the target count reached.
@@ -489,7 +518,7 @@ async fn read_detail(run: &Run, rng: &mut StdRng) {
         let id = *ids[rng.random_range(0..ids.len())];
         (id, m.businesses[&id].clone(), Instant::now())
     };
-    let app = run.app(rng);
+    let app = run.reading_app(rng);
     let sent = Instant::now();
     let path = format!("/api/businesses/{id}");
     let Some(res) = run.answered(app, &format!("GET {path}"), app.try_get(&path).await) else {
@@ -556,7 +585,7 @@ async fn read_list(run: &Run, rng: &mut StdRng) {
         let m = run.model.lock().unwrap_or_else(|p| p.into_inner());
         m.counters.creates_done.clone()
     };
-    let app = run.app(rng);
+    let app = run.reading_app(rng);
     let path = match city {
         Some(c) => format!("/api/businesses?limit=100&city={}", c.replace(' ', "%20")),
         None => "/api/businesses?limit=100".to_owned(),
@@ -685,7 +714,7 @@ async fn read_stats(run: &Run, rng: &mut StdRng) {
             c.messages_done.clone(),
         ]
     };
-    let app = run.app(rng);
+    let app = run.reading_app(rng);
     let sent = Instant::now();
     let path = "/api/businesses/stats";
     let Some(res) = run.answered(app, &format!("GET {path}"), app.try_get(path).await) else {
@@ -764,6 +793,79 @@ async fn drop_postgres_connections(db: &TestDb) {
     .await;
 }
 
+/// Instance C: the server as a process of its own beside `a` (same database), on the
+/// leased near tier through `redis_url`.
+async fn spawn_process(a: &TestApp, redis_url: &str) -> (TestApp, tokio::process::Child) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_letip-instance"))
+        .env("DATABASE_URL", &a.config.database_url)
+        .env("REDIS_URL", redis_url)
+        .env("CACHE_BACKEND", "tiered")
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("WORKERS", "2")
+        .env("DATABASE_POOL_SIZE", "8")
+        .stdout(std::process::Stdio::piped())
+        .stderr(if std::env::var_os("RUST_LOG").is_some() {
+            std::process::Stdio::inherit()
+        } else {
+            std::process::Stdio::null()
+        })
+        .kill_on_drop(true)
+        .spawn()
+        .expect("instance C starts");
+    let stdout = child.stdout.take().expect("C's stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("C answers its address within a minute")
+            .expect("C's stdout")
+            .expect("C prints its address");
+        if let Some(addr) = line.strip_prefix("listening ") {
+            break addr.parse().expect("an address");
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let mut config = a.config.clone();
+    config.cache_backend = CacheBackend::Tiered;
+    config.redis_url = redis_url.to_owned();
+    (TestApp::external(addr, config, a.db.clone()), child)
+}
+
+/// What the leased near tier did, from a `/metrics` text: hits served unasked, renewals
+/// and losses of leases, writes that waited and lease ends they waited out.
+fn lease_figures(metrics: &str) -> String {
+    let sum = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .fold(0.0, |a, b| a + b)
+    };
+    format!(
+        "{:.0} near hits unasked, {:.0} renewals, {:.0} losses, {:.0} writes waited \
+         ({:.1} s in all), {:.0} lease ends waited out",
+        sum("cache_near_leased_hits_total"),
+        sum("cache_lease_renewals_total"),
+        sum("cache_lease_losses_total"),
+        sum("cache_lease_wait_seconds_count"),
+        sum("cache_lease_wait_seconds_sum"),
+        sum("cache_lease_expiry_waits_total"),
+    )
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to a child process.
+fn signal(child: &tokio::process::Child, signal: &str) {
+    if let Some(pid) = child.id() {
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
     if std::env::var_os("RUST_LOG").is_some() {
@@ -783,8 +885,9 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
     let mut redis = RedisServer::start();
     let link_a = FaultProxy::start(redis.addr()).await;
     let link_b = FaultProxy::start(redis.addr()).await;
+    let link_c = FaultProxy::start(redis.addr()).await;
     let a = TestApp::spawn_with(|c| {
-        c.cache_backend = CacheBackend::Redis;
+        c.cache_backend = CacheBackend::Tiered;
         c.redis_url = link_a.url();
         // A gives up on an invalidation as soon as a read would: while it is cut off,
         // its writes are answered at once and reach B's readers through the change
@@ -798,10 +901,12 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
             c.redis_url = link_b.url();
         })
         .await;
+    let (c, mut c_process) = spawn_process(&a, &link_c.url()).await;
     let started = Instant::now();
     let run = Arc::new(Run {
         a,
         b,
+        c,
         model: Mutex::default(),
         report: Mutex::default(),
         started,
@@ -871,6 +976,19 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
                 *run.cut_until.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some(Instant::now() + FEED_BOUND);
             }
+            Fault::BSubscriptionCut => {
+                *faults.entry("B's subscriptions silent").or_default() += 1;
+                link_b.stall_subscriptions();
+                tokio::time::sleep_until(slot_end.into()).await;
+                link_b.resume();
+            }
+            Fault::CPaused => {
+                *faults.entry("C stopped (SIGSTOP)").or_default() += 1;
+                signal(&c_process, "-STOP");
+                tokio::time::sleep(PAUSE).await;
+                signal(&c_process, "-CONT");
+                tokio::time::sleep_until(slot_end.into()).await;
+            }
             Fault::PostgresDropped => {
                 *faults.entry("postgres connections dropped").or_default() += 1;
                 while Instant::now() + Duration::from_secs(2) < slot_end {
@@ -887,6 +1005,15 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
         finished = finished.max(t.await.expect("a client task"));
     }
 
+    signal(&c_process, "-CONT");
+    // A and B share this process's metrics; C has its own.
+    let mut leases = Vec::new();
+    for (who, app) in [("A and B", &run.a), ("C", &run.c)] {
+        if let Ok(m) = app.try_get("/metrics").await {
+            leases.push(format!("leases on {who}: {}", lease_figures(&m.text)));
+        }
+    }
+    let _ = c_process.kill().await;
     let report = run.report.lock().unwrap_or_else(|p| p.into_inner());
     let mut bounded = report.bounded.clone();
     bounded.sort_by(f64::total_cmp);
@@ -913,6 +1040,9 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
         operations as f64 / elapsed
     );
     println!("list reads by X-Cache: {:?}", report.list_cache);
+    for line in &leases {
+        println!("{line}");
+    }
     println!(
         "stale reads while A was cut off from Redis: {} (bound {FEED_BOUND:?}); staleness p50 \
          {:.1} ms, p99 {:.1} ms, max {:.1} ms",

@@ -244,6 +244,18 @@ impl TestApp {
         }
     }
 
+    /// An instance running as a process of its own at `addr`, on `db`, configured as
+    /// `config` says (for its client and what tests read of it).
+    pub fn external(addr: std::net::SocketAddr, config: Config, db: Arc<TestDb>) -> Self {
+        Self {
+            addr,
+            client: client_for(&config),
+            config,
+            running: None,
+            db,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 use letip_api::AppState;
 use letip_cache::{
-    BackgroundProbe, Cache, LeaseConfig, MemoryCache, MemoryConfig, NearConfig, NoopCache,
-    RedisBus, RedisCache, RedisConfig, TieredCache,
+    AnnouncedCache, BackgroundProbe, Cache, LeaseConfig, MemoryCache, MemoryConfig, NearConfig,
+    NoopCache, RedisBus, RedisCache, RedisConfig, TieredCache,
 };
 use letip_domain::Repository;
 use letip_service::{CachedRepository, EventHub, Notifying};
@@ -126,6 +126,12 @@ pub fn cache(config: &Config) -> anyhow::Result<CacheWiring> {
     let events = |far: &Arc<RedisCache>| {
         RedisBus::new(far.clone(), &format!("{}:events", config.cache_namespace))
     };
+    // Near tiers announce invalidations here; with leases, every writer waits for them.
+    let invalidations = format!("{}:invalidations", config.cache_namespace);
+    let lease = (config.cache_near_lease_ms > 0).then(|| LeaseConfig {
+        lease: Duration::from_millis(config.cache_near_lease_ms),
+        wait_for_acks: true,
+    });
     Ok(match config.cache_backend {
         CacheBackend::None => (Arc::new(NoopCache), None, None),
         CacheBackend::Memory => (
@@ -141,22 +147,21 @@ pub fn cache(config: &Config) -> anyhow::Result<CacheWiring> {
             let far = redis()?;
             let bus = events(&far);
             let probe = far.probe_in_background();
-            (far, Some(bus), Some(probe))
+            // Writes wait for the leased near tiers of other instances, if any.
+            let cache: Arc<dyn Cache> = match lease {
+                Some(lease) => Arc::new(AnnouncedCache::new(far, &invalidations, lease)),
+                None => far,
+            };
+            (cache, Some(bus), Some(probe))
         }
         CacheBackend::Tiered => {
             let far = redis()?;
             let bus = events(&far);
             let probe = far.probe_in_background();
-            let invalidations = RedisBus::new(
-                far.clone(),
-                &format!("{}:invalidations", config.cache_namespace),
-            );
+            let invalidations = RedisBus::new(far.clone(), &invalidations);
             let near = NearConfig {
                 max_bytes: config.cache_near_max_bytes,
-                lease: (config.cache_near_lease_ms > 0).then(|| LeaseConfig {
-                    lease: Duration::from_millis(config.cache_near_lease_ms),
-                    wait_for_acks: true,
-                }),
+                lease,
             };
             (
                 Arc::new(TieredCache::new(far, near, Some(invalidations))),

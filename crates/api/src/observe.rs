@@ -21,14 +21,29 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0,
 ];
 
+/// A write's wait for the lease holders: fine around the millisecond, where a wait for
+/// acknowledgements falls, and up to the lease, where a wait for an unanswering holder
+/// does.
+const LEASE_WAIT_BUCKETS: &[f64] = &[
+    0.000_1, 0.000_2, 0.000_3, 0.000_5, 0.000_75, 0.001, 0.001_5, 0.002, 0.003, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
 /// The process-wide Prometheus recorder, installed on first use. Every server in the
 /// process (tests start several) shares it, as metrics are process-wide.
 pub fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
+            // A full name takes precedence over a suffix.
             let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS);
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("cache_lease_wait_seconds".into()),
+                        LEASE_WAIT_BUCKETS,
+                    )
+                });
             let recorder = match builder {
                 Ok(b) => b.build_recorder(),
                 Err(_) => PrometheusBuilder::new().build_recorder(),

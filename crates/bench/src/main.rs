@@ -84,18 +84,28 @@ impl Wrk {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Mode {
     Redis,
+    /// The near tier under leases (the default).
     Tiered,
+    /// The near tier with every hit confirmed by Redis (`CACHE_NEAR_LEASE_MS=0`).
+    Confirmed,
     Uncached,
     RedisDown,
 }
 
 impl Mode {
-    const ALL: [Self; 4] = [Self::Redis, Self::Tiered, Self::Uncached, Self::RedisDown];
+    const ALL: [Self; 5] = [
+        Self::Redis,
+        Self::Tiered,
+        Self::Confirmed,
+        Self::Uncached,
+        Self::RedisDown,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Self::Redis => "cache hit (Redis)",
             Self::Tiered => "cache hit (near tier)",
+            Self::Confirmed => "cache hit (near tier, confirmed)",
             Self::Uncached => "uncached",
             Self::RedisDown => "Redis down",
         }
@@ -104,8 +114,21 @@ impl Mode {
     fn backend(self) -> &'static str {
         match self {
             Self::Redis | Self::RedisDown => "redis",
-            Self::Tiered => "tiered",
+            Self::Tiered | Self::Confirmed => "tiered",
             Self::Uncached => "none",
+        }
+    }
+
+    /// `CACHE_NEAR_LEASE_MS` of the mode.
+    fn lease_ms(self) -> &'static str {
+        if self == Self::Confirmed { "0" } else { "500" }
+    }
+
+    /// What tells the mode's cache namespace apart.
+    fn key(self) -> &'static str {
+        match self {
+            Self::Confirmed => "confirmed",
+            m => m.backend(),
         }
     }
 }
@@ -229,10 +252,11 @@ async fn start(args: &Args, size: u64, mode: Mode, run: &str) -> anyhow::Result<
         .env("DATABASE_URL", db_url(args, size))
         .env("PORT", port.to_string())
         .env("CACHE_BACKEND", mode.backend())
+        .env("CACHE_NEAR_LEASE_MS", mode.lease_ms())
         .env("REDIS_URL", redis)
         .env(
             "CACHE_NAMESPACE",
-            format!("bench-{run}-{size}-{}:v1", mode.backend()),
+            format!("bench-{run}-{size}-{}:v1", mode.key()),
         )
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
@@ -348,6 +372,97 @@ fn metric_sums(text: &str, name: &str, label: &str) -> BTreeMap<String, f64> {
 
 async fn metrics(server: &Server) -> anyhow::Result<String> {
     Ok(reqwest::get(server.url("/metrics")).await?.text().await?)
+}
+
+/// What writes cost on the leased near tier: the PATCH latency, and the writer's wait for
+/// the other lease holders (`cache_lease_wait_seconds`), alone and beside a second
+/// instance.
+#[derive(Debug)]
+struct WriteWait {
+    instances: usize,
+    patch: Wrk,
+    waits: f64,
+    wait_p50_s: f64,
+    wait_p99_s: f64,
+    wait_max_bucket_s: f64,
+    expiry_waits: f64,
+}
+
+/// A histogram's bucket counts (`le` -> cumulative count), from the Prometheus text.
+fn buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{");
+    let mut out: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let le = labels(series).get("le")?.clone();
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, value.parse().ok()?))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// The upper bound of the bucket holding quantile `q` of the observations between two
+/// scrapes (`before`, `after`), and the number of observations.
+fn quantile_bound(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> (f64, f64) {
+    let count =
+        |b: &[(f64, f64)], le: f64| b.iter().find(|(l, _)| *l == le).map_or(0.0, |(_, c)| *c);
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, c)| (*le, c - count(before, *le)))
+        .collect();
+    let total = delta.last().map_or(0.0, |(_, c)| *c);
+    let bound = delta
+        .iter()
+        .find(|(_, c)| *c >= q * total)
+        .map_or(0.0, |(le, _)| *le);
+    (bound, total)
+}
+
+/// PATCHes on `writer` for `seconds` (4 connections), and what they waited for.
+async fn write_wait(
+    writer: &Server,
+    instances: usize,
+    size: u64,
+    seconds: u64,
+    script: &Path,
+) -> anyhow::Result<WriteWait> {
+    const WAIT: &str = "cache_lease_wait_seconds";
+    let before = metrics(writer).await?;
+    let patch = wrk_with(
+        &writer.url(""),
+        seconds,
+        4,
+        script,
+        &[("BUSINESSES", size.to_string())],
+    )
+    .await?;
+    let after = metrics(writer).await?;
+    let (b, a) = (buckets(&before, WAIT), buckets(&after, WAIT));
+    let (p50, waits) = quantile_bound(&b, &a, 0.5);
+    let (p99, _) = quantile_bound(&b, &a, 0.99);
+    let (max, _) = quantile_bound(&b, &a, 1.0);
+    let expiry = |t: &str| {
+        metric_sums(t, "cache_lease_expiry_waits_total", "why")
+            .values()
+            .sum::<f64>()
+    };
+    Ok(WriteWait {
+        instances,
+        patch,
+        waits,
+        wait_p50_s: p50,
+        wait_p99_s: p99,
+        wait_max_bucket_s: max,
+        expiry_waits: expiry(&after) - expiry(&before),
+    })
 }
 
 #[derive(Debug, Default)]
@@ -657,6 +772,12 @@ async fn main() -> anyhow::Result<()> {
         &mix_lua,
         std::fs::read_to_string(lua.join("mix.lua"))? + &std::fs::read_to_string(&report_lua)?,
     )?;
+    let write_lua = out_dir.join(".write-with-report.lua");
+    std::fs::write(
+        &write_lua,
+        std::fs::read_to_string(lua.join("write.lua"))? + &std::fs::read_to_string(&report_lua)?,
+    )?;
+    let mut writes: Vec<WriteWait> = Vec::new();
 
     let started = chrono_like_now();
     let mut results: Vec<(u64, Mode, &'static str, &'static str, Wrk, f64)> = Vec::new();
@@ -724,6 +845,33 @@ async fn main() -> anyhow::Result<()> {
                     rates.push((mode, run));
                 }
             }
+            if size == largest && mode == Mode::Tiered {
+                // Writes alone, then beside a second instance holding a lease.
+                for instances in [1, 2] {
+                    let other = if instances == 2 {
+                        Some(start(&args, size, mode, &run).await?)
+                    } else {
+                        None
+                    };
+                    // Past the lease table's first lease, and the other's first renewal.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let w = write_wait(&server, instances, size, 20, &write_lua).await?;
+                    println!(
+                        "writes, {instances} instance(s): {:.0} req/s  p50 {} µs  p99 {} µs; lease wait p50 <= {:.2} ms  p99 <= {:.2} ms over {:.0} writes, {:.0} lease ends waited out",
+                        w.patch.rps(),
+                        w.patch.p50_us,
+                        w.patch.p99_us,
+                        w.wait_p50_s * 1e3,
+                        w.wait_p99_s * 1e3,
+                        w.waits,
+                        w.expiry_waits
+                    );
+                    writes.push(w);
+                    if let Some(o) = other {
+                        o.stop().await;
+                    }
+                }
+            }
             server.stop().await;
         }
     }
@@ -758,11 +906,13 @@ async fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&file);
     }
     let _ = std::fs::remove_file(&mix_lua);
+    let _ = std::fs::remove_file(&write_lua);
 
     let plot_path = out_dir.join("benchmarks-latency.svg");
     plot::latency(&plot_path, largest, &results)?;
     let report = render(
-        &args, &started, &results, &ceilings, &rss, &mixes, &rates, &memory, &perf, largest,
+        &args, &started, &results, &ceilings, &rss, &mixes, &rates, &writes, &memory, &perf,
+        largest,
     );
     std::fs::write(&args.report, report)?;
     println!(
@@ -813,6 +963,7 @@ fn render(
     rss: &[(u64, Mode, f64)],
     mixes: &[(Mode, Mix)],
     rates: &[(Mode, rate::RateRun)],
+    writes: &[WriteWait],
     memory: &str,
     perf: &str,
     largest: u64,
@@ -895,9 +1046,9 @@ fn render(
     );
     let _ = writeln!(
         s,
-        "| endpoint | body | actix from memory | Redis hit | Redis hit / ceiling | near-tier hit | near / ceiling | redis-benchmark GET | Redis hit / redis-benchmark |"
+        "| endpoint | body | actix from memory | Redis hit | Redis hit / ceiling | near-tier hit (leased) | near / ceiling | near-tier hit, confirmed | confirmed / ceiling | redis-benchmark GET | Redis hit / redis-benchmark |"
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, (w, rb)) in ceilings {
         let find = |mode| {
             results
@@ -907,15 +1058,52 @@ fn render(
         };
         let (hit, bytes) = find(Mode::Redis).unwrap_or((0.0, 0.0));
         let (near, _) = find(Mode::Tiered).unwrap_or((0.0, 0.0));
+        let (confirmed, _) = find(Mode::Confirmed).unwrap_or((0.0, 0.0));
         let _ = writeln!(
             s,
-            "| {name} | {:.1} KiB | {:.0} | {hit:.0} | {:.0}% | {near:.0} | {:.0}% | {rb:.0} | {:.0}% |",
+            "| {name} | {:.1} KiB | {:.0} | {hit:.0} | {:.0}% | {near:.0} | {:.0}% | {confirmed:.0} | {:.0}% | {rb:.0} | {:.0}% |",
             bytes / 1024.0,
             w.rps(),
             hit / w.rps().max(1.0) * 100.0,
             near / w.rps().max(1.0) * 100.0,
+            confirmed / w.rps().max(1.0) * 100.0,
             hit / rb.max(1.0) * 100.0,
         );
+    }
+
+    if !writes.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## What a write costs on the leased near tier ({largest} businesses)\n"
+        );
+        let _ = writeln!(
+            s,
+            "PATCHes of random businesses on one instance (wrk, 4 connections, 20 s), alone and \
+             beside a second instance holding a lease. The wait is \
+             `cache_lease_wait_seconds`: from the announcement script's call to the last \
+             acknowledgement (or lease end) a write waited for; the figures are the upper \
+             bounds of the histogram buckets that hold them.\n"
+        );
+        let _ = writeln!(
+            s,
+            "| instances | PATCH req/s | PATCH p50 | PATCH p99 | writes waited | wait p50 | wait p99 | slowest wait | lease ends waited out |"
+        );
+        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for w in writes {
+            let _ = writeln!(
+                s,
+                "| {} | {:.0} | {} | {} | {:.0} | <= {:.2} ms | <= {:.2} ms | <= {:.2} ms | {:.0} |",
+                w.instances,
+                w.patch.rps(),
+                us(w.patch.p50_us),
+                us(w.patch.p99_us),
+                w.waits,
+                w.wait_p50_s * 1e3,
+                w.wait_p99_s * 1e3,
+                w.wait_max_bucket_s * 1e3,
+                w.expiry_waits
+            );
+        }
     }
 
     if !mixes.is_empty() {

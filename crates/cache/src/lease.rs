@@ -152,6 +152,8 @@ pub struct Waited {
     pub expired: usize,
     /// Whether the table was younger than a lease, and its first lease waited out.
     pub fenced: bool,
+    /// Whether the announcement failed, and a whole lease was waited out instead.
+    pub unannounced: bool,
 }
 
 /// One instance's side of the leases: its own lease, and its writes' waits.
@@ -326,22 +328,37 @@ impl Leases {
     }
 
     /// Announces the invalidation of `scopes` (already bumped in Redis and dropped here)
-    /// and waits until every other live holder has acknowledged it or its lease has run
-    /// out.
-    pub(crate) async fn announce_and_wait(&self, scopes: &[&str]) -> Waited {
+    /// and, with `wait`, waits until every other live holder has acknowledged it or its
+    /// lease has run out.
+    pub(crate) async fn announce_and_wait(&self, scopes: &[&str], wait: bool) -> Waited {
         let write = self.next_write.fetch_add(1, Ordering::Relaxed);
         let waiter = Arc::new(Waiter::default());
         self.lock_waits().insert(write, waiter.clone());
         let started = Instant::now();
-        let waited = self.announce(write, scopes, &waiter).await;
+        let wait = wait && self.config.wait_for_acks;
+        let mut waited = self.announce(write, scopes, &waiter, wait).await;
         self.lock_waits().remove(&write);
-        if waited.announced {
-            metrics::lease_wait(started.elapsed(), waited.expired, waited.fenced);
+        if !wait {
+            return waited;
         }
+        if !waited.announced {
+            // Redis did not take the announcement (nor, likely, anyone's renewal since
+            // the attempt began): every lease still running then has ended one lease
+            // after it, and no holder can be told sooner.
+            let end = started + self.config.lease.mul_f64(1.0 + DRIFT);
+            tokio::time::sleep_until(end.into()).await;
+            waited.unannounced = true;
+        }
+        metrics::lease_wait(
+            started.elapsed(),
+            waited.expired,
+            waited.fenced,
+            waited.unannounced,
+        );
         waited
     }
 
-    async fn announce(&self, write: u64, scopes: &[&str], waiter: &Waiter) -> Waited {
+    async fn announce(&self, write: u64, scopes: &[&str], waiter: &Waiter, wait: bool) -> Waited {
         let message = Message {
             origin: self.origin.clone(),
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
@@ -382,7 +399,7 @@ impl Leases {
             fenced: fence.is_some(),
             ..Waited::default()
         };
-        if !self.config.wait_for_acks {
+        if !wait {
             return waited;
         }
         loop {

@@ -1,6 +1,7 @@
 //! A cache for Rust services: one object-safe async trait, [`Cache`], with a Redis
-//! implementation ([`RedisCache`], on deadpool-redis), an in-process one ([`MemoryCache`],
-//! on moka) and one that stores nothing ([`NoopCache`]).
+//! implementation ([`RedisCache`], on deadpool-redis), an in-process near tier in front of
+//! it ([`TieredCache`], leased: near hits without a round trip, never stale), an
+//! in-process one ([`MemoryCache`], on moka) and one that stores nothing ([`NoopCache`]).
 //!
 //! The crate stores bytes under [`Key`]s and knows nothing of what they mean. What it adds
 //! to a plain key-value store is what cache-aside needs to never serve stale data:
@@ -37,6 +38,7 @@
 //!
 //! See `examples/embed.rs` for a runnable service that embeds it.
 
+mod announced;
 mod breaker;
 mod bus;
 mod json;
@@ -54,6 +56,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use announced::AnnouncedCache;
 pub use bus::{BusEvent, RedisBus};
 pub use json::{CacheExt, JsonLookup};
 pub use key::Key;
@@ -237,6 +240,13 @@ pub trait Cache: Send + Sync + std::fmt::Debug + 'static {
 
     /// Makes every entry of each scope a miss, at once.
     async fn invalidate(&self, scopes: &[&str]) -> Result<(), CacheError>;
+
+    /// [`Cache::invalidate`] for an invalidation no answer waits on (one applied from a
+    /// change feed, say): a cache whose writes wait for other instances (the leased near
+    /// tier) announces it and does not wait.
+    async fn invalidate_detached(&self, scopes: &[&str]) -> Result<(), CacheError> {
+        self.invalidate(scopes).await
+    }
 
     /// Deletes one entry (an entry found corrupt, say).
     async fn remove(&self, key: &Key) -> Result<(), CacheError>;

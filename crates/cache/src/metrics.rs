@@ -13,7 +13,7 @@
 //! | `cache_lease_losses_total` | | leases that ended unrenewed or were revoked (subscription lost) |
 //! | `cache_lease_valid` | | 1 while this instance holds a lease |
 //! | `cache_lease_wait_seconds` | | how long a write waited for acknowledgements (or lease ends) |
-//! | `cache_lease_expiry_waits_total` | `why` = `holder` / `new_table` | holders that did not acknowledge and whose lease a write waited out; writes that waited out a table younger than a lease |
+//! | `cache_lease_expiry_waits_total` | `why` = `holder` / `new_table` / `unannounced` | holders that did not acknowledge and whose lease a write waited out; writes that waited out a table younger than a lease; writes whose announcement failed and that waited out a lease |
 //! | `cache_redis_duration_seconds` | `op` | Redis call latency, failures included |
 //! | `cache_redis_probes_total` | `by` = `health` / `background`, `result` = `up` / `down` | PINGs sent to learn whether Redis answers (health checks, and the background prober while the circuit is open) |
 
@@ -63,7 +63,7 @@ pub(crate) fn lease_valid(valid: bool) {
 
 /// A write's wait for acknowledgements: how long, how many holders it waited out, and
 /// whether it waited out a new table.
-pub(crate) fn lease_wait(elapsed: Duration, expired: usize, fenced: bool) {
+pub(crate) fn lease_wait(elapsed: Duration, expired: usize, fenced: bool, unannounced: bool) {
     metrics::histogram!("cache_lease_wait_seconds").record(elapsed.as_secs_f64());
     if expired > 0 {
         metrics::counter!("cache_lease_expiry_waits_total", "why" => "holder")
@@ -71,6 +71,9 @@ pub(crate) fn lease_wait(elapsed: Duration, expired: usize, fenced: bool) {
     }
     if fenced {
         metrics::counter!("cache_lease_expiry_waits_total", "why" => "new_table").increment(1);
+    }
+    if unannounced {
+        metrics::counter!("cache_lease_expiry_waits_total", "why" => "unannounced").increment(1);
     }
 }
 

@@ -327,11 +327,19 @@ impl TieredCache {
 
     /// [`Cache::invalidate`], answering what the write waited for.
     pub async fn invalidate_waited(&self, scopes: &[&str]) -> (Result<(), CacheError>, Waited) {
+        self.invalidate_with(scopes, true).await
+    }
+
+    async fn invalidate_with(
+        &self,
+        scopes: &[&str],
+        wait: bool,
+    ) -> (Result<(), CacheError>, Waited) {
         let result = self.far.invalidate(scopes).await;
         self.epochs.drop_scopes(scopes.iter().copied());
         let mut waited = Waited::default();
         if let Some(leases) = &self.leases {
-            waited = leases.announce_and_wait(scopes).await;
+            waited = leases.announce_and_wait(scopes, wait).await;
         } else if let Some(bus) = &self.bus {
             let a = Message {
                 origin: self.origin.clone(),
@@ -743,6 +751,11 @@ impl Cache for TieredCache {
     /// until every other lease holder has dropped them or its lease has run out.
     async fn invalidate(&self, scopes: &[&str]) -> Result<(), CacheError> {
         self.invalidate_waited(scopes).await.0
+    }
+
+    /// Announced, not waited for: every lease holder applies the same feed itself.
+    async fn invalidate_detached(&self, scopes: &[&str]) -> Result<(), CacheError> {
+        self.invalidate_with(scopes, false).await.0
     }
 
     async fn remove(&self, key: &Key) -> Result<(), CacheError> {

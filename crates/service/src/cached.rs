@@ -348,10 +348,21 @@ impl CachedRepository {
     /// the cache's to remember (it refuses to serve until it has recovered); the write
     /// itself succeeded and is answered as such.
     async fn changed(&self, changes: &[Change]) {
+        self.invalidate(changes, false).await;
+    }
+
+    /// Invalidates what `changes` made stale; `detached` for changes no answer waits on
+    /// (the change feed's), which a cache need not hold up for other instances.
+    async fn invalidate(&self, changes: &[Change], detached: bool) {
         let scopes: std::collections::BTreeSet<String> =
             changes.iter().flat_map(keys::scopes_of).collect();
         let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
-        if let Err(e) = self.cache.invalidate(&scopes).await {
+        let result = if detached {
+            self.cache.invalidate_detached(&scopes).await
+        } else {
+            self.cache.invalidate(&scopes).await
+        };
+        if let Err(e) = result {
             tracing::debug!(?scopes, error = %e, "cache invalidation failed");
         }
     }
@@ -381,7 +392,7 @@ impl CachedRepository {
                         continue;
                     }
                 };
-                this.changed(&changes).await;
+                this.invalidate(&changes, true).await;
                 metrics::counter!("letip_changes_applied_total").increment(changes.len() as u64);
             }
             this.feed.store(FEED_DOWN, Ordering::Relaxed);

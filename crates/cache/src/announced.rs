@@ -1,0 +1,135 @@
+//! [`AnnouncedCache`]: a [`RedisCache`] whose writes take part in the leases of near tiers
+//! sharing its Redis.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::task::AbortHandle;
+
+use crate::bus::{BusEvent, RedisBus};
+use crate::lease::{LeaseConfig, Leases, Waited};
+use crate::{
+    Cache, CacheError, CacheHealth, IndexLookup, Key, Lookup, Members, RedisCache, Stored, Ticket,
+};
+
+/// A [`RedisCache`] for an instance without a near tier beside instances with a leased
+/// one (a [`TieredCache`](crate::TieredCache) whose bus is on `channel`): it holds no
+/// lease and serves only from Redis, but each invalidation is announced on `channel`
+/// and answered only once every lease holder dropped it or its lease ran out, exactly as
+/// a leased near tier's own writes. Without it, a near tier's copies would outlive its
+/// writes until the change feed or the holder's next confirmation reached them.
+pub struct AnnouncedCache {
+    far: Arc<RedisCache>,
+    leases: Arc<Leases>,
+    _acks: Arc<RedisBus>,
+    listener: AbortHandle,
+}
+
+impl std::fmt::Debug for AnnouncedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnnouncedCache")
+            .field("far", &self.far)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for AnnouncedCache {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl AnnouncedCache {
+    /// Announces `far`'s invalidations on `channel`. Must be called inside a Tokio
+    /// runtime.
+    pub fn new(far: Arc<RedisCache>, channel: &str, config: LeaseConfig) -> Self {
+        let origin = format!("{:016x}", rand::random::<u64>());
+        let leases = Arc::new(Leases::new(far.clone(), channel, origin, config));
+        let acks = RedisBus::new(far.clone(), &leases.ack_channel());
+        let mut received = acks.subscribe();
+        let l = leases.clone();
+        let listener = tokio::spawn(async move {
+            loop {
+                match received.recv().await {
+                    Ok(BusEvent::Message(payload)) => l.ack_received(&payload),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    _ => {}
+                }
+            }
+        })
+        .abort_handle();
+        Self {
+            far,
+            leases,
+            _acks: acks,
+            listener,
+        }
+    }
+
+    /// [`Cache::invalidate`], answering what the write waited for.
+    pub async fn invalidate_waited(&self, scopes: &[&str]) -> (Result<(), CacheError>, Waited) {
+        let result = self.far.invalidate(scopes).await;
+        let waited = self.leases.announce_and_wait(scopes, true).await;
+        (result, waited)
+    }
+}
+
+#[async_trait]
+impl Cache for AnnouncedCache {
+    async fn get(&self, key: &Key) -> Result<Lookup, CacheError> {
+        self.far.get(key).await
+    }
+
+    async fn put(
+        &self,
+        key: &Key,
+        ticket: &Ticket,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<Stored, CacheError> {
+        self.far.put(key, ticket, value, ttl).await
+    }
+
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Lookup>, CacheError> {
+        self.far.get_many(keys).await
+    }
+
+    async fn get_index(&self, key: &Key, members: Members<'_>) -> Result<IndexLookup, CacheError> {
+        self.far.get_index(key, members).await
+    }
+
+    async fn put_index(
+        &self,
+        key: &Key,
+        ticket: &Ticket,
+        value: Bytes,
+        members: &[Key],
+        ttl: Duration,
+    ) -> Result<Stored, CacheError> {
+        self.far.put_index(key, ticket, value, members, ttl).await
+    }
+
+    async fn invalidate(&self, scopes: &[&str]) -> Result<(), CacheError> {
+        self.invalidate_waited(scopes).await.0
+    }
+
+    async fn invalidate_detached(&self, scopes: &[&str]) -> Result<(), CacheError> {
+        let result = self.far.invalidate(scopes).await;
+        self.leases.announce_and_wait(scopes, false).await;
+        result
+    }
+
+    async fn remove(&self, key: &Key) -> Result<(), CacheError> {
+        self.far.remove(key).await
+    }
+
+    async fn health(&self) -> CacheHealth {
+        self.far.health().await
+    }
+
+    fn verifies_integrity(&self) -> bool {
+        self.far.verifies_integrity()
+    }
+}
