@@ -7,8 +7,8 @@
 //! | `cache_sets_total` | `family`, `result` = `stored` / `stale` / `too_large` / `error` | stores |
 //! | `cache_invalidations_total` | `family` (the scope's first segment) | scopes invalidated |
 //! | `cache_corrupt_total` | `family` | entries found unusable and removed |
-//! | `cache_near_hits_total` | `family` | hits served from the near tier (also counted as hits) |
-//! | `cache_near_leased_hits_total` | `family` | near hits served under a lease, without a round trip (also counted as near hits) |
+//! | `cache_near_hits_total` | `family` | hits served from the near tier once Redis confirmed them (also counted as hits) |
+//! | `cache_near_leased_hits_total` | `family` | hits served from the near tier under a lease, without a round trip (also counted as hits) |
 //! | `cache_lease_renewals_total` | | leases renewed and proven by their heartbeat |
 //! | `cache_lease_losses_total` | | leases that ended unrenewed or were revoked (subscription lost) |
 //! | `cache_lease_valid` | | 1 while this instance holds a lease |
@@ -45,7 +45,6 @@ pub(crate) fn near_hit(family: &'static str) {
 
 /// A hit served from the near tier under a lease, with no round trip.
 pub(crate) fn leased_hit(family: &'static str) {
-    metrics::counter!("cache_near_hits_total", "family" => family).increment(1);
     metrics::counter!("cache_near_leased_hits_total", "family" => family).increment(1);
 }
 
