@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::task::AbortHandle;
 
-use crate::bus::{BusEvent, RedisBus};
+use crate::bus::RedisBus;
 use crate::lease::{LeaseConfig, Leases, Waited};
 use crate::{
     Cache, CacheError, CacheHealth, IndexLookup, Key, Lookup, Members, RedisCache, Stored, Ticket,
@@ -47,19 +47,7 @@ impl AnnouncedCache {
     pub fn new(far: Arc<RedisCache>, channel: &str, config: LeaseConfig) -> Self {
         let origin = format!("{:016x}", rand::random::<u64>());
         let leases = Arc::new(Leases::new(far.clone(), channel, origin, config));
-        let acks = RedisBus::new(far.clone(), &leases.ack_channel());
-        let mut received = acks.subscribe();
-        let l = leases.clone();
-        let listener = tokio::spawn(async move {
-            loop {
-                match received.recv().await {
-                    Ok(BusEvent::Message(payload)) => l.ack_received(&payload),
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                    _ => {}
-                }
-            }
-        })
-        .abort_handle();
+        let (acks, listener) = leases.receive_acks();
         Self {
             far,
             leases,

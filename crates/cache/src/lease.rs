@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 use deadpool_redis::redis::{Script, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+use tokio::task::AbortHandle;
 
+use crate::bus::{BusEvent, RedisBus};
 use crate::{RedisCache, metrics};
 
 /// Settings of the near tier's leases.
@@ -298,8 +300,26 @@ impl Leases {
         }
     }
 
+    /// Subscribes to this instance's acknowledgement channel and applies what arrives,
+    /// in a task (aborted with the handle). Answers the bus, to be kept alive.
+    pub(crate) fn receive_acks(self: &Arc<Self>) -> (Arc<RedisBus>, AbortHandle) {
+        let bus = RedisBus::new(self.far.clone(), &self.ack_channel());
+        let mut received = bus.subscribe();
+        let leases = self.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match received.recv().await {
+                    Ok(BusEvent::Message(payload)) => leases.ack_received(&payload),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    _ => {}
+                }
+            }
+        });
+        (bus, task.abort_handle())
+    }
+
     /// An acknowledgement arrived on this instance's channel.
-    pub(crate) fn ack_received(&self, payload: &[u8]) {
+    fn ack_received(&self, payload: &[u8]) {
         let Ok(ack) = serde_json::from_slice::<Ack>(payload) else {
             return;
         };

@@ -285,21 +285,8 @@ impl TieredCache {
             );
         }
         if let (Some(bus), Some(leases)) = (&bus, &leases) {
-            let ack_bus = RedisBus::new(far.clone(), &leases.ack_channel());
-            let mut received = ack_bus.subscribe();
-            let l = leases.clone();
-            tasks.push(
-                tokio::spawn(async move {
-                    loop {
-                        match received.recv().await {
-                            Ok(BusEvent::Message(payload)) => l.ack_received(&payload),
-                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                            _ => {}
-                        }
-                    }
-                })
-                .abort_handle(),
-            );
+            let (ack_bus, receiving) = leases.receive_acks();
+            tasks.push(receiving);
             acks = Some(ack_bus);
             let bus = bus.clone();
             tasks.push(

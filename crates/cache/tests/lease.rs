@@ -64,6 +64,17 @@ async fn holds_lease(c: &TieredCache) {
     eventually("the instance holds a lease", async || c.holds_lease()).await;
 }
 
+/// Two instances on `url`, each holding a lease of `ms`.
+async fn two_holding(url: &str, ms: u64) -> (TieredCache, TieredCache) {
+    let (a, b) = (
+        instance(url, url, lease(ms, true)),
+        instance(url, url, lease(ms, true)),
+    );
+    holds_lease(&a).await;
+    holds_lease(&b).await;
+    (a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_a_lease_a_near_copy_is_served_without_asking_redis_until_the_lease_ends() {
     let redis = RedisServer::start();
@@ -87,13 +98,7 @@ async fn under_a_lease_a_near_copy_is_served_without_asking_redis_until_the_leas
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_answers_once_every_holder_dropped_what_it_changed() {
     let redis = RedisServer::start();
-    let url = redis.url();
-    let (a, b) = (
-        instance(&url, &url, lease(500, true)),
-        instance(&url, &url, lease(500, true)),
-    );
-    holds_lease(&a).await;
-    holds_lease(&b).await;
+    let (a, b) = two_holding(&redis.url(), 500).await;
     let k = detail("2");
     // A table younger than a lease may have lost leases still running: the first
     // writes wait it out.
@@ -228,13 +233,7 @@ fn rows_named(value: &[u8]) -> Option<Vec<Key>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_under_a_lease_is_served_whole_and_never_after_a_write_to_one_of_its_rows() {
     let redis = RedisServer::start();
-    let url = redis.url();
-    let (a, b) = (
-        instance(&url, &url, lease(500, true)),
-        instance(&url, &url, lease(500, true)),
-    );
-    holds_lease(&a).await;
-    holds_lease(&b).await;
+    let (a, b) = two_holding(&redis.url(), 500).await;
     let page = Key::new("list", "list", &[("page", "1")]);
     let members: Vec<Key> = (1..=3).map(row).collect();
     let Ok(IndexLookup::Miss(t)) = b.get_index(&page, &rows_named).await else {
