@@ -50,9 +50,10 @@ impl Default for NearConfig {
     }
 }
 
-/// Longest a near copy is served under a lease since Redis last confirmed it: the most
-/// it outlives its Redis entry, or an invalidation that was never announced (one
-/// applied late by a retry).
+/// How long a near copy is served under a lease since Redis last confirmed it before one
+/// lookup confirms it again (the others serving it meanwhile); past twice this, every
+/// lookup asks. Twice this bounds how long a copy outlives its Redis entry, or an
+/// invalidation that was never announced (one applied late by a retry).
 const CONFIRM_EVERY: u64 = 1_000_000_000;
 
 #[derive(Debug, Clone)]
@@ -65,18 +66,69 @@ struct NearEntry {
     stamp: u64,
     /// For an index copy: its members' key names, made once when the copy is kept.
     plan: Option<Arc<IndexPlan>>,
-    /// When Redis last confirmed the copy (or answered it), on [`lease::clock`].
-    confirmed: Arc<AtomicU64>,
+    /// When Redis last confirmed the copy (or answered it).
+    confirmed: Arc<Confirmation>,
+}
+
+/// When Redis last confirmed a copy, on [`lease::clock`], and whether a lookup is
+/// confirming it again now.
+#[derive(Debug, Default)]
+struct Confirmation {
+    at: AtomicU64,
+    confirming: std::sync::atomic::AtomicBool,
+}
+
+impl Confirmation {
+    fn new(at: u64) -> Arc<Self> {
+        Arc::new(Self {
+            at: AtomicU64::new(at),
+            confirming: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+}
+
+/// Whether a lookup under a lease may serve a copy without asking Redis.
+enum Unasked {
+    Serve,
+    /// Not without asking: this lookup confirms the copy again (the others go on
+    /// serving it meanwhile), and lets go of that when dropped.
+    Confirm(Confirming),
+    Ask,
+}
+
+struct Confirming(Arc<Confirmation>);
+
+impl Drop for Confirming {
+    fn drop(&mut self) {
+        self.0.confirming.store(false, Ordering::Release);
+    }
 }
 
 impl NearEntry {
-    /// Whether it may be served under a lease: confirmed recently enough.
-    fn recent(&self, now: u64) -> bool {
-        now.saturating_sub(self.confirmed.load(Ordering::Relaxed)) < CONFIRM_EVERY
+    /// A copy confirmed within [`CONFIRM_EVERY`] is served unasked; one confirmed
+    /// within twice that is confirmed again by one lookup while the others serve it;
+    /// an older one is asked about by every lookup.
+    fn unasked(&self, now: u64) -> Unasked {
+        let age = now.saturating_sub(self.confirmed.at.load(Ordering::Relaxed));
+        if age < CONFIRM_EVERY {
+            Unasked::Serve
+        } else if age < 2 * CONFIRM_EVERY {
+            match self.confirmed.confirming.compare_exchange(
+                false,
+                true,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => Unasked::Confirm(Confirming(self.confirmed.clone())),
+                Err(_) => Unasked::Serve,
+            }
+        } else {
+            Unasked::Ask
+        }
     }
 
     fn confirmed_at(&self, at: u64) {
-        self.confirmed.fetch_max(at, Ordering::Relaxed);
+        self.confirmed.at.fetch_max(at, Ordering::Relaxed);
     }
 }
 
@@ -412,7 +464,7 @@ impl TieredCache {
             scope: copy.scope,
             stamp: copy.stamp,
             plan,
-            confirmed: Arc::new(AtomicU64::new(copy.asked)),
+            confirmed: Confirmation::new(copy.asked),
         };
         self.near.insert(name, entry).await;
     }
@@ -461,12 +513,17 @@ impl Cache for TieredCache {
         let stamp = self.epochs.now();
         let asked = lease::clock();
         let copy = self.copy_of(&name).await;
-        if let (true, Some(c)) = (leased, &copy)
-            && c.recent(asked)
-        {
-            metrics::leased_hit(key.family());
-            metrics::lookup(key.family(), "hit");
-            return Ok(Lookup::Hit(c.bytes.clone()));
+        let mut _confirming = None;
+        if let (true, Some(c)) = (leased, &copy) {
+            match c.unasked(asked) {
+                Unasked::Serve => {
+                    metrics::leased_hit(key.family());
+                    metrics::lookup(key.family(), "hit");
+                    return Ok(Lookup::Hit(c.bytes.clone()));
+                }
+                Unasked::Confirm(c) => _confirming = Some(c),
+                Unasked::Ask => {}
+            }
         }
         let raw = self.far.lookup(key, copy.as_ref().map(|c| &*c.tag)).await;
         let result = match raw {
@@ -517,7 +574,7 @@ impl Cache for TieredCache {
                 scope: key.scope().into(),
                 stamp,
                 plan: None,
-                confirmed: Arc::new(AtomicU64::new(asked)),
+                confirmed: Confirmation::new(asked),
             };
             self.near.insert(self.far.value_key(key), entry).await;
         }
@@ -542,18 +599,24 @@ impl Cache for TieredCache {
         let copy = self.copy_of(&name).await;
         // Under a lease, an index copy kept with all its members' copies, none of whose
         // scopes was dropped since, is the page.
+        let mut _confirming = None;
         if let (true, Some(c)) = (leased, &copy)
-            && c.recent(asked)
             && let Some(p) = &c.plan
             && p.rows.len() == p.names.len()
             && self.epochs.all_current(&p.scopes, c.stamp)
         {
-            metrics::leased_hit(key.family());
-            metrics::lookup(key.family(), "hit");
-            return Ok(IndexLookup::Hit {
-                value: c.bytes.clone(),
-                members: p.rows.iter().map(|(_, b)| Lookup::Hit(b.clone())).collect(),
-            });
+            match c.unasked(asked) {
+                Unasked::Serve => {
+                    metrics::leased_hit(key.family());
+                    metrics::lookup(key.family(), "hit");
+                    return Ok(IndexLookup::Hit {
+                        value: c.bytes.clone(),
+                        members: p.rows.iter().map(|(_, b)| Lookup::Hit(b.clone())).collect(),
+                    });
+                }
+                Unasked::Confirm(c) => _confirming = Some(c),
+                Unasked::Ask => {}
+            }
         }
         // The members' names come with the copy (made when it was kept), or are made now.
         let plan = copy.as_ref().and_then(|c| {
@@ -577,7 +640,7 @@ impl Cache for TieredCache {
                     scope: scope.clone(),
                     stamp,
                     plan: None,
-                    confirmed: Arc::new(AtomicU64::new(0)),
+                    confirmed: Confirmation::new(0),
                 }));
             }
         } else {
