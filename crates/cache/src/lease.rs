@@ -4,8 +4,9 @@
 //! has run out.
 //!
 //! - **The table.** A sorted set in Redis of instances by the end of their lease, on
-//!   the Redis clock (ms), beside the time the table was made. Expired members are
-//!   removed by every script that reads it.
+//!   the Redis clock (ms), holding the time it was made as member `#since` (so that the
+//!   two are evicted or expire together; an hour after its last use). Expired members
+//!   are removed by every renewal.
 //! - **Renewal.** Every quarter lease an instance runs one script that renews its lease
 //!   *and publishes a heartbeat* on the invalidation channel. Pub/sub delivers in order
 //!   on one connection and loses messages only with the connection, so when the
@@ -72,27 +73,33 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// KEYS: the table, its making time. ARGV: instance, lease (ms), '1' to renew, channel,
-/// heartbeat. Answers the Redis clock (ms).
+/// How long the table outlives its last renewal or announcement.
+const TABLE_TTL_MS: u64 = 3_600_000;
+
+/// KEYS: the table. ARGV: instance, lease (ms), '1' to renew, channel, heartbeat, the
+/// table's TTL (ms). The table's making time is member `#since`, scored negated, so that
+/// one key holds it and the leases: evicted or expired, they go together. Answers the
+/// Redis clock (ms).
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-if not tonumber(redis.call('GET', KEYS[2]) or '') then
-  redis.call('SET', KEYS[2], now)
+if not redis.call('ZSCORE', KEYS[1], '#since') then
+  redis.call('ZADD', KEYS[1], -now, '#since')
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, now)
 if ARGV[3] == '1' then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return now
 ",
     )
 });
 
-/// KEYS: the table, its making time. ARGV: channel, announcement. Publishes, then
+/// KEYS: the table. ARGV: channel, announcement, the table's TTL (ms). Publishes, then
 /// answers the Redis clock (ms), when the table was made, and each live holder with the
 /// end of its lease, flat.
 static ANNOUNCE: LazyLock<Script> = LazyLock::new(|| {
@@ -101,11 +108,14 @@ static ANNOUNCE: LazyLock<Script> = LazyLock::new(|| {
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local since = tonumber(redis.call('GET', KEYS[2]) or '')
-if not since then
+local since = redis.call('ZSCORE', KEYS[1], '#since')
+if since then
+  since = -tonumber(since)
+else
   since = now
-  redis.call('SET', KEYS[2], now)
+  redis.call('ZADD', KEYS[1], -now, '#since')
 end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 local out = {now, since}
 local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES')
 for i = 1, #live do out[#out + 1] = live[i] end
@@ -203,6 +213,10 @@ impl Leases {
         ack_channel(&self.channel, &self.origin)
     }
 
+    fn table_ttl_ms(&self) -> u64 {
+        TABLE_TTL_MS.max(self.lease_ms().saturating_mul(10))
+    }
+
     fn lease_ms(&self) -> u64 {
         u64::try_from(self.config.lease.as_millis())
             .unwrap_or(u64::MAX)
@@ -274,12 +288,14 @@ impl Leases {
             return;
         };
         let lease = self.lease_ms().to_string();
-        let args: [&[u8]; 5] = [
+        let ttl = self.table_ttl_ms().to_string();
+        let args: [&[u8]; 6] = [
             self.origin.as_bytes(),
             lease.as_bytes(),
             if renew { b"1" } else { b"0" },
             self.channel.as_bytes(),
             &beat,
+            ttl.as_bytes(),
         ];
         if let Err(e) = self
             .far
@@ -388,7 +404,8 @@ impl Leases {
         let Ok(payload) = serde_json::to_vec(&message) else {
             return Waited::default();
         };
-        let args: [&[u8]; 2] = [self.channel.as_bytes(), &payload];
+        let ttl = self.table_ttl_ms().to_string();
+        let args: [&[u8]; 3] = [self.channel.as_bytes(), &payload, ttl.as_bytes()];
         let answer = self
             .far
             .lease_script("lease_announce", &ANNOUNCE, &args, true)

@@ -898,13 +898,10 @@ impl RedisCache {
         .map(|_| ())
     }
 
-    /// The lease table's two keys (one hash slot): the sorted set of instances by the end
-    /// of their lease (Redis clock, ms), and when the table was made.
-    pub(crate) fn lease_keys(&self) -> [String; 2] {
-        [
-            format!("{}:{{#near}}:leases", self.namespace),
-            format!("{}:{{#near}}:leases-since", self.namespace),
-        ]
+    /// The lease table: a sorted set of instances by the end of their lease (Redis clock,
+    /// ms), with when it was made as member `#since` (its score negated).
+    pub(crate) fn lease_table(&self) -> String {
+        format!("{}:{{#near}}:leases", self.namespace)
     }
 
     /// Runs a lease script (see `lease.rs`) on the lease table's keys. `for_write`: a
@@ -916,7 +913,7 @@ impl RedisCache {
         args: &[&[u8]],
         for_write: bool,
     ) -> Result<Value, CacheError> {
-        let [table, since] = self.lease_keys();
+        let table = self.lease_table();
         let (timeout, gate) = if for_write {
             (
                 self.config.invalidate_timeout.max(self.config.timeout),
@@ -927,7 +924,6 @@ impl RedisCache {
         };
         self.call_within(op, timeout, gate, |mut c| async move {
             let mut invocation = script.key(table);
-            invocation.key(since);
             for a in args {
                 invocation.arg(*a);
             }

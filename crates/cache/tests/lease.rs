@@ -128,6 +128,13 @@ async fn a_write_answers_once_every_holder_dropped_what_it_changed() {
             "round {round}: B served its copy after A's write answered"
         );
     }
+    // A table evicted (or lost with a restart) is new again: writes wait out a lease.
+    assert_eq!(redis.cli(&["DEL", "letip:v1:{#near}:leases"]).trim(), "1");
+    let (_, waited) = a.invalidate_waited(&["detail:2"]).await;
+    assert!(
+        waited.fenced,
+        "the write after the table was lost: {waited:?}"
+    );
 }
 
 /// B's subscription goes silent (its link to Redis stalls) while it holds a lease and a
