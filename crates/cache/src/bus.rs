@@ -3,8 +3,10 @@
 //!
 //! Delivery is at most once: a message published while an instance's subscription is
 //! down never reaches it. Subscribers therefore also receive [`BusEvent::Lost`] and
-//! [`BusEvent::Connected`], and must not rely on the bus for correctness: the near tier
-//! drops its copies when the subscription is lost, and validates every copy it serves.
+//! [`BusEvent::Connected`]. What a subscriber may rely on is what Redis pub/sub does
+//! guarantee: messages arrive in the order Redis executed their `PUBLISH`, and are lost
+//! only with the subscription's connection. The leased near tier rests on exactly that
+//! (a heartbeat it received proves it received everything published before).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,15 +1,18 @@
 //! [`TieredCache`]: an in-process near tier (moka) in front of a [`RedisCache`].
 //!
-//! Guarantee (strict, and the only mode): a near copy is served only after Redis confirmed
-//! that its generation is still current, in one round trip that carries no value. So a
-//! near hit is exactly as fresh as a Redis hit, across instances: an invalidation made by
-//! any instance is seen by the next lookup on every other. What the near tier saves is
-//! the transfer of the value (a list page is tens of kilobytes) and Redis's work on it,
-//! not the round trip.
+//! Guarantee (strict in both modes): a near hit is exactly as fresh as a Redis hit,
+//! across instances. **Leased** (with a bus and [`NearConfig::lease`]): while this
+//! instance holds a lease (see `lease.rs`), a copy no drop has reached is served with no
+//! round trip, and every write waits until each lease holder dropped what it changed.
+//! **Confirmed** (no lease held, or leases off): a copy is served only after Redis
+//! confirmed that its generation is still current, in one round trip that carries no
+//! value; what the near tier saves is then the transfer of the value and Redis's work on
+//! it, not the round trip.
 //!
 //! Invalidations are also published on a [`RedisBus`]; every instance drops its near
-//! copies of the scopes named, and all of them when its subscription drops. That keeps
-//! memory for current data; freshness never depends on it. A drop costs O(1) whatever
+//! copies of the scopes named, and all of them when its subscription drops or is made
+//! again. In the confirmed mode that only keeps memory for current data; the leased
+//! mode rests on it (in order, lost only with the connection). A drop costs O(1) whatever
 //! the copies held: it stamps the scope in a table of [`Epochs`], and a copy older than
 //! its scope's (or its root's) stamp is not offered again, and is replaced when Redis
 //! answers the entry or evicted like any unused copy.
