@@ -24,7 +24,6 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use letip_domain::Repository;
 use letip_service::EventHub;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tracing_actix_web::TracingLogger;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -140,9 +139,12 @@ impl utoipa::Modify for SharedAnswers {
     }
 }
 
-/// A resource that answers an unsupported method as NestJS does: 404 `Cannot PUT /path`.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(ops::not_found))
+/// A resource that answers an unsupported method as NestJS does: 404 `Cannot PUT /path`,
+/// labelled with its pattern in the latency metrics.
+fn resource(path: &'static str) -> actix_web::Resource {
+    web::resource(path)
+        .app_data(observe::Route(path))
+        .default_service(web::to(ops::not_found))
 }
 
 /// Registers every route. `/api/businesses/stats` comes before `/api/businesses/{id}`,
@@ -173,7 +175,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(resource("/metrics").route(web::get().to(ops::metrics)))
     .service(resource("/ws").route(web::get().to(ws::ws)))
     // Every method: Engine.IO answers its own errors, never the NestJS 404.
-    .service(web::resource("/socket.io/").route(web::route().to(socketio::endpoint)))
+    .service(
+        web::resource("/socket.io/")
+            .app_data(observe::Route("/socket.io/"))
+            .route(web::route().to(socketio::endpoint)),
+    )
     .service(resource("/api/docs").route(web::get().to(|| async {
         HttpResponse::PermanentRedirect()
             .insert_header(("location", "/api/docs/"))
@@ -254,8 +260,7 @@ pub fn server(
             .configure(routes)
             .default_service(web::to(ops::not_found))
             .wrap(cors(&origins))
-            .wrap(from_fn(observe::http_metrics))
-            .wrap(TracingLogger::default())
+            .wrap(from_fn(observe::observe))
     })
     .workers(workers.max(1))
     .keep_alive(keep_alive)

@@ -1,15 +1,20 @@
 //! Observability: the Prometheus recorder, the HTTP latency middleware and request ids.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpMessage};
+use actix_web::{Error, HttpRequest};
+use foldhash::fast::FixedState;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_actix_web::RequestId;
+use tracing::Instrument;
 
 /// Latency histogram of every HTTP request, by method, route pattern, status and `cache`
 /// (the answer's `X-Cache`: `HIT` when it came whole from the cache, `MISS`, `BYPASS`,
@@ -57,19 +62,97 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
-/// Records request latency and answers the request id as `x-request-id`.
-pub async fn http_metrics(
+/// The route pattern a resource was registered under, kept as its app data so that
+/// [`observe`] labels a request without matching its path again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Route(pub &'static str);
+
+/// The route label of an answered request: its resource's [`Route`], else the pattern
+/// actix matched (resources registered without one), else `unmatched`.
+fn route_of(req: &HttpRequest) -> Cow<'static, str> {
+    if let Some(Route(route)) = req.app_data::<Route>() {
+        return Cow::Borrowed(route);
+    }
+    req.match_pattern()
+        .map_or(Cow::Borrowed("unmatched"), Cow::Owned)
+}
+
+/// The method label: the standard methods by name, any other as `other`, so that no
+/// client can grow the histogram's series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        Method::OPTIONS => "OPTIONS",
+        Method::HEAD => "HEAD",
+        _ => "other",
+    }
+}
+
+/// What a latency series is told apart by.
+#[derive(PartialEq, Eq, Hash)]
+struct Series {
+    method: &'static str,
+    route: Cow<'static, str>,
+    status: u16,
+    cache: &'static str,
+}
+
+thread_local! {
+    /// The histogram handles this thread has recorded to, by series: registering a
+    /// series in the recorder on every request (hashing its name and four labels)
+    /// costs more than a cache hit itself. The recorder is installed before any server
+    /// starts ([`prometheus`] is in every `AppState`), so no handle taken here is a
+    /// no-op one.
+    static HISTOGRAMS: RefCell<HashMap<Series, metrics::Histogram, FixedState>> =
+        RefCell::new(HashMap::with_hasher(FixedState::default()));
+}
+
+fn record(series: Series, seconds: f64) {
+    HISTOGRAMS.with_borrow_mut(|histograms| {
+        if let Some(h) = histograms.get(&series) {
+            h.record(seconds);
+            return;
+        }
+        let h = metrics::histogram!(
+            HTTP_DURATION,
+            "method" => series.method,
+            "route" => series.route.clone(),
+            "status" => series.status.to_string(),
+            "cache" => series.cache,
+        );
+        h.record(seconds);
+        histograms.insert(series, h);
+    });
+}
+
+/// A request's id: random, 32 hex digits.
+fn request_id() -> HeaderValue {
+    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+    let id = uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
+    HeaderValue::from_str(id).expect("hex digits are a header value")
+}
+
+/// The outermost middleware: gives each request an id, answered as `x-request-id` and
+/// named by the span every log line of the request is in, and records its latency in
+/// [`HTTP_DURATION`].
+pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let start = Instant::now();
-    let method = req.method().as_str().to_owned();
-    let request_id = req.extensions().get::<RequestId>().copied();
-    let mut res = next.call(req).await?;
-    let route = res
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = method_label(req.method());
+    let id = request_id();
+    let span = tracing::info_span!(
+        "request",
+        method,
+        path = req.path(),
+        request_id = id.to_str().unwrap_or_default(),
+    );
+    let mut res = next.call(req).instrument(span).await?;
     let cache = match res
         .headers()
         .get(crate::handlers::X_CACHE)
@@ -80,19 +163,14 @@ pub async fn http_metrics(
         Some(b"BYPASS") => "BYPASS",
         _ => "none",
     };
-    metrics::histogram!(
-        HTTP_DURATION,
-        "method" => method,
-        "route" => route,
-        "status" => res.status().as_u16().to_string(),
-        "cache" => cache,
-    )
-    .record(start.elapsed().as_secs_f64());
-    if let Some(id) = request_id
-        && let Ok(value) = HeaderValue::from_str(&id.to_string())
-    {
-        res.headers_mut()
-            .insert(HeaderName::from_static("x-request-id"), value);
-    }
+    let series = Series {
+        method,
+        route: route_of(res.request()),
+        status: res.status().as_u16(),
+        cache,
+    };
+    record(series, start.elapsed().as_secs_f64());
+    res.headers_mut()
+        .insert(HeaderName::from_static("x-request-id"), id);
     Ok(res)
 }
