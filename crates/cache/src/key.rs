@@ -24,9 +24,14 @@ pub struct Key {
     name: String,
 }
 
-fn encode_into(out: &mut String, value: &str) {
+pub(crate) fn encode_into(out: &mut String, value: &str) {
+    let safe = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
+    if value.bytes().all(safe) {
+        out.push_str(value);
+        return;
+    }
     for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-') {
+        if safe(b) {
             out.push(char::from(b));
         } else {
             let _ = write!(out, "%{b:02X}");
@@ -45,33 +50,46 @@ impl Key {
     /// A key of `family` in `scope`, named by `parts`. Part names should be fixed
     /// identifiers; a value may be anything.
     pub fn new(family: &'static str, scope: &str, parts: &[(&str, &str)]) -> Self {
-        let mut sorted: Vec<&(&str, &str)> = parts.iter().collect();
-        sorted.sort_unstable();
-        let mut canonical = String::new();
-        for (i, (name, value)) in sorted.into_iter().enumerate() {
+        let mut name = String::with_capacity(
+            family.len()
+                + 2
+                + parts
+                    .iter()
+                    .map(|(n, v)| n.len() + v.len() + 2)
+                    .sum::<usize>(),
+        );
+        encode_into(&mut name, family);
+        name.push(':');
+        let start = name.len();
+        let mut push = |i: usize, (part, value): &(&str, &str)| {
             if i > 0 {
-                canonical.push('&');
+                name.push('&');
             }
-            encode_into(&mut canonical, name);
-            canonical.push('=');
-            encode_into(&mut canonical, value);
-        }
-        let name = if canonical.len() > MAX_PLAIN_LEN {
-            let digest = Sha256::digest(canonical.as_bytes());
-            let mut hex = String::from("sha256-");
-            for b in digest {
-                let _ = write!(hex, "{b:02x}");
-            }
-            hex
-        } else if canonical.is_empty() {
-            "_".to_owned()
-        } else {
-            canonical
+            encode_into(&mut name, part);
+            name.push('=');
+            encode_into(&mut name, value);
         };
+        if parts.len() <= 1 {
+            parts.iter().enumerate().for_each(|(i, p)| push(i, p));
+        } else {
+            let mut sorted: Vec<&(&str, &str)> = parts.iter().collect();
+            sorted.sort_unstable();
+            sorted.into_iter().enumerate().for_each(|(i, p)| push(i, p));
+        }
+        if name.len() - start > MAX_PLAIN_LEN {
+            let digest = Sha256::digest(name.get(start..).unwrap_or_default().as_bytes());
+            name.truncate(start);
+            name.push_str("sha256-");
+            for b in digest {
+                let _ = write!(name, "{b:02x}");
+            }
+        } else if name.len() == start {
+            name.push('_');
+        }
         Self {
             family,
             scope: scope.to_owned(),
-            name: format!("{}:{name}", encode(family)),
+            name,
         }
     }
 

@@ -17,10 +17,40 @@
 //! | `cache_redis_duration_seconds` | `op` | Redis call latency, failures included |
 //! | `cache_redis_probes_total` | `by` = `health` / `background`, `result` = `up` / `down` | PINGs sent to learn whether Redis answers (health checks, and the background prober while the circuit is open) |
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::time::Duration;
 
+use foldhash::fast::FixedState;
+
+thread_local! {
+    /// The handles of the counters every lookup increments, by name and labels, taken
+    /// once per thread: finding a series in the recorder (hashing its name and labels
+    /// under a lock) on every lookup costs more than a hit from memory. Install the
+    /// recorder before the first lookup, as the `metrics` crate asks of every handle.
+    static COUNTERS: RefCell<HashMap<(&'static str, &'static str, &'static str), metrics::Counter, FixedState>> =
+        RefCell::new(HashMap::with_hasher(FixedState::default()));
+}
+
+/// Increments `name{family, result}` (`result` empty: no such label) through this
+/// thread's handle.
+fn count(name: &'static str, family: &'static str, result: &'static str) {
+    COUNTERS.with_borrow_mut(|counters| {
+        counters
+            .entry((name, family, result))
+            .or_insert_with(|| {
+                if result.is_empty() {
+                    metrics::counter!(name, "family" => family)
+                } else {
+                    metrics::counter!(name, "family" => family, "result" => result)
+                }
+            })
+            .increment(1);
+    });
+}
+
 pub(crate) fn lookup(family: &'static str, result: &'static str) {
-    metrics::counter!("cache_requests_total", "family" => family, "result" => result).increment(1);
+    count("cache_requests_total", family, result);
 }
 
 /// Counts a lookup by its outcome.
@@ -40,12 +70,12 @@ pub(crate) fn lookup_outcome(
 
 /// A hit served from the near tier after Redis confirmed it current.
 pub(crate) fn near_hit(family: &'static str) {
-    metrics::counter!("cache_near_hits_total", "family" => family).increment(1);
+    count("cache_near_hits_total", family, "");
 }
 
 /// A hit served from the near tier under a lease, with no round trip.
 pub(crate) fn leased_hit(family: &'static str) {
-    metrics::counter!("cache_near_leased_hits_total", "family" => family).increment(1);
+    count("cache_near_leased_hits_total", family, "");
 }
 
 pub(crate) fn lease_renewed() {

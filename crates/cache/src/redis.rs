@@ -860,7 +860,14 @@ impl RedisCache {
     /// is the scope's root, so a scope, its children and their entries share a slot.
     pub(crate) fn value_key(&self, key: &Key) -> String {
         let (root, _) = split_scope(key.scope());
-        format!("{}:{{{}}}:{}", self.namespace, encode(root), key.name())
+        let mut name =
+            String::with_capacity(self.namespace.len() + root.len() + key.name().len() + 4);
+        name.push_str(&self.namespace);
+        name.push_str(":{");
+        crate::key::encode_into(&mut name, root);
+        name.push_str("}:");
+        name.push_str(key.name());
+        name
     }
 
     /// The start of every value key of `scope`'s root (a child's entries are not told
