@@ -31,6 +31,7 @@ use serde::de::IgnoredAny;
 
 use crate::flight::SingleFlight;
 use crate::keys;
+use crate::pages::Pages;
 
 /// How long a completed load stays shared with readers of the same generation.
 const FLIGHT_LINGER: Duration = Duration::from_millis(250);
@@ -74,6 +75,9 @@ pub struct CachedRepository {
     /// The change feed's state, for health checks: [`FEED_NONE`] until `follow` is
     /// called, then [`FEED_UP`] or [`FEED_DOWN`].
     feed: AtomicU8,
+    /// List pages assembled from hits, answered again while the cache answers the same
+    /// bytes.
+    pages: Pages,
 }
 
 const FEED_NONE: u8 = 0;
@@ -117,6 +121,7 @@ impl CachedRepository {
             flights: SingleFlight::default(),
             list_max_page: u32::MAX,
             feed: AtomicU8::new(FEED_NONE),
+            pages: Pages::default(),
         }
     }
 
@@ -272,7 +277,9 @@ impl CachedRepository {
                 }
             }
         }
-        let rows: Vec<Bytes> = rows.into_iter().flatten().collect();
+        let mut found = Vec::with_capacity(rows.len());
+        found.extend(rows.into_iter().flatten());
+        let rows = found;
         Ok(fetched(
             page_json(&page.meta, &rows),
             if all_hit {
@@ -484,10 +491,14 @@ impl IdPage {
         Bytes::from(out)
     }
 
-    fn decode(value: &Bytes) -> Option<Self> {
+    /// The page `value` holds; its meta is checked to be JSON unless the cache
+    /// `verified` the value is what was put.
+    fn decode(value: &Bytes, verified: bool) -> Option<Self> {
         let nl = value.iter().position(|&b| b == b'\n')?;
         let meta = value.slice(..nl);
-        serde_json::from_slice::<IgnoredAny>(&meta).ok()?;
+        if !verified {
+            serde_json::from_slice::<IgnoredAny>(&meta).ok()?;
+        }
         let ids = std::str::from_utf8(value.get(nl + 1..)?).ok()?;
         let ids = if ids.is_empty() {
             Vec::new()
@@ -503,7 +514,7 @@ impl IdPage {
 
 /// The row keys a cached list page names (for caches that do not store them with it).
 fn page_members(value: &[u8]) -> Option<Vec<Key>> {
-    let page = IdPage::decode(&Bytes::copy_from_slice(value))?;
+    let page = IdPage::decode(&Bytes::copy_from_slice(value), false)?;
     Some(page.ids.iter().map(|&id| keys::row(id)).collect())
 }
 
@@ -562,7 +573,22 @@ impl Repository for CachedRepository {
         let family = key.family();
         match self.cache.get_index(&key, &page_members).await {
             Ok(IndexLookup::Hit { value, members }) => {
-                let Some(page) = IdPage::decode(&value).filter(|p| p.ids.len() == members.len())
+                let hits: Option<Vec<&Bytes>> = members
+                    .iter()
+                    .map(|m| match m {
+                        Lookup::Hit(b) => Some(b),
+                        Lookup::Miss(_) => None,
+                    })
+                    .collect();
+                if let Some(hits) = &hits
+                    && let Some(body) = self.pages.get(key.name(), &value, hits.iter().copied())
+                {
+                    tracing::debug!(family, "cache hit");
+                    return Ok(fetched(body, CacheStatus::Hit));
+                }
+                let rows = hits.map(|h| h.into_iter().cloned().collect::<Vec<Bytes>>());
+                let Some(page) = IdPage::decode(&value, self.cache.verifies_integrity())
+                    .filter(|p| p.ids.len() == members.len())
                 else {
                     tracing::warn!(
                         family,
@@ -575,7 +601,13 @@ impl Repository for CachedRepository {
                     return self.bypass(&key, self.page_load(query)).await;
                 };
                 tracing::debug!(family, "cache hit");
-                self.assemble(&key, query, &page, members, true).await
+                let fetched = self.assemble(&key, query, &page, members, true).await?;
+                if let (Some(rows), CacheStatus::Hit, Body::Json(body)) =
+                    (rows, &fetched.cache, &fetched.body)
+                {
+                    self.pages.keep(key.name(), value, rows, body.clone());
+                }
+                Ok(fetched)
             }
             Ok(IndexLookup::Miss(ticket)) => {
                 tracing::debug!(family, "cache miss");
@@ -609,7 +641,7 @@ impl Repository for CachedRepository {
                         Ok(value)
                     })
                     .await?;
-                let page = IdPage::decode(&value)
+                let page = IdPage::decode(&value, false)
                     .ok_or_else(|| RepoError::Internal("a list page that is not one".into()))?;
                 let rows: Vec<Key> = page.ids.iter().map(|&id| keys::row(id)).collect();
                 let members = match self.cache.get_many(&rows).await {

@@ -8,6 +8,7 @@ mod cached;
 pub mod events;
 mod flight;
 mod keys;
+mod pages;
 
 pub use cached::{CacheTtls, CachedRepository};
 pub use events::{Event, EventHub, Notifying};
