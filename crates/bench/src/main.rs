@@ -20,6 +20,7 @@ use clap::Parser;
 use serde::Deserialize;
 use tokio::process::{Child, Command};
 
+mod peer;
 mod plot;
 mod rate;
 
@@ -61,6 +62,12 @@ struct Args {
     /// Profile the hit path with `perf record` once.
     #[arg(long)]
     profile: bool,
+    /// Skip the NestJS peer (`scripts/nest-peer.sh`), measured beside the ceilings.
+    #[arg(long)]
+    no_peer: bool,
+    /// Node.js processes of the NestJS peer (letip runs one HTTP worker per core).
+    #[arg(long, default_value_t = 2)]
+    peer_workers: u32,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -380,6 +387,7 @@ async fn metrics(server: &Server) -> anyhow::Result<String> {
 #[derive(Debug)]
 struct WriteWait {
     instances: usize,
+    connections: u32,
     patch: Wrk,
     waits: f64,
     wait_p50_s: f64,
@@ -426,10 +434,10 @@ fn quantile_bound(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> (f64, 
     (bound, total)
 }
 
-/// PATCHes on `writer` for `seconds` (4 connections), and what they waited for.
+/// PATCHes on `writer` for `seconds` over `connections`, and what they waited for.
 async fn write_wait(
     writer: &Server,
-    instances: usize,
+    (instances, connections): (usize, u32),
     size: u64,
     seconds: u64,
     script: &Path,
@@ -439,7 +447,7 @@ async fn write_wait(
     let patch = wrk_with(
         &writer.url(""),
         seconds,
-        4,
+        connections,
         script,
         &[("BUSINESSES", size.to_string())],
     )
@@ -456,6 +464,7 @@ async fn write_wait(
     };
     Ok(WriteWait {
         instances,
+        connections,
         patch,
         waits,
         wait_p50_s: p50,
@@ -855,18 +864,23 @@ async fn main() -> anyhow::Result<()> {
                     };
                     // Past the lease table's first lease, and the other's first renewal.
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    let w = write_wait(&server, instances, size, 20, &write_lua).await?;
-                    println!(
-                        "writes, {instances} instance(s): {:.0} req/s  p50 {} µs  p99 {} µs; lease wait p50 <= {:.2} ms  p99 <= {:.2} ms over {:.0} writes, {:.0} lease ends waited out",
-                        w.patch.rps(),
-                        w.patch.p50_us,
-                        w.patch.p99_us,
-                        w.wait_p50_s * 1e3,
-                        w.wait_p99_s * 1e3,
-                        w.waits,
-                        w.expiry_waits
-                    );
-                    writes.push(w);
+                    // One writer at a time, as the dashboard's users write; then four at
+                    // once, which saturate this machine's cores.
+                    for connections in [1, 4] {
+                        let w = write_wait(&server, (instances, connections), size, 20, &write_lua)
+                            .await?;
+                        println!(
+                            "writes, {instances} instance(s), {connections} connection(s): {:.0} req/s  p50 {} µs  p99 {} µs; lease wait p50 <= {:.2} ms  p99 <= {:.2} ms over {:.0} writes, {:.0} lease ends waited out",
+                            w.patch.rps(),
+                            w.patch.p50_us,
+                            w.patch.p99_us,
+                            w.wait_p50_s * 1e3,
+                            w.wait_p99_s * 1e3,
+                            w.waits,
+                            w.expiry_waits
+                        );
+                        writes.push(w);
+                    }
                     if let Some(o) = other {
                         o.stop().await;
                     }
@@ -905,13 +919,65 @@ async fn main() -> anyhow::Result<()> {
         ceilings.insert(name, (w, r));
         let _ = std::fs::remove_file(&file);
     }
+    let peer = if args.no_peer {
+        None
+    } else {
+        let paths: Vec<(&'static str, String)> = endpoints(largest)
+            .into_iter()
+            .map(|(name, _, path)| (name, path))
+            .collect();
+        let (seconds, connections, lua) = (args.seconds, args.connections, report_lua.clone());
+        match peer::measure(
+            &db_url(&args, largest),
+            &args.redis,
+            &run,
+            args.peer_workers,
+            &paths,
+            |url| {
+                let lua = lua.clone();
+                async move { wrk(&url, seconds, connections, &lua).await }
+            },
+        )
+        .await
+        {
+            Ok(None) => {
+                println!("NestJS peer: node is not installed; skipped");
+                None
+            }
+            Ok(Some(hits)) => {
+                for (name, w) in &hits {
+                    println!(
+                        "nestjs {name:<20} hit {:>9.0} req/s  p50 {} µs  p99 {} µs",
+                        w.rps(),
+                        w.p50_us,
+                        w.p99_us
+                    );
+                }
+                Some(hits)
+            }
+            Err(e) => {
+                println!("NestJS peer: {e:#}; skipped");
+                None
+            }
+        }
+    };
     let _ = std::fs::remove_file(&mix_lua);
     let _ = std::fs::remove_file(&write_lua);
 
     let plot_path = out_dir.join("benchmarks-latency.svg");
     plot::latency(&plot_path, largest, &results)?;
     let report = render(
-        &args, &started, &results, &ceilings, &rss, &mixes, &rates, &writes, &memory, &perf,
+        &args,
+        &started,
+        &results,
+        &ceilings,
+        peer.as_ref(),
+        &rss,
+        &mixes,
+        &rates,
+        &writes,
+        &memory,
+        &perf,
         largest,
     );
     std::fs::write(&args.report, report)?;
@@ -960,6 +1026,7 @@ fn render(
     started: &str,
     results: &[(u64, Mode, &'static str, &'static str, Wrk, f64)],
     ceilings: &BTreeMap<&'static str, (Wrk, f64)>,
+    peer: Option<&peer::PeerHits>,
     rss: &[(u64, Mode, f64)],
     mixes: &[(Mode, Mix)],
     rates: &[(Mode, rate::RateRun)],
@@ -1071,6 +1138,42 @@ fn render(
         );
     }
 
+    if let Some(peer) = peer {
+        let _ = writeln!(
+            s,
+            "\n## Against a NestJS peer ({largest} businesses)\n\n\
+             The same reads as a NestJS 11 team builds them (`bench/nest-peer`: \
+             `CacheInterceptor` on cache-manager 7 with a Redis store, {} Node.js processes), \
+             on the same database, Redis and load (wrk, {} connections, {} s), measured \
+             after the ceilings. Its hits are whole answers from Redis; letip's are \
+             letip's hits in the same run.\n",
+            args.peer_workers, args.connections, args.seconds
+        );
+        let _ = writeln!(
+            s,
+            "| endpoint | NestJS hit | NestJS p99 | letip Redis hit | letip near (leased) | Redis / NestJS | near / NestJS |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+        for (name, w) in peer {
+            let find = |mode| {
+                results
+                    .iter()
+                    .find(|r| r.0 == largest && r.1 == mode && r.2 == *name)
+                    .map_or(0.0, |r| r.4.rps())
+            };
+            let (redis, near) = (find(Mode::Redis), find(Mode::Tiered));
+            let nest = w.rps().max(1.0);
+            let _ = writeln!(
+                s,
+                "| {name} | {:.0} | {} | {redis:.0} | {near:.0} | {:.1}x | {:.1}x |",
+                w.rps(),
+                us(w.p99_us),
+                redis / nest,
+                near / nest
+            );
+        }
+    }
+
     if !writes.is_empty() {
         let _ = writeln!(
             s,
@@ -1078,22 +1181,25 @@ fn render(
         );
         let _ = writeln!(
             s,
-            "PATCHes of random businesses on one instance (wrk, 4 connections, 20 s), alone and \
-             beside a second instance holding a lease. The wait is \
+            "PATCHes of random businesses on one instance (wrk, 20 s), alone and beside a \
+             second instance holding a lease: over one connection (one write at a time, as \
+             the dashboard's users make them), then over four (writes back to back, which \
+             keep this machine's cores busy with PostgreSQL commits). The wait is \
              `cache_lease_wait_seconds`: from the announcement script's call to the last \
              acknowledgement (or lease end) a write waited for; the figures are the upper \
              bounds of the histogram buckets that hold them.\n"
         );
         let _ = writeln!(
             s,
-            "| instances | PATCH req/s | PATCH p50 | PATCH p99 | writes waited | wait p50 | wait p99 | slowest wait | lease ends waited out |"
+            "| instances | connections | PATCH req/s | PATCH p50 | PATCH p99 | writes waited | wait p50 | wait p99 | slowest wait | lease ends waited out |"
         );
-        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for w in writes {
             let _ = writeln!(
                 s,
-                "| {} | {:.0} | {} | {} | {:.0} | <= {:.2} ms | <= {:.2} ms | <= {:.2} ms | {:.0} |",
+                "| {} | {} | {:.0} | {} | {} | {:.0} | <= {:.2} ms | <= {:.2} ms | <= {:.2} ms | {:.0} |",
                 w.instances,
+                w.connections,
                 w.patch.rps(),
                 us(w.patch.p50_us),
                 us(w.patch.p99_us),
