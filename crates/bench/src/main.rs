@@ -307,8 +307,14 @@ async fn wrk_with(
     script: &Path,
     env: &[(&str, String)],
 ) -> anyhow::Result<Wrk> {
+    // wrk needs a connection per thread.
+    let threads = connections.clamp(1, 2);
     let out = Command::new("wrk")
-        .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s")])
+        .args([
+            &format!("-t{threads}"),
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+        ])
         .args(["--timeout", "10s", "-s"])
         .arg(script)
         .arg(url)

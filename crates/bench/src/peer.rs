@@ -27,7 +27,7 @@ pub(crate) async fn measure<F, Fut>(
 ) -> anyhow::Result<Option<PeerHits>>
 where
     F: FnMut(String) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Wrk>>,
+    Fut: Future<Output = anyhow::Result<Wrk>>,
 {
     if std::process::Command::new("node")
         .arg("--version")
