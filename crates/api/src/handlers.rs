@@ -6,7 +6,7 @@
 //! assembly ([`crate::ApiDoc`]) adds those every operation shares (413 wherever a body is
 //! read, 500 on every route that reads the database).
 
-use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
+use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use actix_web::{HttpResponse, web};
 use letip_domain::{
     Body, BusinessDetail, BusinessPage, BusinessPatch, EnrichmentRun, Fetched, MessageStatusUpdate,
@@ -24,7 +24,10 @@ pub const X_CACHE: &str = "x-cache";
 /// Answers a read with its cache status, passing cached JSON through untouched.
 fn cached<T: Serialize>(fetched: Fetched<T>) -> HttpResponse {
     let mut res = HttpResponse::Ok();
-    res.insert_header((X_CACHE, fetched.cache.as_str()));
+    res.insert_header((
+        HeaderName::from_static(X_CACHE),
+        HeaderValue::from_static(fetched.cache.as_str()),
+    ));
     match fetched.body {
         Body::Typed(value) => res.json(value),
         Body::Json(bytes) => res

@@ -299,16 +299,17 @@ impl Epochs {
     }
 }
 
-/// The near copies by value key. foldhash, seeded per process, hashes a key in a
-/// fraction of SipHash's time, and a near hit is little more than this lookup.
-type Near = moka::future::Cache<String, NearEntry, foldhash::fast::RandomState>;
+/// The near copies by value key. A near hit is little more than this lookup, so it is
+/// moka's synchronous map (no future to box, no await: nothing in it waits) hashed by
+/// foldhash, seeded per process, in a fraction of SipHash's time.
+type Near = moka::sync::Cache<String, NearEntry, foldhash::fast::RandomState>;
 
 impl TieredCache {
     /// Puts a near tier in front of `far`. With a `bus`, invalidations are announced to
     /// (and received from) the other instances, and with `config.lease` near copies are
     /// served under a lease. Must be called inside a Tokio runtime.
     pub fn new(far: Arc<RedisCache>, config: NearConfig, bus: Option<Arc<RedisBus>>) -> Self {
-        let near = moka::future::Cache::builder()
+        let near = moka::sync::Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(|k: &String, v: &NearEntry| {
                 let plan = v.plan.as_ref().map_or(0, |p| p.bytes());
@@ -473,14 +474,13 @@ impl TieredCache {
             plan,
             confirmed: Confirmation::new(copy.asked),
         };
-        self.near.insert(name, entry).await;
+        self.near.insert(name, entry);
     }
 
     /// The copy kept under `name`, unless its scope was dropped since Redis answered it.
     async fn copy_of(&self, name: &str) -> Option<NearEntry> {
         self.near
             .get(name)
-            .await
             .filter(|c| self.epochs.current(&c.scope, c.stamp))
     }
 
@@ -554,7 +554,7 @@ impl Cache for TieredCache {
                 Ok(Lookup::Hit(bytes))
             }
             Ok(Raw::Miss(t)) => {
-                self.near.invalidate(&name).await;
+                self.near.invalidate(&name);
                 Ok(Lookup::Miss(t))
             }
             Err(e) => Err(e),
@@ -583,7 +583,7 @@ impl Cache for TieredCache {
                 plan: None,
                 confirmed: Confirmation::new(asked),
             };
-            self.near.insert(self.far.value_key(key), entry).await;
+            self.near.insert(self.far.value_key(key), entry);
         }
         Ok(stored)
     }
@@ -712,7 +712,7 @@ impl Cache for TieredCache {
                 (bytes, tag, &fresh[..])
             }
             (Raw::Miss(t), _) => {
-                self.near.invalidate(&name).await;
+                self.near.invalidate(&name);
                 metrics::lookup(key.family(), "miss");
                 return Ok(IndexLookup::Miss(t));
             }
@@ -747,7 +747,7 @@ impl Cache for TieredCache {
                 }
                 Raw::Miss(t) => {
                     changed = true;
-                    self.near.invalidate(&n).await;
+                    self.near.invalidate(&n);
                     Lookup::Miss(t)
                 }
             });
@@ -816,7 +816,7 @@ impl Cache for TieredCache {
     }
 
     async fn remove(&self, key: &Key) -> Result<(), CacheError> {
-        self.near.invalidate(&self.far.value_key(key)).await;
+        self.near.invalidate(&self.far.value_key(key));
         self.far.remove(key).await
     }
 
