@@ -183,6 +183,9 @@ pub async fn start_with(
     config: &Config,
     wrap: impl FnOnce(Arc<dyn Repository>) -> Arc<dyn Repository>,
 ) -> anyhow::Result<Running> {
+    // The metrics recorder first: the cache and the HTTP layer keep the handles of their
+    // per-lookup metrics from their first use on, which must not precede it.
+    let metrics = letip_api::observe::prometheus();
     let applied = migrate(config).await.context("preparing the database")?;
     if applied > 0 {
         tracing::info!(applied, "ran migrations");
@@ -218,7 +221,7 @@ pub async fn start_with(
     let state = AppState {
         repo,
         events: events.clone(),
-        metrics: letip_api::observe::prometheus(),
+        metrics,
     };
 
     let http = config.http_options()?;

@@ -129,11 +129,11 @@ fn record(series: Series, seconds: f64) {
     });
 }
 
-/// A request's id: random, 32 hex digits.
+/// A request's id: a random UUID, hyphenated.
 fn request_id() -> HeaderValue {
-    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
-    let id = uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
-    HeaderValue::from_str(id).expect("hex digits are a header value")
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(id).expect("hex digits and hyphens are a header value")
 }
 
 /// The outermost middleware: gives each request an id, answered as `x-request-id` and
@@ -152,7 +152,20 @@ pub async fn observe(
         path = req.path(),
         request_id = id.to_str().unwrap_or_default(),
     );
-    let mut res = next.call(req).instrument(span).await?;
+    let mut res = next.call(req).instrument(span.clone()).await?;
+    // An error answer is logged in the request's span: a refusal (4xx) as a warning,
+    // a failure as an error (the cause of a 500 from the repository is logged where it
+    // is mapped, with its detail).
+    if let Some(e) = res.response().error() {
+        let status = res.status();
+        span.in_scope(|| {
+            if status.is_server_error() {
+                tracing::error!(%status, error = %e, "request failed");
+            } else {
+                tracing::warn!(%status, error = %e, "request refused");
+            }
+        });
+    }
     let cache = match res
         .headers()
         .get(crate::handlers::X_CACHE)

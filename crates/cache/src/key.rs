@@ -205,5 +205,15 @@ mod tests {
         assert_eq!(k(&[("city", "Red Bank")]), "list:city=Red%20Bank");
         let long = "x".repeat(1000);
         assert!(k(&[("city", &long)]).starts_with("list:sha256-"));
+        // Names already stored in Redis keep their spelling: these are the bytes every
+        // earlier version made.
+        assert_eq!(
+            k(&[("page", "2"), ("city", "Red Bank")]),
+            "list:city=Red%20Bank&page=2"
+        );
+        assert_eq!(
+            k(&[("city", &"x".repeat(130))]),
+            "list:sha256-b47991e9851a7631425756bd9158089fac5c3bcbbb64f1be9634ad3b4ae1dc8d"
+        );
     }
 }

@@ -13,13 +13,20 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-/// Bytes of remembered pages past which the memo starts afresh.
+/// Bytes the memo holds (pages, and the values and rows they were made from, which it
+/// keeps alive) past which it starts afresh.
 const MAX_BYTES: usize = 16 * 1024 * 1024;
 
 struct Assembled {
     value: Bytes,
     rows: Vec<Bytes>,
     page: Bytes,
+}
+
+impl Assembled {
+    fn bytes(&self) -> usize {
+        self.page.len() + self.value.len() + self.rows.iter().map(Bytes::len).sum::<usize>()
+    }
 }
 
 fn same(a: &Bytes, b: &Bytes) -> bool {
@@ -62,13 +69,15 @@ impl Pages {
             return;
         };
         let (map, bytes) = &mut *pages;
-        if *bytes + page.len() > MAX_BYTES {
+        let new = Assembled { value, rows, page };
+        let size = new.bytes();
+        if *bytes + size > MAX_BYTES {
             map.clear();
             *bytes = 0;
         }
-        *bytes += page.len();
-        if let Some(old) = map.insert(name.to_owned(), Assembled { value, rows, page }) {
-            *bytes -= old.page.len();
+        *bytes += size;
+        if let Some(old) = map.insert(name.to_owned(), new) {
+            *bytes -= old.bytes();
         }
     }
 }
