@@ -104,9 +104,9 @@ struct Series {
 thread_local! {
     /// The histogram handles this thread has recorded to, by series: registering a
     /// series in the recorder on every request (hashing its name and four labels)
-    /// costs more than a cache hit itself. The recorder is installed before any server
-    /// starts ([`prometheus`] is in every `AppState`), so no handle taken here is a
-    /// no-op one.
+    /// costs more than a cache hit itself. The recorder must be installed before the
+    /// first request (the server's `start_with` installs it before it builds anything),
+    /// so that no handle taken here is a no-op one.
     static HISTOGRAMS: RefCell<HashMap<Series, metrics::Histogram, FixedState>> =
         RefCell::new(HashMap::with_hasher(FixedState::default()));
 }
@@ -137,8 +137,9 @@ fn request_id() -> HeaderValue {
 }
 
 /// The outermost middleware: gives each request an id, answered as `x-request-id` and
-/// named by the span every log line of the request is in, and records its latency in
-/// [`HTTP_DURATION`].
+/// named by the `request` span its own log lines are in (not those of work it shares
+/// with other requests, such as a single-flight load), logs an error answer in that
+/// span, and records its latency in [`HTTP_DURATION`].
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
