@@ -21,11 +21,14 @@ use crate::extract::{Id, JsonBody, ListParams};
 /// The header that tells where a cacheable read was answered from.
 pub const X_CACHE: &str = "x-cache";
 
+/// [`X_CACHE`] as a header name, made once rather than checked on every answer.
+pub(crate) static X_CACHE_NAME: HeaderName = HeaderName::from_static(X_CACHE);
+
 /// Answers a read with its cache status, passing cached JSON through untouched.
 fn cached<T: Serialize>(fetched: Fetched<T>) -> HttpResponse {
     let mut res = HttpResponse::Ok();
     res.insert_header((
-        HeaderName::from_static(X_CACHE),
+        X_CACHE_NAME.clone(),
         HeaderValue::from_static(fetched.cache.as_str()),
     ));
     match fetched.body {

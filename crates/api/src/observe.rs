@@ -129,6 +129,8 @@ fn record(series: Series, seconds: f64) {
     });
 }
 
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// A request's id: a random UUID, hyphenated.
 fn request_id() -> HeaderValue {
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
@@ -169,7 +171,7 @@ pub async fn observe(
     }
     let cache = match res
         .headers()
-        .get(crate::handlers::X_CACHE)
+        .get(&crate::handlers::X_CACHE_NAME)
         .map(HeaderValue::as_bytes)
     {
         Some(b"HIT") => "HIT",
@@ -184,7 +186,6 @@ pub async fn observe(
         cache,
     };
     record(series, start.elapsed().as_secs_f64());
-    res.headers_mut()
-        .insert(HeaderName::from_static("x-request-id"), id);
+    res.headers_mut().insert(X_REQUEST_ID.clone(), id);
     Ok(res)
 }

@@ -35,7 +35,7 @@ impl Profiles {
         // Family "profile" (metrics label), scope "profile:{id}" (what an update invalidates).
         Key::new(
             "profile",
-            &format!("profile:{id}"),
+            format!("profile:{id}"),
             &[("id", &id.to_string())],
         )
     }

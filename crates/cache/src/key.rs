@@ -25,18 +25,22 @@ pub struct Key {
 }
 
 pub(crate) fn encode_into(out: &mut String, value: &str) {
+    let hex = |n: u8| char::from(if n < 10 { b'0' + n } else { b'A' + n - 10 });
     let safe = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
-    if value.bytes().all(safe) {
-        out.push_str(value);
-        return;
-    }
-    for b in value.bytes() {
-        if safe(b) {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
+    // Runs of safe bytes are copied whole. A run ends before an unsafe byte and starts
+    // after one, and every byte of a multi-byte character is unsafe, so each run lies on
+    // character boundaries.
+    let mut run = 0;
+    for (i, b) in value.bytes().enumerate() {
+        if !safe(b) {
+            out.push_str(value.get(run..i).unwrap_or_default());
+            out.push('%');
+            out.push(hex(b >> 4));
+            out.push(hex(b & 0xF));
+            run = i + 1;
         }
     }
+    out.push_str(value.get(run..).unwrap_or_default());
 }
 
 /// Percent-encodes `value`; injective, and the result has no `:`, `&`, `=` or `{}`.
@@ -49,7 +53,7 @@ pub(crate) fn encode(value: &str) -> String {
 impl Key {
     /// A key of `family` in `scope`, named by `parts`. Part names should be fixed
     /// identifiers; a value may be anything.
-    pub fn new(family: &'static str, scope: &str, parts: &[(&str, &str)]) -> Self {
+    pub fn new(family: &'static str, scope: impl Into<String>, parts: &[(&str, &str)]) -> Self {
         let mut name = String::with_capacity(
             family.len()
                 + 2
@@ -88,7 +92,7 @@ impl Key {
         }
         Self {
             family,
-            scope: scope.to_owned(),
+            scope: scope.into(),
             name,
         }
     }
@@ -155,6 +159,24 @@ mod tests {
     }
 
     proptest! {
+        /// The encoding is the percent-encoding of every byte outside
+        /// `[A-Za-z0-9_.-]`, in upper-case hex, whatever the text (names already stored
+        /// in Redis depend on it).
+        #[test]
+        fn values_are_percent_encoded_byte_by_byte(value in value()) {
+            let expected: String = value
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-') {
+                        char::from(b).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            prop_assert_eq!(encode(&value), expected);
+        }
+
         #[test]
         fn the_same_parts_in_any_order_give_the_same_key(
             parts in filters(),

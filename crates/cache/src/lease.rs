@@ -227,7 +227,12 @@ impl Leases {
     /// Checked before a copy is looked at, so that every announcement received before
     /// the renewal it rests on has been applied to the copies.
     pub(crate) fn valid(&self) -> bool {
-        clock() < self.valid_until.load(Ordering::Acquire)
+        self.valid_at(clock())
+    }
+
+    /// Whether the lease is valid at `now`, a reading of [`clock`] taken just before.
+    pub(crate) fn valid_at(&self, now: u64) -> bool {
+        now < self.valid_until.load(Ordering::Acquire)
     }
 
     /// The subscription dropped or fell behind: announcements may have been missed.

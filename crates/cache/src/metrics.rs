@@ -26,18 +26,25 @@ use foldhash::fast::FixedState;
 thread_local! {
     /// The handles of the counters every lookup increments, by name and labels, taken
     /// once per thread: finding a series in the recorder (hashing its name and labels
-    /// under a lock) on every lookup costs more than a hit from memory. Install the
-    /// recorder before the first lookup, as the `metrics` crate asks of every handle.
-    static COUNTERS: RefCell<HashMap<(&'static str, &'static str, &'static str), metrics::Counter, FixedState>> =
+    /// under a lock) on every lookup costs more than a hit from memory. They are found
+    /// by the addresses of their static names, not by their text: two copies of a name
+    /// take two handles of the one series. Install the recorder before the first
+    /// lookup, as the `metrics` crate asks of every handle.
+    static COUNTERS: RefCell<HashMap<[usize; 3], metrics::Counter, FixedState>> =
         RefCell::new(HashMap::with_hasher(FixedState::default()));
 }
 
 /// Increments `name{family, result}` (`result` empty: no such label) through this
 /// thread's handle.
 fn count(name: &'static str, family: &'static str, result: &'static str) {
+    let id = [
+        name.as_ptr().addr(),
+        family.as_ptr().addr(),
+        result.as_ptr().addr(),
+    ];
     COUNTERS.with_borrow_mut(|counters| {
         counters
-            .entry((name, family, result))
+            .entry(id)
             .or_insert_with(|| {
                 if result.is_empty() {
                     metrics::counter!(name, "family" => family)
@@ -76,6 +83,7 @@ pub(crate) fn near_hit(family: &'static str) {
 /// A hit served from the near tier under a lease, with no round trip.
 pub(crate) fn leased_hit(family: &'static str) {
     count("cache_near_leased_hits_total", family, "");
+    lookup(family, "hit");
 }
 
 pub(crate) fn lease_renewed() {

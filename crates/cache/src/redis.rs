@@ -862,12 +862,34 @@ impl RedisCache {
         let (root, _) = split_scope(key.scope());
         let mut name =
             String::with_capacity(self.namespace.len() + root.len() + key.name().len() + 4);
+        self.push_value_key(&mut name, key);
+        name
+    }
+
+    fn push_value_key(&self, name: &mut String, key: &Key) {
+        let (root, _) = split_scope(key.scope());
         name.push_str(&self.namespace);
         name.push_str(":{");
-        crate::key::encode_into(&mut name, root);
+        crate::key::encode_into(name, root);
         name.push_str("}:");
         name.push_str(key.name());
-        name
+    }
+
+    /// Calls `f` with [`Self::value_key`] of `key`, built in a buffer of this thread's
+    /// rather than a new string: what a lookup in a near tier needs.
+    pub(crate) fn with_value_key<R>(&self, key: &Key, f: impl FnOnce(&str) -> R) -> R {
+        thread_local! {
+            static NAME: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        NAME.with(|buf| match buf.try_borrow_mut() {
+            Ok(mut name) => {
+                name.clear();
+                self.push_value_key(&mut name, key);
+                f(&name)
+            }
+            // Only if `f` itself looks a key up this way.
+            Err(_) => f(&self.value_key(key)),
+        })
     }
 
     /// The start of every value key of `scope`'s root (a child's entries are not told

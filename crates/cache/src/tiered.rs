@@ -164,15 +164,20 @@ impl IndexPlan {
 
 struct NearTtl;
 
-impl Expiry<String, NearEntry> for NearTtl {
-    fn expire_after_create(&self, _k: &String, v: &NearEntry, _now: Instant) -> Option<Duration> {
+impl Expiry<String, Arc<NearEntry>> for NearTtl {
+    fn expire_after_create(
+        &self,
+        _k: &String,
+        v: &Arc<NearEntry>,
+        _now: Instant,
+    ) -> Option<Duration> {
         Some(v.ttl)
     }
 
     fn expire_after_update(
         &self,
         _k: &String,
-        v: &NearEntry,
+        v: &Arc<NearEntry>,
         _now: Instant,
         _current: Option<Duration>,
     ) -> Option<Duration> {
@@ -225,6 +230,10 @@ const MAX_DROPPED_SCOPES: usize = 100_000;
 #[derive(Debug)]
 struct Epochs {
     clock: AtomicU64,
+    /// The stamp of the latest drop, stored before the drop is recorded: a copy stamped
+    /// later than it is current without a look at the table (and its lock, which both
+    /// HTTP workers would otherwise pass through on every hit).
+    last_drop: AtomicU64,
     dropped: std::sync::RwLock<Dropped>,
 }
 
@@ -239,6 +248,7 @@ impl Epochs {
     fn new() -> Self {
         Self {
             clock: AtomicU64::new(1),
+            last_drop: AtomicU64::new(0),
             dropped: std::sync::RwLock::default(),
         }
     }
@@ -264,6 +274,7 @@ impl Epochs {
         let mut d = self.write();
         for scope in scopes {
             let at = self.tick();
+            self.last_drop.fetch_max(at, Ordering::SeqCst);
             if d.by_scope.len() >= MAX_DROPPED_SCOPES {
                 d.by_scope.clear();
                 d.floor = at;
@@ -276,16 +287,27 @@ impl Epochs {
     fn drop_all(&self) {
         let at = self.tick();
         let mut d = self.write();
+        self.last_drop.fetch_max(at, Ordering::SeqCst);
         d.by_scope.clear();
         d.floor = at;
     }
 
+    /// Whether no drop since `stamp` can have reached a copy stamped so. A drop that
+    /// has not stored its stamp yet has not returned either, so a lookup that misses it
+    /// is concurrent with the write it belongs to (which answers only after the drop).
+    fn none_since(&self, stamp: u64) -> bool {
+        stamp > self.last_drop.load(Ordering::SeqCst)
+    }
+
     fn current(&self, scope: &str, stamp: u64) -> bool {
-        Self::current_in(&self.read(), scope, stamp)
+        self.none_since(stamp) || Self::current_in(&self.read(), scope, stamp)
     }
 
     /// Whether every one of `scopes` is current for a copy stamped `stamp`.
     fn all_current(&self, scopes: &[Arc<str>], stamp: u64) -> bool {
+        if self.none_since(stamp) {
+            return true;
+        }
         let d = self.read();
         scopes.iter().all(|s| Self::current_in(&d, s, stamp))
     }
@@ -302,7 +324,7 @@ impl Epochs {
 /// The near copies by value key. A near hit is little more than this lookup, so it is
 /// moka's synchronous map (no future to box, no await: nothing in it waits) hashed by
 /// foldhash, seeded per process, in a fraction of SipHash's time.
-type Near = moka::sync::Cache<String, NearEntry, foldhash::fast::RandomState>;
+type Near = moka::sync::Cache<String, Arc<NearEntry>, foldhash::fast::RandomState>;
 
 impl TieredCache {
     /// Puts a near tier in front of `far`. With a `bus`, invalidations are announced to
@@ -311,7 +333,7 @@ impl TieredCache {
     pub fn new(far: Arc<RedisCache>, config: NearConfig, bus: Option<Arc<RedisBus>>) -> Self {
         let near = moka::sync::Cache::builder()
             .max_capacity(config.max_bytes)
-            .weigher(|k: &String, v: &NearEntry| {
+            .weigher(|k: &String, v: &Arc<NearEntry>| {
                 let plan = v.plan.as_ref().map_or(0, |p| p.bytes());
                 u32::try_from(k.len() + v.bytes.len() + v.scope.len() + plan + 64)
                     .unwrap_or(u32::MAX)
@@ -369,7 +391,7 @@ impl TieredCache {
     /// Whether this instance holds a lease now, so that near copies are served without
     /// a round trip (for tests and diagnostics).
     pub fn holds_lease(&self) -> bool {
-        self.leases.as_ref().is_some_and(|l| l.valid())
+        self.holds_lease_at(lease::clock())
     }
 
     /// [`Cache::invalidate`], answering what the write waited for.
@@ -474,11 +496,11 @@ impl TieredCache {
             plan,
             confirmed: Confirmation::new(copy.asked),
         };
-        self.near.insert(name, entry);
+        self.near.insert(name, Arc::new(entry));
     }
 
     /// The copy kept under `name`, unless its scope was dropped since Redis answered it.
-    async fn copy_of(&self, name: &str) -> Option<NearEntry> {
+    fn copy_of(&self, name: &str) -> Option<Arc<NearEntry>> {
         self.near
             .get(name)
             .filter(|c| self.epochs.current(&c.scope, c.stamp))
@@ -496,49 +518,33 @@ impl TieredCache {
     /// Whether the near tier holds a copy of `key` it would offer (for tests and
     /// diagnostics).
     pub async fn holds_near_copy(&self, key: &Key) -> bool {
-        self.copy_of(&self.far.value_key(key)).await.is_some()
+        self.copy_of(&self.far.value_key(key)).is_some()
     }
 }
 
-/// What a near copy is made of.
-struct NearCopy {
-    tag: Arc<str>,
-    bytes: Bytes,
-    scope: Arc<str>,
-    stamp: u64,
-    /// [`lease::clock`] before Redis answered it.
-    asked: u64,
-}
+impl TieredCache {
+    /// Whether this instance holds a lease at `now` (on [`lease::clock`]).
+    fn holds_lease_at(&self, now: u64) -> bool {
+        self.leases.as_ref().is_some_and(|l| l.valid_at(now))
+    }
 
-#[async_trait]
-impl Cache for TieredCache {
-    async fn get(&self, key: &Key) -> Result<Lookup, CacheError> {
-        let name = self.far.value_key(key);
-        // The lease first: a copy that passes the epochs afterwards has seen every
-        // announcement the lease rests on.
-        let leased = self.holds_lease();
-        let stamp = self.epochs.now();
-        let asked = lease::clock();
-        let copy = self.copy_of(&name).await;
-        let mut _confirming = None;
-        if let (true, Some(c)) = (leased, &copy) {
-            match c.unasked(asked) {
-                Unasked::Serve => {
-                    metrics::leased_hit(key.family());
-                    metrics::lookup(key.family(), "hit");
-                    return Ok(Lookup::Hit(c.bytes.clone()));
-                }
-                Unasked::Confirm(c) => _confirming = Some(c),
-                Unasked::Ask => {}
-            }
-        }
+    /// A lookup that asks Redis, offering the near copy (if any) to be confirmed; a
+    /// `_confirming` claim is let go of when it ends.
+    async fn get_far(
+        &self,
+        key: &Key,
+        copy: Option<Arc<NearEntry>>,
+        stamp: u64,
+        asked: u64,
+        _confirming: Option<Confirming>,
+    ) -> Result<Lookup, CacheError> {
         let raw = self.far.lookup(key, copy.as_ref().map(|c| &*c.tag)).await;
         let result = match raw {
             Ok(Raw::Current) => match copy {
                 Some(c) => {
                     c.confirmed_at(asked);
                     metrics::near_hit(key.family());
-                    Ok(Lookup::Hit(c.bytes))
+                    Ok(Lookup::Hit(c.bytes.clone()))
                 }
                 None => Ok(Lookup::Miss(Ticket::none())),
             },
@@ -550,11 +556,11 @@ impl Cache for TieredCache {
                     stamp,
                     asked,
                 };
-                self.keep(name, copy).await;
+                self.keep(self.far.value_key(key), copy).await;
                 Ok(Lookup::Hit(bytes))
             }
             Ok(Raw::Miss(t)) => {
-                self.near.invalidate(&name);
+                self.near.invalidate(&self.far.value_key(key));
                 Ok(Lookup::Miss(t))
             }
             Err(e) => Err(e),
@@ -563,68 +569,17 @@ impl Cache for TieredCache {
         result
     }
 
-    async fn put(
+    /// [`Cache::get_index`] by one Redis script, offering the copies held.
+    async fn get_index_far(
         &self,
         key: &Key,
-        ticket: &Ticket,
-        value: Bytes,
-        ttl: Duration,
-    ) -> Result<Stored, CacheError> {
-        let stamp = self.epochs.now();
-        let asked = lease::clock();
-        let stored = self.far.put(key, ticket, value.clone(), ttl).await?;
-        if let (Stored::Stored, Some(tag)) = (stored, ticket.tag()) {
-            let entry = NearEntry {
-                tag: tag.into(),
-                bytes: value,
-                ttl,
-                scope: key.scope().into(),
-                stamp,
-                plan: None,
-                confirmed: Confirmation::new(asked),
-            };
-            self.near.insert(self.far.value_key(key), entry);
-        }
-        Ok(stored)
-    }
-
-    /// From Redis alone: a many-key lookup is one round trip that carries the values
-    /// either way, and the near tier's saving (not sending a value) would cost one round
-    /// trip per key.
-    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Lookup>, CacheError> {
-        self.far.get_many(keys).await
-    }
-
-    /// The index and its members as near copies where the one Redis script confirms
-    /// them current (it sends the values of the others only), so a page whose rows did
-    /// not change costs one round trip that carries no value.
-    async fn get_index(&self, key: &Key, members: Members<'_>) -> Result<IndexLookup, CacheError> {
+        members: Members<'_>,
+        copy: Option<Arc<NearEntry>>,
+        stamp: u64,
+        asked: u64,
+        _confirming: Option<Confirming>,
+    ) -> Result<IndexLookup, CacheError> {
         let name = self.far.value_key(key);
-        let leased = self.holds_lease();
-        let stamp = self.epochs.now();
-        let asked = lease::clock();
-        let copy = self.copy_of(&name).await;
-        // Under a lease, an index copy kept with all its members' copies, none of whose
-        // scopes was dropped since, is the page.
-        let mut _confirming = None;
-        if let (true, Some(c)) = (leased, &copy)
-            && let Some(p) = &c.plan
-            && p.rows.len() == p.names.len()
-            && self.epochs.all_current(&p.scopes, c.stamp)
-        {
-            match c.unasked(asked) {
-                Unasked::Serve => {
-                    metrics::leased_hit(key.family());
-                    metrics::lookup(key.family(), "hit");
-                    return Ok(IndexLookup::Hit {
-                        value: c.bytes.clone(),
-                        members: p.rows.iter().map(|(_, b)| Lookup::Hit(b.clone())).collect(),
-                    });
-                }
-                Unasked::Confirm(c) => _confirming = Some(c),
-                Unasked::Ask => {}
-            }
-        }
         // The members' names come with the copy (made when it was kept), or are made now.
         let plan = copy.as_ref().and_then(|c| {
             c.plan
@@ -639,25 +594,17 @@ impl Cache for TieredCache {
             .is_some_and(|p| !p.rows.is_empty() && p.rows.len() == p.names.len());
         let mut copies = Vec::with_capacity(names.len());
         if let (true, Some(p)) = (with_rows, &plan) {
-            for ((tag, bytes), scope) in p.rows.iter().zip(&p.scopes) {
-                copies.push(Some(NearEntry {
-                    tag: tag.clone(),
-                    bytes: bytes.clone(),
-                    ttl: Duration::ZERO,
-                    scope: scope.clone(),
-                    stamp,
-                    plan: None,
-                    confirmed: Confirmation::new(0),
-                }));
+            for (tag, bytes) in &p.rows {
+                copies.push(Some((tag.clone(), bytes.clone())));
             }
         } else {
             for n in names {
-                copies.push(self.copy_of(n).await);
+                copies.push(self.copy_of(n).map(|c| (c.tag.clone(), c.bytes.clone())));
             }
         }
         let tags: Vec<Option<Arc<str>>> = copies
             .iter()
-            .map(|c| c.as_ref().map(|c| c.tag.clone()))
+            .map(|c| c.as_ref().map(|(tag, _)| tag.clone()))
             .collect();
         let known = copy.as_ref().map(|c| KnownIndex {
             tag: &c.tag,
@@ -687,7 +634,7 @@ impl Cache for TieredCache {
                 {
                     changed = true;
                 }
-                (c.bytes, c.tag, names)
+                (c.bytes.clone(), c.tag.clone(), names)
             }
             (Raw::Current, None) => {
                 metrics::lookup(key.family(), "miss");
@@ -724,9 +671,9 @@ impl Cache for TieredCache {
             let n = names.get(i).cloned().unwrap_or_default();
             found.push(match member {
                 Raw::Current => match copies.get_mut(i).and_then(Option::take) {
-                    Some(c) => {
-                        rows.push((c.tag, c.bytes.clone()));
-                        Lookup::Hit(c.bytes)
+                    Some((tag, bytes)) => {
+                        rows.push((tag, bytes.clone()));
+                        Lookup::Hit(bytes)
                     }
                     None => Lookup::Miss(Ticket::none()),
                 },
@@ -774,6 +721,105 @@ impl Cache for TieredCache {
             value,
             members: found,
         })
+    }
+}
+
+/// What a near copy is made of.
+struct NearCopy {
+    tag: Arc<str>,
+    bytes: Bytes,
+    scope: Arc<str>,
+    stamp: u64,
+    /// [`lease::clock`] before Redis answered it.
+    asked: u64,
+}
+
+#[async_trait]
+impl Cache for TieredCache {
+    async fn get(&self, key: &Key) -> Result<Lookup, CacheError> {
+        // The lease first: a copy that passes the epochs afterwards has seen every
+        // announcement the lease rests on.
+        let asked = lease::clock();
+        let leased = self.holds_lease_at(asked);
+        let stamp = self.epochs.now();
+        let copy = self.far.with_value_key(key, |name| self.copy_of(name));
+        let mut confirming = None;
+        if let (true, Some(c)) = (leased, &copy) {
+            match c.unasked(asked) {
+                Unasked::Serve => {
+                    metrics::leased_hit(key.family());
+                    return Ok(Lookup::Hit(c.bytes.clone()));
+                }
+                Unasked::Confirm(c) => confirming = Some(c),
+                Unasked::Ask => {}
+            }
+        }
+        // Boxed apart: a hit's future stays small, the round trip's is made only when
+        // it is taken.
+        Box::pin(self.get_far(key, copy, stamp, asked, confirming)).await
+    }
+
+    async fn put(
+        &self,
+        key: &Key,
+        ticket: &Ticket,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<Stored, CacheError> {
+        let stamp = self.epochs.now();
+        let asked = lease::clock();
+        let stored = self.far.put(key, ticket, value.clone(), ttl).await?;
+        if let (Stored::Stored, Some(tag)) = (stored, ticket.tag()) {
+            let entry = NearEntry {
+                tag: tag.into(),
+                bytes: value,
+                ttl,
+                scope: key.scope().into(),
+                stamp,
+                plan: None,
+                confirmed: Confirmation::new(asked),
+            };
+            self.near.insert(self.far.value_key(key), Arc::new(entry));
+        }
+        Ok(stored)
+    }
+
+    /// From Redis alone: a many-key lookup is one round trip that carries the values
+    /// either way, and the near tier's saving (not sending a value) would cost one round
+    /// trip per key.
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Lookup>, CacheError> {
+        self.far.get_many(keys).await
+    }
+
+    /// The index and its members as near copies where the one Redis script confirms
+    /// them current (it sends the values of the others only), so a page whose rows did
+    /// not change costs one round trip that carries no value.
+    async fn get_index(&self, key: &Key, members: Members<'_>) -> Result<IndexLookup, CacheError> {
+        let asked = lease::clock();
+        let leased = self.holds_lease_at(asked);
+        let stamp = self.epochs.now();
+        let copy = self.far.with_value_key(key, |name| self.copy_of(name));
+        // Under a lease, an index copy kept with all its members' copies, none of whose
+        // scopes was dropped since, is the page.
+        let mut confirming = None;
+        if let (true, Some(c)) = (leased, &copy)
+            && let Some(p) = &c.plan
+            && p.rows.len() == p.names.len()
+            && self.epochs.all_current(&p.scopes, c.stamp)
+        {
+            match c.unasked(asked) {
+                Unasked::Serve => {
+                    metrics::leased_hit(key.family());
+                    return Ok(IndexLookup::Hit {
+                        value: c.bytes.clone(),
+                        members: p.rows.iter().map(|(_, b)| Lookup::Hit(b.clone())).collect(),
+                    });
+                }
+                Unasked::Confirm(c) => confirming = Some(c),
+                Unasked::Ask => {}
+            }
+        }
+        Box::pin(self.get_index_far(key, members, copy, stamp, asked, confirming)).await
     }
 
     async fn put_index(

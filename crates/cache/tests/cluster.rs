@@ -21,7 +21,7 @@ async fn the_cache_works_across_the_slots_of_a_cluster() {
     assert_eq!(cache.health().await, CacheHealth::Up);
 
     let keys: Vec<Key> = (0..30)
-        .map(|i| Key::new("detail", &format!("detail:{i}"), &[("id", &i.to_string())]))
+        .map(|i| Key::new("detail", format!("detail:{i}"), &[("id", &i.to_string())]))
         .collect();
     for k in &keys {
         let Lookup::Miss(t) = cache.get(k).await.expect("lookup") else {
@@ -68,7 +68,7 @@ async fn the_cache_works_across_the_slots_of_a_cluster() {
     // An index and its members share the index's root, so one script on one node looks
     // them all up, although it names the members' keys only in the index's value.
     let rows: Vec<Key> = (0..20)
-        .map(|i| Key::new("row", &format!("list|row:{i}"), &[("id", &i.to_string())]))
+        .map(|i| Key::new("row", format!("list|row:{i}"), &[("id", &i.to_string())]))
         .collect();
     let found = cache.get_many(&rows).await.expect("lookup");
     for (k, f) in rows.iter().zip(&found) {

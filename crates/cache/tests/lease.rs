@@ -42,7 +42,7 @@ fn instance(data: &str, subscribe: &str, lease: Option<LeaseConfig>) -> TieredCa
 }
 
 fn detail(id: &str) -> Key {
-    Key::new("detail", &format!("detail:{id}"), &[("id", id)])
+    Key::new("detail", format!("detail:{id}"), &[("id", id)])
 }
 
 /// Stores `value` under `k` unless a current entry is there, and answers what is.
@@ -225,7 +225,7 @@ async fn a_silent_subscription_ends_the_lease_and_reads_stay_fresh() {
 
 fn row(id: u32) -> Key {
     let id = id.to_string();
-    Key::new("list_row", &format!("list|row:{id}"), &[("id", &id)])
+    Key::new("list_row", format!("list|row:{id}"), &[("id", &id)])
 }
 
 fn rows_named(value: &[u8]) -> Option<Vec<Key>> {

@@ -35,7 +35,7 @@ async fn hit(c: &RedisCache, k: &Key) -> Bytes {
 }
 
 fn detail(id: &str) -> Key {
-    Key::new("detail", &format!("detail:{id}"), &[("id", id)])
+    Key::new("detail", format!("detail:{id}"), &[("id", id)])
 }
 
 #[tokio::test]
@@ -469,7 +469,7 @@ async fn health_asks_past_the_breaker_and_closes_it_when_redis_is_back() {
 }
 
 fn row(id: u32) -> Key {
-    Key::new("row", &format!("list|row:{id}"), &[("id", &id.to_string())])
+    Key::new("row", format!("list|row:{id}"), &[("id", &id.to_string())])
 }
 
 /// The row keys a test index names (its value is the ids, comma-separated).

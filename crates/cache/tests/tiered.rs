@@ -46,7 +46,7 @@ async fn warm(c: &TieredCache, k: &Key, value: &'static [u8]) {
 }
 
 fn detail(id: &str) -> Key {
-    Key::new("detail", &format!("detail:{id}"), &[("id", id)])
+    Key::new("detail", format!("detail:{id}"), &[("id", id)])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,7 +174,7 @@ async fn bus_delivery_delay_between_instances() {
 }
 
 fn row(id: u32) -> Key {
-    Key::new("row", &format!("list|row:{id}"), &[("id", &id.to_string())])
+    Key::new("row", format!("list|row:{id}"), &[("id", &id.to_string())])
 }
 
 /// The row keys of a test index (its value is the ids, comma-separated).

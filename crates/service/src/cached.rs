@@ -160,20 +160,43 @@ impl CachedRepository {
         Ok(fetched(bytes, CacheStatus::Bypass))
     }
 
-    async fn read<T>(&self, key: Key, ttl: Duration, load: Load) -> Result<Fetched<T>, RepoError> {
-        let family = key.family();
-        match self.cache.get(&key).await {
-            Ok(Lookup::Hit(bytes)) => {
-                // An entry is only served if it is JSON: a corrupt one costs one database
-                // read, never a broken response. A cache that verifies integrity returns
-                // exactly what was put (JSON this repository encoded), so the parse is
-                // skipped there.
+    /// A cache-aside read: a hit as it is (made before anything a miss needs, and
+    /// in a small future), else [`Self::read_cold`].
+    async fn read<T>(
+        &self,
+        key: Key,
+        ttl: Duration,
+        load: impl FnOnce() -> Load + Send,
+    ) -> Result<Fetched<T>, RepoError> {
+        let lookup = match self.cache.get(&key).await {
+            // An entry is only served if it is JSON: a corrupt one costs one database
+            // read, never a broken response. A cache that verifies integrity returns
+            // exactly what was put (JSON this repository encoded), so the parse is
+            // skipped there.
+            Ok(Lookup::Hit(bytes))
                 if self.cache.verifies_integrity()
-                    || serde_json::from_slice::<IgnoredAny>(&bytes).is_ok()
-                {
-                    tracing::debug!(family, "cache hit");
-                    return Ok(fetched(bytes, CacheStatus::Hit));
-                }
+                    || serde_json::from_slice::<IgnoredAny>(&bytes).is_ok() =>
+            {
+                tracing::debug!(family = key.family(), "cache hit");
+                return Ok(fetched(bytes, CacheStatus::Hit));
+            }
+            other => other,
+        };
+        Box::pin(self.read_cold(key, ttl, lookup, load())).await
+    }
+
+    /// The rest of [`Self::read`]: a corrupt entry removed, a miss loaded once for every
+    /// reader of its generation, a cache that cannot be asked read through.
+    async fn read_cold<T>(
+        &self,
+        key: Key,
+        ttl: Duration,
+        lookup: Result<Lookup, letip_cache::CacheError>,
+        load: Load,
+    ) -> Result<Fetched<T>, RepoError> {
+        let family = key.family();
+        match lookup {
+            Ok(Lookup::Hit(_)) => {
                 tracing::warn!(
                     family,
                     key = key.name(),
@@ -558,7 +581,7 @@ impl Repository for CachedRepository {
         if !self.cache.is_enabled() {
             return self.inner.stats().await;
         }
-        let load = load(|repo: Arc<dyn Repository>| Box::pin(async move { repo.stats().await }));
+        let load = || load(|repo: Arc<dyn Repository>| Box::pin(async move { repo.stats().await }));
         self.read(keys::stats(), self.ttls.stats, load).await
     }
 
@@ -689,9 +712,11 @@ impl Repository for CachedRepository {
         if !self.cache.is_enabled() {
             return self.inner.business_detail(id).await;
         }
-        let load = load(move |repo: Arc<dyn Repository>| {
-            Box::pin(async move { repo.business_detail(id).await })
-        });
+        let load = move || {
+            load(move |repo: Arc<dyn Repository>| {
+                Box::pin(async move { repo.business_detail(id).await })
+            })
+        };
         self.read(keys::detail(id), self.ttls.detail, load).await
     }
 

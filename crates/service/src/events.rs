@@ -8,6 +8,7 @@ use std::time::Duration;
 use letip_cache::{BusEvent, RedisBus};
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
 use letip_domain::{
     Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch, BusinessWithContacts,
     Contact, EnrichmentRun, Fetched, Health, ListQuery, MessageStatusUpdate, NewBusiness,
@@ -207,14 +208,28 @@ struct Deleted {
     id: i32,
 }
 
+/// The reads are the inner repository's futures as they are: a forwarding `async fn`
+/// would box and poll one more future on every hit.
 #[async_trait]
 impl Repository for Notifying {
-    async fn stats(&self) -> Result<Fetched<Stats>, RepoError> {
-        self.inner.stats().await
+    fn stats<'s, 'f>(&'s self) -> BoxFuture<'f, Result<Fetched<Stats>, RepoError>>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        self.inner.stats()
     }
 
-    async fn list_businesses(&self, query: &ListQuery) -> Result<Fetched<BusinessPage>, RepoError> {
-        self.inner.list_businesses(query).await
+    fn list_businesses<'s, 'q, 'f>(
+        &'s self,
+        query: &'q ListQuery,
+    ) -> BoxFuture<'f, Result<Fetched<BusinessPage>, RepoError>>
+    where
+        's: 'f,
+        'q: 'f,
+        Self: 'f,
+    {
+        self.inner.list_businesses(query)
     }
 
     async fn count_businesses(&self, filter: &BusinessFilter) -> Result<i64, RepoError> {
@@ -237,8 +252,15 @@ impl Repository for Notifying {
         self.inner.listed_rows(ids).await
     }
 
-    async fn business_detail(&self, id: i32) -> Result<Fetched<BusinessDetail>, RepoError> {
-        self.inner.business_detail(id).await
+    fn business_detail<'s, 'f>(
+        &'s self,
+        id: i32,
+    ) -> BoxFuture<'f, Result<Fetched<BusinessDetail>, RepoError>>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        self.inner.business_detail(id)
     }
 
     async fn create_business(&self, new: NewBusiness) -> Result<Business, RepoError> {

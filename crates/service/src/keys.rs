@@ -129,20 +129,40 @@ pub(crate) fn list_total(f: &BusinessFilter) -> Key {
 
 /// The scope of a business's listed row.
 pub(crate) fn row_scope(id: i32) -> String {
-    format!("{LIST}|row:{id}")
+    // A child of the `LIST` root.
+    numbered("list|row:", id)
 }
 
 /// A business's listed row (the business and its contacts), shared by the pages that list it.
 pub(crate) fn row(id: i32) -> Key {
-    Key::new(ROW, &row_scope(id), &[("id", &id.to_string())])
+    Key::new(
+        ROW,
+        row_scope(id),
+        &[("id", itoa::Buffer::new().format(id))],
+    )
 }
 
 pub(crate) fn detail_scope(id: i32) -> String {
-    format!("detail:{id}")
+    numbered("detail:", id)
 }
 
 pub(crate) fn detail(id: i32) -> Key {
-    Key::new("detail", &detail_scope(id), &[("id", &id.to_string())])
+    Key::new(
+        "detail",
+        detail_scope(id),
+        &[("id", itoa::Buffer::new().format(id))],
+    )
+}
+
+/// `prefix` then `id` in decimal, as `format!` would write them, without its machinery:
+/// these are built on every hit.
+fn numbered(prefix: &str, id: i32) -> String {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(id);
+    let mut out = String::with_capacity(prefix.len() + digits.len());
+    out.push_str(prefix);
+    out.push_str(digits);
+    out
 }
 
 /// Every scope a committed change makes stale: the one invalidation table of the service,
