@@ -249,13 +249,14 @@ pub fn server(
     socketio_options.allowed_origins = options.cors_origins.clone();
     let socketio = web::Data::new(socketio::SocketIo::new(&state.events, socketio_options));
     let origins = options.cors_origins;
-    let state = web::Data::new(state);
     let keep_alive = options
         .keep_alive
         .map_or(actix_web::http::KeepAlive::Disabled, Into::into);
     let server = HttpServer::new(move || {
+        // One `Data` per worker: each request takes a count of it, and a count shared by
+        // the workers would pass its cache line between their cores on every request.
         App::new()
-            .app_data(state.clone())
+            .app_data(web::Data::new(state.clone()))
             .app_data(socketio.clone())
             .configure(routes)
             .default_service(web::to(ops::not_found))

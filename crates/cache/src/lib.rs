@@ -139,7 +139,13 @@ pub enum Lookup {
 pub enum IndexLookup {
     /// The index's value, of its scope's current generation, and the lookup of each of
     /// its members, in the order they were stored: each checked against its own scope.
-    Hit { value: Bytes, members: Vec<Lookup> },
+    /// Shared, so that a cache answering the same lookups again (a near tier) hands out
+    /// one count rather than one per member, and so that a caller can tell them apart
+    /// by address.
+    Hit {
+        value: Bytes,
+        members: Arc<[Lookup]>,
+    },
     /// No current index; load it, then [`Cache::put_index`] with this ticket.
     Miss(Ticket),
 }
@@ -217,7 +223,7 @@ pub trait Cache: Send + Sync + std::fmt::Debug + 'static {
                         "an index whose members cannot be read".into(),
                     ));
                 };
-                let members = self.get_many(&keys).await?;
+                let members = self.get_many(&keys).await?.into();
                 Ok(IndexLookup::Hit { value, members })
             }
         }

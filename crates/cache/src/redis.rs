@@ -1446,7 +1446,7 @@ impl RedisCache {
         }
         Ok(Some(IndexLookup::Hit {
             value: memo.value.clone(),
-            members,
+            members: members.into(),
         }))
     }
 

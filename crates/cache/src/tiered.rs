@@ -18,7 +18,7 @@
 //! answers the entry or evicted like any unused copy.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -59,7 +59,7 @@ impl Default for NearConfig {
 /// invalidation that was never announced (one applied late by a retry).
 const CONFIRM_EVERY: u64 = 1_000_000_000;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct NearEntry {
     tag: Arc<str>,
     bytes: Bytes,
@@ -71,6 +71,69 @@ struct NearEntry {
     plan: Option<Arc<IndexPlan>>,
     /// When Redis last confirmed the copy (or answered it).
     confirmed: Arc<Confirmation>,
+    /// Set when the near tier lets the copy go (replaced, invalidated, evicted, expired),
+    /// before that call returns: the threads' front maps then stop offering it.
+    retired: AtomicBool,
+}
+
+impl NearEntry {
+    /// What the copy counts for against a near tier's bound, kept under `name`.
+    fn weight(&self, name: &str) -> usize {
+        let plan = self.plan.as_ref().map_or(0, |p| p.bytes());
+        name.len() + self.bytes.len() + self.scope.len() + plan + 64
+    }
+}
+
+/// Most copies, and bytes they count for, that each thread's front map keeps.
+const FRONT_COPIES: usize = 1024;
+const FRONT_BYTES: usize = 8 * 1024 * 1024;
+
+/// A thread's front map of one near tier (its `owner`): the copies this thread looked up
+/// last, as the very `Arc`s the near tier holds. A copy is offered from here only while
+/// the near tier has not let it go (`retired`), so it answers exactly what the near tier
+/// would, without the shared map's bookkeeping (a read queue and an epoch guard that
+/// both HTTP workers write on every lookup). Full, it starts afresh.
+struct Front {
+    owner: u64,
+    copies: std::collections::HashMap<Box<str>, Arc<NearEntry>, foldhash::fast::RandomState>,
+    bytes: usize,
+}
+
+thread_local! {
+    static FRONT: std::cell::RefCell<Front> = std::cell::RefCell::new(Front {
+        owner: 0,
+        copies: std::collections::HashMap::with_hasher(foldhash::fast::RandomState::default()),
+        bytes: 0,
+    });
+}
+
+/// Tells near tiers apart in the threads' front maps.
+static NEAR_TIERS: AtomicU64 = AtomicU64::new(1);
+
+impl Front {
+    fn clear(&mut self) {
+        self.copies.clear();
+        self.bytes = 0;
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Some(old) = self.copies.remove(name) {
+            self.bytes = self.bytes.saturating_sub(old.weight(name));
+        }
+    }
+
+    fn keep(&mut self, name: &str, copy: Arc<NearEntry>) {
+        let weight = copy.weight(name);
+        if self.copies.len() >= FRONT_COPIES || self.bytes + weight > FRONT_BYTES {
+            self.clear();
+        }
+        if weight <= FRONT_BYTES {
+            self.bytes += weight;
+            if let Some(old) = self.copies.insert(name.into(), copy) {
+                self.bytes = self.bytes.saturating_sub(old.weight(name));
+            }
+        }
+    }
 }
 
 /// When Redis last confirmed a copy, on [`lease::clock`], and whether a lookup is
@@ -78,14 +141,14 @@ struct NearEntry {
 #[derive(Debug, Default)]
 struct Confirmation {
     at: AtomicU64,
-    confirming: std::sync::atomic::AtomicBool,
+    confirming: AtomicBool,
 }
 
 impl Confirmation {
     fn new(at: u64) -> Arc<Self> {
         Arc::new(Self {
             at: AtomicU64::new(at),
-            confirming: std::sync::atomic::AtomicBool::new(false),
+            confirming: AtomicBool::new(false),
         })
     }
 }
@@ -149,6 +212,8 @@ struct IndexPlan {
     /// all current, so that the next one needs no lookup of each in the near tier. They
     /// are served only once confirmed, as any copy.
     rows: Vec<(Arc<str>, Bytes)>,
+    /// The same copies as the lookups a page hit answers, made once.
+    hits: Arc<[Lookup]>,
 }
 
 impl IndexPlan {
@@ -189,6 +254,8 @@ impl Expiry<String, Arc<NearEntry>> for NearTtl {
 pub struct TieredCache {
     far: Arc<RedisCache>,
     near: Near,
+    /// This near tier's name in the threads' front maps.
+    id: u64,
     bus: Option<Arc<RedisBus>>,
     origin: String,
     /// The listener, the renewer and the acknowledgement listener.
@@ -334,11 +401,14 @@ impl TieredCache {
         let near = moka::sync::Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(|k: &String, v: &Arc<NearEntry>| {
-                let plan = v.plan.as_ref().map_or(0, |p| p.bytes());
-                u32::try_from(k.len() + v.bytes.len() + v.scope.len() + plan + 64)
-                    .unwrap_or(u32::MAX)
+                u32::try_from(v.weight(k)).unwrap_or(u32::MAX)
             })
             .expire_after(NearTtl)
+            // Called before `insert` or `invalidate` returns for the copies they replace
+            // or remove (moka notifies those synchronously), later for evictions.
+            .eviction_listener(|_, copy: Arc<NearEntry>, _| {
+                copy.retired.store(true, Ordering::Release);
+            })
             .build_with_hasher(foldhash::fast::RandomState::default());
         let origin = format!("{:016x}", rand::random::<u64>());
         let epochs = Arc::new(Epochs::new());
@@ -379,6 +449,7 @@ impl TieredCache {
         Self {
             far,
             near,
+            id: NEAR_TIERS.fetch_add(1, Ordering::Relaxed),
             bus,
             origin,
             tasks,
@@ -495,6 +566,7 @@ impl TieredCache {
             stamp: copy.stamp,
             plan,
             confirmed: Confirmation::new(copy.asked),
+            retired: AtomicBool::new(false),
         };
         self.near.insert(name, Arc::new(entry));
     }
@@ -506,12 +578,43 @@ impl TieredCache {
             .filter(|c| self.epochs.current(&c.scope, c.stamp))
     }
 
+    /// Calls `f` with what [`Self::copy_of`] would answer, from this thread's front map
+    /// when it holds a copy the near tier still has (the near tier's copy is looked up and
+    /// remembered there otherwise). `f` runs while the front map is borrowed, so that a
+    /// hit takes no count of the copy that both workers would pass between their cores.
+    fn with_copy<R>(&self, name: &str, f: impl FnOnce(Option<&Arc<NearEntry>>) -> R) -> R {
+        let current = |c: &&Arc<NearEntry>| self.epochs.current(&c.scope, c.stamp);
+        FRONT.with(|front| {
+            let Ok(mut front) = front.try_borrow_mut() else {
+                return f(self.copy_of(name).as_ref());
+            };
+            if front.owner != self.id {
+                front.clear();
+                front.owner = self.id;
+            }
+            let held = front
+                .copies
+                .get(name)
+                .is_some_and(|c| !c.retired.load(Ordering::Acquire));
+            if !held {
+                front.remove(name);
+                let Some(copy) = self.near.get(name) else {
+                    return f(None);
+                };
+                front.keep(name, copy.clone());
+                return f(Some(&copy).filter(current));
+            }
+            f(front.copies.get(name).filter(current))
+        })
+    }
+
     fn plan(&self, index: &Key, members: &[Key]) -> IndexPlan {
         IndexPlan {
             names: members.iter().map(|k| self.far.value_key(k)).collect(),
             scopes: members.iter().map(|k| Arc::from(k.scope())).collect(),
             confirm: self.far.confirm_keys(index, members),
             rows: Vec::new(),
+            hits: Arc::new([]),
         }
     }
 
@@ -707,6 +810,7 @@ impl TieredCache {
             && keys.len() == rows.len()
         {
             let mut plan = self.plan(key, &keys);
+            plan.hits = rows.iter().map(|(_, b)| Lookup::Hit(b.clone())).collect();
             plan.rows = rows;
             let copy = NearCopy {
                 tag,
@@ -719,7 +823,7 @@ impl TieredCache {
         }
         Ok(IndexLookup::Hit {
             value,
-            members: found,
+            members: found.into(),
         })
     }
 }
@@ -742,18 +846,23 @@ impl Cache for TieredCache {
         let asked = lease::clock();
         let leased = self.holds_lease_at(asked);
         let stamp = self.epochs.now();
-        let copy = self.far.with_value_key(key, |name| self.copy_of(name));
-        let mut confirming = None;
-        if let (true, Some(c)) = (leased, &copy) {
-            match c.unasked(asked) {
-                Unasked::Serve => {
-                    metrics::leased_hit(key.family());
-                    return Ok(Lookup::Hit(c.bytes.clone()));
-                }
-                Unasked::Confirm(c) => confirming = Some(c),
-                Unasked::Ask => {}
+        let found = self.far.with_value_key(key, |name| {
+            self.with_copy(name, |copy| match copy {
+                Some(c) if leased => match c.unasked(asked) {
+                    Unasked::Serve => Ok(c.bytes.clone()),
+                    Unasked::Confirm(confirming) => Err((Some(c.clone()), Some(confirming))),
+                    Unasked::Ask => Err((Some(c.clone()), None)),
+                },
+                copy => Err((copy.cloned(), None)),
+            })
+        });
+        let (copy, confirming) = match found {
+            Ok(bytes) => {
+                metrics::leased_hit(key.family());
+                return Ok(Lookup::Hit(bytes));
             }
-        }
+            Err(asking) => asking,
+        };
         // Boxed apart: a hit's future stays small, the round trip's is made only when
         // it is taken.
         Box::pin(self.get_far(key, copy, stamp, asked, confirming)).await
@@ -778,6 +887,7 @@ impl Cache for TieredCache {
                 stamp,
                 plan: None,
                 confirmed: Confirmation::new(asked),
+                retired: AtomicBool::new(false),
             };
             self.near.insert(self.far.value_key(key), Arc::new(entry));
         }
@@ -798,27 +908,32 @@ impl Cache for TieredCache {
         let asked = lease::clock();
         let leased = self.holds_lease_at(asked);
         let stamp = self.epochs.now();
-        let copy = self.far.with_value_key(key, |name| self.copy_of(name));
         // Under a lease, an index copy kept with all its members' copies, none of whose
         // scopes was dropped since, is the page.
-        let mut confirming = None;
-        if let (true, Some(c)) = (leased, &copy)
-            && let Some(p) = &c.plan
-            && p.rows.len() == p.names.len()
-            && self.epochs.all_current(&p.scopes, c.stamp)
-        {
-            match c.unasked(asked) {
-                Unasked::Serve => {
-                    metrics::leased_hit(key.family());
-                    return Ok(IndexLookup::Hit {
-                        value: c.bytes.clone(),
-                        members: p.rows.iter().map(|(_, b)| Lookup::Hit(b.clone())).collect(),
-                    });
+        let found = self.far.with_value_key(key, |name| {
+            self.with_copy(name, |copy| match copy {
+                Some(c)
+                    if leased
+                        && let Some(p) = &c.plan
+                        && p.rows.len() == p.names.len()
+                        && self.epochs.all_current(&p.scopes, c.stamp) =>
+                {
+                    match c.unasked(asked) {
+                        Unasked::Serve => Ok((c.bytes.clone(), p.hits.clone())),
+                        Unasked::Confirm(confirming) => Err((Some(c.clone()), Some(confirming))),
+                        Unasked::Ask => Err((Some(c.clone()), None)),
+                    }
                 }
-                Unasked::Confirm(c) => confirming = Some(c),
-                Unasked::Ask => {}
+                copy => Err((copy.cloned(), None)),
+            })
+        });
+        let (copy, confirming) = match found {
+            Ok((value, members)) => {
+                metrics::leased_hit(key.family());
+                return Ok(IndexLookup::Hit { value, members });
             }
-        }
+            Err(asking) => asking,
+        };
         Box::pin(self.get_index_far(key, members, copy, stamp, asked, confirming)).await
     }
 

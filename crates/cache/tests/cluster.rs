@@ -95,7 +95,7 @@ async fn the_cache_works_across_the_slots_of_a_cluster() {
         panic!("the index hits")
     };
     assert_eq!(&value[..], b"page");
-    for (i, (k, m)) in rows.iter().zip(&members).enumerate() {
+    for (i, (k, m)) in rows.iter().zip(members.iter()).enumerate() {
         match m {
             Lookup::Hit(b) => assert!(i != 7 && b == k.name(), "row {i}"),
             Lookup::Miss(_) => assert_eq!(i, 7, "only the invalidated row misses"),
@@ -108,7 +108,7 @@ async fn the_cache_works_across_the_slots_of_a_cluster() {
         panic!("the index hits again")
     };
     assert_eq!(&value[..], b"page");
-    for (i, (k, m)) in rows.iter().zip(&members).enumerate() {
+    for (i, (k, m)) in rows.iter().zip(members.iter()).enumerate() {
         match m {
             Lookup::Hit(b) => assert!(i != 7 && i != 3 && b == k.name(), "row {i}"),
             Lookup::Miss(_) => assert!(i == 7 || i == 3, "row {i} misses"),

@@ -95,6 +95,31 @@ async fn under_a_lease_a_near_copy_is_served_without_asking_redis_until_the_leas
     link.resume();
 }
 
+/// One thread, so that every lookup goes through the same front map of copies: a copy
+/// the near tier let go of (removed here, then replaced) is never served from it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_copy_the_near_tier_let_go_of_is_not_served_from_a_thread_s_front_map() {
+    let redis = RedisServer::start();
+    let c = instance(&redis.url(), &redis.url(), lease(1000, true));
+    holds_lease(&c).await;
+    let k = detail("1");
+    warm(&c, &k, b"v0").await;
+    // Served under the lease, so from this thread's front map from now on.
+    for _ in 0..3 {
+        assert!(matches!(c.get(&k).await, Ok(Lookup::Hit(v)) if v == "v0"));
+    }
+    c.remove(&k).await.expect("remove");
+    assert!(
+        matches!(c.get(&k).await, Ok(Lookup::Miss(_))),
+        "a removed copy was served"
+    );
+    // A new copy replaces the one the front map saw.
+    assert_eq!(warm(&c, &k, b"v1").await, "v1");
+    for _ in 0..3 {
+        assert!(matches!(c.get(&k).await, Ok(Lookup::Hit(v)) if v == "v1"));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_answers_once_every_holder_dropped_what_it_changed() {
     let redis = RedisServer::start();

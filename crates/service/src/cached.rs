@@ -263,7 +263,7 @@ impl CachedRepository {
         key: &Key,
         query: &ListQuery,
         page: &IdPage,
-        members: Vec<Lookup>,
+        members: &[Lookup],
         page_hit: bool,
     ) -> Result<Fetched<BusinessPage>, RepoError> {
         let mut rows: Vec<Option<Bytes>> = Vec::with_capacity(page.ids.len());
@@ -272,9 +272,9 @@ impl CachedRepository {
             match member {
                 Lookup::Hit(bytes)
                     if self.cache.verifies_integrity()
-                        || serde_json::from_slice::<IgnoredAny>(&bytes).is_ok() =>
+                        || serde_json::from_slice::<IgnoredAny>(bytes).is_ok() =>
                 {
-                    rows.push(Some(bytes));
+                    rows.push(Some(bytes.clone()));
                 }
                 Lookup::Hit(_) => {
                     letip_cache::metrics::corrupt(keys::ROW);
@@ -283,7 +283,7 @@ impl CachedRepository {
                     rows.push(None);
                 }
                 Lookup::Miss(ticket) => {
-                    missing.push((i, id, ticket));
+                    missing.push((i, id, ticket.clone()));
                     rows.push(None);
                 }
             }
@@ -596,20 +596,10 @@ impl Repository for CachedRepository {
         let family = key.family();
         match self.cache.get_index(&key, &page_members).await {
             Ok(IndexLookup::Hit { value, members }) => {
-                let hits: Option<Vec<&Bytes>> = members
-                    .iter()
-                    .map(|m| match m {
-                        Lookup::Hit(b) => Some(b),
-                        Lookup::Miss(_) => None,
-                    })
-                    .collect();
-                if let Some(hits) = &hits
-                    && let Some(body) = self.pages.get(key.name(), &value, hits.iter().copied())
-                {
+                if let Some(body) = self.pages.get(key.name(), &value, &members) {
                     tracing::debug!(family, "cache hit");
                     return Ok(fetched(body, CacheStatus::Hit));
                 }
-                let rows = hits.map(|h| h.into_iter().cloned().collect::<Vec<Bytes>>());
                 let Some(page) = IdPage::decode(&value, self.cache.verifies_integrity())
                     .filter(|p| p.ids.len() == members.len())
                 else {
@@ -624,11 +614,9 @@ impl Repository for CachedRepository {
                     return self.bypass(&key, self.page_load(query)).await;
                 };
                 tracing::debug!(family, "cache hit");
-                let fetched = self.assemble(&key, query, &page, members, true).await?;
-                if let (Some(rows), CacheStatus::Hit, Body::Json(body)) =
-                    (rows, &fetched.cache, &fetched.body)
-                {
-                    self.pages.keep(key.name(), value, rows, body.clone());
+                let fetched = self.assemble(&key, query, &page, &members, true).await?;
+                if let (CacheStatus::Hit, Body::Json(body)) = (&fetched.cache, &fetched.body) {
+                    self.pages.keep(key.name(), value, members, body.clone());
                 }
                 Ok(fetched)
             }
@@ -671,7 +659,7 @@ impl Repository for CachedRepository {
                     Ok(members) if members.len() == rows.len() => members,
                     _ => vec![Lookup::Miss(Ticket::none()); rows.len()],
                 };
-                self.assemble(&key, query, &page, members, false).await
+                self.assemble(&key, query, &page, &members, false).await
             }
             Err(e) => {
                 tracing::debug!(family, error = %e, "cache unavailable; reading the database");

@@ -9,9 +9,10 @@
 //! is the cache's business alone; this only spares the copying.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use letip_cache::Lookup;
 
 /// Bytes the memo holds (pages, and the values and rows they were made from, which it
 /// keeps alive) past which it starts afresh.
@@ -19,18 +20,36 @@ const MAX_BYTES: usize = 16 * 1024 * 1024;
 
 struct Assembled {
     value: Bytes,
-    rows: Vec<Bytes>,
+    members: Arc<[Lookup]>,
     page: Bytes,
 }
 
 impl Assembled {
     fn bytes(&self) -> usize {
-        self.page.len() + self.value.len() + self.rows.iter().map(Bytes::len).sum::<usize>()
+        self.page.len() + self.value.len() + self.members.iter().map(hit_len).sum::<usize>()
+    }
+}
+
+fn hit_len(l: &Lookup) -> usize {
+    match l {
+        Lookup::Hit(b) => b.len(),
+        Lookup::Miss(_) => 0,
     }
 }
 
 fn same(a: &Bytes, b: &Bytes) -> bool {
     a.as_ptr() == b.as_ptr() && a.len() == b.len()
+}
+
+/// Whether two lookups of a page's rows are the very same: the same shared lookups (a
+/// near tier hands out one per page copy), or hits of the same allocations each.
+fn same_members(a: &Arc<[Lookup]>, b: &Arc<[Lookup]>) -> bool {
+    Arc::ptr_eq(a, b)
+        || (a.len() == b.len()
+            && a.iter().zip(b.iter()).all(|pair| match pair {
+                (Lookup::Hit(a), Lookup::Hit(b)) => same(a, b),
+                _ => false,
+            }))
 }
 
 /// Pages by key name, bounded in bytes.
@@ -48,28 +67,24 @@ impl std::fmt::Debug for Pages {
 
 impl Pages {
     /// The page remembered under `name` if it was assembled from exactly `value` and
-    /// `rows`.
-    pub(crate) fn get<'a>(
-        &self,
-        name: &str,
-        value: &Bytes,
-        rows: impl ExactSizeIterator<Item = &'a Bytes>,
-    ) -> Option<Bytes> {
+    /// `members` (every one a hit).
+    pub(crate) fn get(&self, name: &str, value: &Bytes, members: &Arc<[Lookup]>) -> Option<Bytes> {
         let pages = self.pages.lock().ok()?;
         let a = pages.0.get(name)?;
-        (same(&a.value, value)
-            && a.rows.len() == rows.len()
-            && a.rows.iter().zip(rows).all(|(a, b)| same(a, b)))
-        .then(|| a.page.clone())
+        (same(&a.value, value) && same_members(&a.members, members)).then(|| a.page.clone())
     }
 
-    /// Remembers `page`, assembled from `value` and `rows`.
-    pub(crate) fn keep(&self, name: &str, value: Bytes, rows: Vec<Bytes>, page: Bytes) {
+    /// Remembers `page`, assembled from `value` and `members`, all of them hits.
+    pub(crate) fn keep(&self, name: &str, value: Bytes, members: Arc<[Lookup]>, page: Bytes) {
         let Ok(mut pages) = self.pages.lock() else {
             return;
         };
         let (map, bytes) = &mut *pages;
-        let new = Assembled { value, rows, page };
+        let new = Assembled {
+            value,
+            members,
+            page,
+        };
         let size = new.bytes();
         if *bytes + size > MAX_BYTES {
             map.clear();
@@ -93,20 +108,31 @@ mod tests {
             Bytes::from_static(b"meta\n1"),
             Bytes::from(b"{\"id\":1}".to_vec()),
         );
+        let hits = |rows: &[&Bytes]| -> Arc<[Lookup]> {
+            rows.iter().map(|b| Lookup::Hit((*b).clone())).collect()
+        };
+        let members = hits(&[&row]);
         pages.keep(
             "p",
             value.clone(),
-            vec![row.clone()],
+            members.clone(),
             Bytes::from_static(b"page"),
         );
+        // The same shared lookups, or other lookups of the same allocations.
         assert_eq!(
-            pages.get("p", &value, [&row].into_iter()).as_deref(),
+            pages.get("p", &value, &members).as_deref(),
+            Some(&b"page"[..])
+        );
+        assert_eq!(
+            pages.get("p", &value, &hits(&[&row])).as_deref(),
             Some(&b"page"[..])
         );
         // Equal content in another allocation: assembled again, not assumed.
         let copy = Bytes::from(row.to_vec());
-        assert!(pages.get("p", &value, [&copy].into_iter()).is_none());
-        assert!(pages.get("p", &value, [&row, &row].into_iter()).is_none());
-        assert!(pages.get("q", &value, [&row].into_iter()).is_none());
+        assert!(pages.get("p", &value, &hits(&[&copy])).is_none());
+        assert!(pages.get("p", &value, &hits(&[&row, &row])).is_none());
+        assert!(pages.get("q", &value, &members).is_none());
+        let missed: Arc<[Lookup]> = vec![Lookup::Miss(letip_cache::Ticket::none())].into();
+        assert!(pages.get("p", &value, &missed).is_none());
     }
 }
