@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -101,31 +101,79 @@ struct Series {
     cache: &'static str,
 }
 
+/// Latencies of one series recorded on one thread and not yet added to the recorder's
+/// histogram, whose buckets every thread shares: both HTTP workers pushing into them on
+/// every request passed their cache lines between the cores. Aligned so that no two
+/// threads' batches share a line.
+#[repr(align(128))]
+struct Samples {
+    histogram: metrics::Histogram,
+    pending: Mutex<Vec<f64>>,
+}
+
+/// Latencies a batch adds to its histogram by itself, whether or not anyone
+/// [`flush`]es.
+const FLUSH_EVERY: usize = 64;
+
+impl Samples {
+    fn add_pending(&self, pending: &mut Vec<f64>) {
+        for seconds in pending.drain(..) {
+            self.histogram.record(seconds);
+        }
+    }
+}
+
+/// Every thread's batches, for [`flush`].
+static SAMPLES: Mutex<Vec<Arc<Samples>>> = Mutex::new(Vec::new());
+
 thread_local! {
-    /// The histogram handles this thread has recorded to, by series: registering a
-    /// series in the recorder on every request (hashing its name and four labels)
+    /// The batches this thread has recorded to, by series, each made once: registering
+    /// a series in the recorder on every request (hashing its name and four labels)
     /// costs more than a cache hit itself. The recorder must be installed before the
     /// first request (the server's `start_with` installs it before it builds anything),
     /// so that no handle taken here is a no-op one.
-    static HISTOGRAMS: RefCell<HashMap<Series, metrics::Histogram, FixedState>> =
+    static HISTOGRAMS: RefCell<HashMap<Series, Arc<Samples>, FixedState>> =
         RefCell::new(HashMap::with_hasher(FixedState::default()));
+}
+
+/// Adds every thread's pending latencies to the recorder's histograms: `/metrics` calls
+/// it before rendering them.
+pub fn flush() {
+    let all = SAMPLES.lock().unwrap_or_else(|p| p.into_inner());
+    for samples in all.iter() {
+        let mut pending = samples.pending.lock().unwrap_or_else(|p| p.into_inner());
+        samples.add_pending(&mut pending);
+    }
 }
 
 fn record(series: Series, seconds: f64) {
     HISTOGRAMS.with_borrow_mut(|histograms| {
-        if let Some(h) = histograms.get(&series) {
-            h.record(seconds);
-            return;
+        let samples = match histograms.get(&series) {
+            Some(s) => s,
+            None => {
+                let histogram = metrics::histogram!(
+                    HTTP_DURATION,
+                    "method" => series.method,
+                    "route" => series.route.clone(),
+                    "status" => series.status.to_string(),
+                    "cache" => series.cache,
+                );
+                let samples = Arc::new(Samples {
+                    histogram,
+                    pending: Mutex::new(Vec::with_capacity(FLUSH_EVERY)),
+                });
+                SAMPLES
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(samples.clone());
+                histograms.entry(series).or_insert(samples)
+            }
+        };
+        let mut pending = samples.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.push(seconds);
+        if pending.len() >= FLUSH_EVERY {
+            samples.add_pending(&mut pending);
         }
-        let h = metrics::histogram!(
-            HTTP_DURATION,
-            "method" => series.method,
-            "route" => series.route.clone(),
-            "status" => series.status.to_string(),
-            "cache" => series.cache,
-        );
-        h.record(seconds);
-        histograms.insert(series, h);
     });
 }
 

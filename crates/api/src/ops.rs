@@ -53,6 +53,8 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     responses((status = 200, content_type = "text/plain", body = String))
 )]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    letip_service::flush_cache_metrics();
+    crate::observe::flush();
     state.metrics.run_upkeep();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

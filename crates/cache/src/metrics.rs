@@ -1,5 +1,6 @@
 //! Metrics of every cache, by family, through the `metrics` facade (export them with any
-//! recorder, Prometheus for example):
+//! recorder, Prometheus for example). The per-lookup counters are counted per thread and
+//! added to the recorder's series in batches: call [`flush`] before rendering them.
 //!
 //! | name | labels | meaning |
 //! |---|---|---|
@@ -19,40 +20,82 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use foldhash::fast::FixedState;
 
+/// Increments of one counter series made on one thread and not yet added to the
+/// recorder's series: the recorder's atomic is shared by every thread, and both HTTP
+/// workers incrementing it on every hit passed its cache line between their cores.
+/// Aligned so that no two threads' cells share a line.
+#[repr(align(128))]
+struct Cell {
+    counter: metrics::Counter,
+    pending: AtomicU64,
+}
+
+/// Pending increments a cell adds to its series by itself, whether or not anyone
+/// [`flush`]es: what a series can lag behind, per thread.
+const FLUSH_EVERY: u64 = 256;
+
+/// Every thread's cells, for [`flush`].
+static CELLS: Mutex<Vec<Arc<Cell>>> = Mutex::new(Vec::new());
+
 thread_local! {
-    /// The handles of the counters every lookup increments, by name and labels, taken
-    /// once per thread: finding a series in the recorder (hashing its name and labels
-    /// under a lock) on every lookup costs more than a hit from memory. They are found
-    /// by the addresses of their static names, not by their text: two copies of a name
-    /// take two handles of the one series. Install the recorder before the first
-    /// lookup, as the `metrics` crate asks of every handle.
-    static COUNTERS: RefCell<HashMap<[usize; 3], metrics::Counter, FixedState>> =
+    /// This thread's cells of the counters every lookup increments, by name and
+    /// labels, made once per thread: finding a series in the recorder (hashing its
+    /// name and labels under a lock) on every lookup costs more than a hit from
+    /// memory. They are found by the addresses of their static names, not by their
+    /// text: two copies of a name take two cells of the one series. Install the
+    /// recorder before the first lookup, as the `metrics` crate asks of every handle.
+    static COUNTERS: RefCell<HashMap<[usize; 3], Arc<Cell>, FixedState>> =
         RefCell::new(HashMap::with_hasher(FixedState::default()));
 }
 
-/// Increments `name{family, result}` (`result` empty: no such label) through this
-/// thread's handle.
+/// Adds every thread's pending counts to the recorder's series. Call it before
+/// rendering them (the server's `/metrics` does); without it a counter lags by fewer
+/// than 256 increments per thread.
+pub fn flush() {
+    let cells = CELLS.lock().unwrap_or_else(|p| p.into_inner());
+    for cell in cells.iter() {
+        let n = cell.pending.swap(0, Ordering::Relaxed);
+        if n > 0 {
+            cell.counter.increment(n);
+        }
+    }
+}
+
+/// Increments `name{family, result}` (`result` empty: no such label) in this thread's
+/// cell.
 fn count(name: &'static str, family: &'static str, result: &'static str) {
     let id = [
         name.as_ptr().addr(),
         family.as_ptr().addr(),
         result.as_ptr().addr(),
     ];
-    COUNTERS.with_borrow_mut(|counters| {
-        counters
-            .entry(id)
-            .or_insert_with(|| {
-                if result.is_empty() {
-                    metrics::counter!(name, "family" => family)
-                } else {
-                    metrics::counter!(name, "family" => family, "result" => result)
-                }
-            })
-            .increment(1);
+    COUNTERS.with_borrow_mut(|cells| {
+        let cell = cells.entry(id).or_insert_with(|| {
+            let counter = if result.is_empty() {
+                metrics::counter!(name, "family" => family)
+            } else {
+                metrics::counter!(name, "family" => family, "result" => result)
+            };
+            let cell = Arc::new(Cell {
+                counter,
+                pending: AtomicU64::new(0),
+            });
+            CELLS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(cell.clone());
+            cell
+        });
+        if cell.pending.fetch_add(1, Ordering::Relaxed) + 1 >= FLUSH_EVERY {
+            let n = cell.pending.swap(0, Ordering::Relaxed);
+            cell.counter.increment(n);
+        }
     });
 }
 

@@ -329,6 +329,7 @@ impl ConnectionLike for Conn {
 }
 
 /// Where connections come from: deadpool-redis makes, checks and replaces them.
+#[derive(Clone)]
 enum Pools {
     Single(deadpool_redis::Pool),
     Cluster(deadpool_redis::cluster::Pool),
@@ -623,6 +624,11 @@ pub struct RedisCache {
     /// Index entries this process has read, with their members' key names, so that the
     /// next lookup of one asks with plain commands (see [`IndexMemo`]).
     indexes: moka::sync::Cache<String, Arc<IndexMemo>>,
+    /// The runtime the cache was made in, where its connections are made: a
+    /// multiplexed connection's reader runs as a task of the runtime it was made in, and
+    /// made by a request on an HTTP worker it would read every caller's answers (the
+    /// lease renewals' among them) only between that worker's requests.
+    runtime: Option<tokio::runtime::Handle>,
     namespace: String,
     config: RedisConfig,
 }
@@ -743,6 +749,7 @@ impl RedisCache {
             opened: Arc::new(tokio::sync::Notify::new()),
             answering: AtomicBool::new(true),
             answering_again: tokio::sync::watch::Sender::new(0),
+            runtime: tokio::runtime::Handle::try_current().ok(),
             namespace: ns,
             config,
         })
@@ -997,10 +1004,20 @@ impl RedisCache {
         if let Some(conn) = slot.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
             return Ok((i, conn.shared()));
         }
-        let made = async {
-            match &self.pools {
+        let pools = self.pools.clone();
+        let made = async move {
+            match pools {
                 Pools::Single(p) => p.get().await.map(Pooled::Single).map_err(unavailable),
                 Pools::Cluster(p) => p.get().await.map(Pooled::Cluster).map_err(unavailable),
+            }
+        };
+        let made = async {
+            match &self.runtime {
+                Some(runtime) => runtime
+                    .spawn(made)
+                    .await
+                    .unwrap_or_else(|_| Err(unavailable("connecting to Redis was stopped"))),
+                None => made.await,
             }
         };
         let pooled = tokio::time::timeout(self.config.connect_timeout, made)

@@ -12,3 +12,5 @@ mod pages;
 
 pub use cached::{CacheTtls, CachedRepository};
 pub use events::{Event, EventHub, Notifying};
+/// Adds the cache's per-thread counts to the metrics recorder: call it before rendering.
+pub use letip_cache::metrics::flush as flush_cache_metrics;

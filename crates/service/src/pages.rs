@@ -7,16 +7,21 @@
 //! take their addresses while it is kept: an identical address and length is an identical
 //! value, and the remembered page is exactly what assembling would make now. Freshness
 //! is the cache's business alone; this only spares the copying.
+//!
+//! Each thread keeps its own memo: one shared by the HTTP workers was a lock, and a
+//! count of each page, that both took on every page hit.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use letip_cache::Lookup;
 
-/// Bytes the memo holds (pages, and the values and rows they were made from, which it
-/// keeps alive) past which it starts afresh.
-const MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Bytes a thread's memo holds (pages, and the values and rows they were made from,
+/// which it keeps alive) past which it starts afresh.
+const MAX_BYTES: usize = 8 * 1024 * 1024;
 
 struct Assembled {
     value: Bytes,
@@ -52,48 +57,86 @@ fn same_members(a: &Arc<[Lookup]>, b: &Arc<[Lookup]>) -> bool {
             }))
 }
 
-/// Pages by key name, bounded in bytes.
-#[derive(Default)]
+/// Pages by key name, bounded in bytes, kept by each thread for one repository.
 pub(crate) struct Pages {
-    pages: Mutex<(HashMap<String, Assembled>, usize)>,
+    id: u64,
+}
+
+/// Tells memos apart in the threads' maps.
+static MEMOS: AtomicU64 = AtomicU64::new(1);
+
+impl Default for Pages {
+    fn default() -> Self {
+        Self {
+            id: MEMOS.fetch_add(1, Ordering::Relaxed),
+        }
+    }
 }
 
 impl std::fmt::Debug for Pages {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kept = self.pages.lock().map_or(0, |p| p.0.len());
-        f.debug_struct("Pages").field("kept", &kept).finish()
+        f.debug_struct("Pages").field("id", &self.id).finish()
     }
 }
 
+/// A thread's memo, for the one repository (`owner`) it last served.
+struct Memo {
+    owner: u64,
+    pages: HashMap<String, Assembled>,
+    bytes: usize,
+}
+
+thread_local! {
+    static MEMO: RefCell<Memo> = RefCell::new(Memo {
+        owner: 0,
+        pages: HashMap::new(),
+        bytes: 0,
+    });
+}
+
 impl Pages {
+    /// Runs `f` on this thread's memo of these pages (started afresh if it held
+    /// another repository's).
+    fn with<R>(&self, f: impl FnOnce(&mut Memo) -> R) -> Option<R> {
+        MEMO.with(|memo| {
+            let mut memo = memo.try_borrow_mut().ok()?;
+            if memo.owner != self.id {
+                memo.pages.clear();
+                memo.bytes = 0;
+                memo.owner = self.id;
+            }
+            Some(f(&mut memo))
+        })
+    }
+
     /// The page remembered under `name` if it was assembled from exactly `value` and
     /// `members` (every one a hit).
     pub(crate) fn get(&self, name: &str, value: &Bytes, members: &Arc<[Lookup]>) -> Option<Bytes> {
-        let pages = self.pages.lock().ok()?;
-        let a = pages.0.get(name)?;
-        (same(&a.value, value) && same_members(&a.members, members)).then(|| a.page.clone())
+        self.with(|memo| {
+            let a = memo.pages.get(name)?;
+            (same(&a.value, value) && same_members(&a.members, members)).then(|| a.page.clone())
+        })
+        .flatten()
     }
 
     /// Remembers `page`, assembled from `value` and `members`, all of them hits.
     pub(crate) fn keep(&self, name: &str, value: Bytes, members: Arc<[Lookup]>, page: Bytes) {
-        let Ok(mut pages) = self.pages.lock() else {
-            return;
-        };
-        let (map, bytes) = &mut *pages;
-        let new = Assembled {
-            value,
-            members,
-            page,
-        };
-        let size = new.bytes();
-        if *bytes + size > MAX_BYTES {
-            map.clear();
-            *bytes = 0;
-        }
-        *bytes += size;
-        if let Some(old) = map.insert(name.to_owned(), new) {
-            *bytes -= old.bytes();
-        }
+        self.with(|memo| {
+            let new = Assembled {
+                value,
+                members,
+                page,
+            };
+            let size = new.bytes();
+            if memo.bytes + size > MAX_BYTES {
+                memo.pages.clear();
+                memo.bytes = 0;
+            }
+            memo.bytes += size;
+            if let Some(old) = memo.pages.insert(name.to_owned(), new) {
+                memo.bytes -= old.bytes();
+            }
+        });
     }
 }
 
