@@ -7,7 +7,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::process::Command;
 
 use crate::Wrk;
 
@@ -39,7 +38,7 @@ where
     let port = crate::free_port()?;
     let prefix = format!("bench-{run}-nest:");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/nest-peer.sh");
-    let mut child = Command::new("bash")
+    let mut child = crate::own_session("bash")
         .arg(script)
         .env("PORT", port.to_string())
         .env("DATABASE_URL", database)
