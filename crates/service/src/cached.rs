@@ -11,8 +11,8 @@
 //! response, so a reader that loaded old data can never store it afterwards, and a read
 //! that starts after the response never finds an entry from before the write.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -164,11 +164,11 @@ impl CachedRepository {
     /// in a small future), else [`Self::read_cold`].
     async fn read<T>(
         &self,
-        key: Key,
+        key: &Key,
         ttl: Duration,
         load: impl FnOnce() -> Load + Send,
     ) -> Result<Fetched<T>, RepoError> {
-        let lookup = match self.cache.get(&key).await {
+        let lookup = match self.cache.get(key).await {
             // An entry is only served if it is JSON: a corrupt one costs one database
             // read, never a broken response. A cache that verifies integrity returns
             // exactly what was put (JSON this repository encoded), so the parse is
@@ -182,7 +182,7 @@ impl CachedRepository {
             }
             other => other,
         };
-        Box::pin(self.read_cold(key, ttl, lookup, load())).await
+        Box::pin(self.read_cold(key.clone(), ttl, lookup, load())).await
     }
 
     /// The rest of [`Self::read`]: a corrupt entry removed, a miss loaded once for every
@@ -582,7 +582,8 @@ impl Repository for CachedRepository {
             return self.inner.stats().await;
         }
         let load = || load(|repo: Arc<dyn Repository>| Box::pin(async move { repo.stats().await }));
-        self.read(keys::stats(), self.ttls.stats, load).await
+        static STATS: LazyLock<Key> = LazyLock::new(keys::stats);
+        self.read(&STATS, self.ttls.stats, load).await
     }
 
     async fn list_businesses(&self, query: &ListQuery) -> Result<Fetched<BusinessPage>, RepoError> {
@@ -705,7 +706,7 @@ impl Repository for CachedRepository {
                 Box::pin(async move { repo.business_detail(id).await })
             })
         };
-        self.read(keys::detail(id), self.ttls.detail, load).await
+        self.read(&keys::detail(id), self.ttls.detail, load).await
     }
 
     async fn create_business(&self, new: NewBusiness) -> Result<Business, RepoError> {
