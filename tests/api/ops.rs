@@ -1,3 +1,4 @@
+use letip_testkit::RedisServer;
 use letip_tests::{TestApp, id};
 use serde_json::json;
 
@@ -94,6 +95,39 @@ async fn metrics_expose_http_latency_and_database_queries() {
         res.text
             .contains(r#"letip_db_queries_total{op="create_business"}"#)
     );
+}
+
+/// The value of the one sample named `series` in a Prometheus text page.
+fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Lookups are counted, and latencies batched, per thread: each scrape must add what
+/// every thread holds, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scrape_counts_each_hit_and_latency_exactly_once() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn_redis(&redis.url()).await;
+    let b = app.business(json!({"name": "Counted"})).await;
+    let path = format!("/api/businesses/{}", id(&b));
+    let hits = r#"cache_requests_total{family="detail",result="hit"}"#;
+    let latencies = r#"letip_http_request_duration_seconds_count{method="GET",route="/api/businesses/{id}",status="200",cache="HIT"}"#;
+    assert_eq!(app.get(&path).await.header("x-cache"), Some("MISS"));
+    let mut answered = 0;
+    for round in [4, 3] {
+        for _ in 0..round {
+            assert_eq!(app.get(&path).await.header("x-cache"), Some("HIT"));
+        }
+        answered += round;
+        let page = app.get("/metrics").await.text;
+        assert_eq!(sample(&page, hits), Some(f64::from(answered)), "{page}");
+        assert_eq!(
+            sample(&page, latencies),
+            Some(f64::from(answered)),
+            "{page}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

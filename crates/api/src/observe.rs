@@ -126,14 +126,29 @@ impl Samples {
 /// Every thread's batches, for [`flush`].
 static SAMPLES: Mutex<Vec<Arc<Samples>>> = Mutex::new(Vec::new());
 
+/// A thread's batches by series. When the thread ends, their latencies are added and
+/// they leave [`SAMPLES`], so threads that come and go leave nothing behind.
+struct ThreadSamples(HashMap<Series, Arc<Samples>, FixedState>);
+
+impl Drop for ThreadSamples {
+    fn drop(&mut self) {
+        let mut all = SAMPLES.lock().unwrap_or_else(|p| p.into_inner());
+        for samples in self.0.values() {
+            let mut pending = samples.pending.lock().unwrap_or_else(|p| p.into_inner());
+            samples.add_pending(&mut pending);
+            all.retain(|s| !Arc::ptr_eq(s, samples));
+        }
+    }
+}
+
 thread_local! {
     /// The batches this thread has recorded to, by series, each made once: registering
     /// a series in the recorder on every request (hashing its name and four labels)
     /// costs more than a cache hit itself. The recorder must be installed before the
     /// first request (the server's `start_with` installs it before it builds anything),
     /// so that no handle taken here is a no-op one.
-    static HISTOGRAMS: RefCell<HashMap<Series, Arc<Samples>, FixedState>> =
-        RefCell::new(HashMap::with_hasher(FixedState::default()));
+    static HISTOGRAMS: RefCell<ThreadSamples> =
+        RefCell::new(ThreadSamples(HashMap::with_hasher(FixedState::default())));
 }
 
 /// Adds every thread's pending latencies to the recorder's histograms: `/metrics` calls
@@ -147,7 +162,7 @@ pub fn flush() {
 }
 
 fn record(series: Series, seconds: f64) {
-    HISTOGRAMS.with_borrow_mut(|histograms| {
+    HISTOGRAMS.with_borrow_mut(|ThreadSamples(histograms)| {
         let samples = match histograms.get(&series) {
             Some(s) => s,
             None => {

@@ -36,6 +36,29 @@ struct Cell {
     pending: AtomicU64,
 }
 
+impl Cell {
+    fn flush(&self) {
+        let n = self.pending.swap(0, Ordering::Relaxed);
+        if n > 0 {
+            self.counter.increment(n);
+        }
+    }
+}
+
+/// A thread's cells. When the thread ends, their counts are added and they leave
+/// [`CELLS`], so threads that come and go leave nothing behind.
+struct ThreadCells(HashMap<[usize; 3], Arc<Cell>, FixedState>);
+
+impl Drop for ThreadCells {
+    fn drop(&mut self) {
+        let mut all = CELLS.lock().unwrap_or_else(|p| p.into_inner());
+        for cell in self.0.values() {
+            cell.flush();
+            all.retain(|c| !Arc::ptr_eq(c, cell));
+        }
+    }
+}
+
 /// Pending increments a cell adds to its series by itself, whether or not anyone
 /// [`flush`]es: what a series can lag behind, per thread.
 const FLUSH_EVERY: u64 = 256;
@@ -50,8 +73,8 @@ thread_local! {
     /// memory. They are found by the addresses of their static names, not by their
     /// text: two copies of a name take two cells of the one series. Install the
     /// recorder before the first lookup, as the `metrics` crate asks of every handle.
-    static COUNTERS: RefCell<HashMap<[usize; 3], Arc<Cell>, FixedState>> =
-        RefCell::new(HashMap::with_hasher(FixedState::default()));
+    static COUNTERS: RefCell<ThreadCells> =
+        RefCell::new(ThreadCells(HashMap::with_hasher(FixedState::default())));
 }
 
 /// Adds every thread's pending counts to the recorder's series. Call it before
@@ -60,10 +83,7 @@ thread_local! {
 pub fn flush() {
     let cells = CELLS.lock().unwrap_or_else(|p| p.into_inner());
     for cell in cells.iter() {
-        let n = cell.pending.swap(0, Ordering::Relaxed);
-        if n > 0 {
-            cell.counter.increment(n);
-        }
+        cell.flush();
     }
 }
 
@@ -76,7 +96,7 @@ fn count(name: &'static str, family: &'static str, result: &'static str) {
         result.as_ptr().addr(),
     ];
     COUNTERS.with_borrow_mut(|cells| {
-        let cell = cells.entry(id).or_insert_with(|| {
+        let cell = cells.0.entry(id).or_insert_with(|| {
             let counter = if result.is_empty() {
                 metrics::counter!(name, "family" => family)
             } else {
@@ -93,8 +113,7 @@ fn count(name: &'static str, family: &'static str, result: &'static str) {
             cell
         });
         if cell.pending.fetch_add(1, Ordering::Relaxed) + 1 >= FLUSH_EVERY {
-            let n = cell.pending.swap(0, Ordering::Relaxed);
-            cell.counter.increment(n);
+            cell.flush();
         }
     });
 }

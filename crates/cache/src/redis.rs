@@ -1004,20 +1004,23 @@ impl RedisCache {
         if let Some(conn) = slot.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
             return Ok((i, conn.shared()));
         }
-        let pools = self.pools.clone();
-        let made = async move {
-            match pools {
-                Pools::Single(p) => p.get().await.map(Pooled::Single).map_err(unavailable),
-                Pools::Cluster(p) => p.get().await.map(Pooled::Cluster).map_err(unavailable),
+        let make = || {
+            let pools = self.pools.clone();
+            async move {
+                match pools {
+                    Pools::Single(p) => p.get().await.map(Pooled::Single).map_err(unavailable),
+                    Pools::Cluster(p) => p.get().await.map(Pooled::Cluster).map_err(unavailable),
+                }
             }
         };
         let made = async {
             match &self.runtime {
-                Some(runtime) => runtime
-                    .spawn(made)
-                    .await
-                    .unwrap_or_else(|_| Err(unavailable("connecting to Redis was stopped"))),
-                None => made.await,
+                // A runtime that has shut down runs nothing: then here, as without one.
+                Some(runtime) => match runtime.spawn(make()).await {
+                    Ok(made) => made,
+                    Err(_) => make().await,
+                },
+                None => make().await,
             }
         };
         let pooled = tokio::time::timeout(self.config.connect_timeout, made)

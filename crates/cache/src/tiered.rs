@@ -95,16 +95,65 @@ const FRONT_BYTES: usize = 8 * 1024 * 1024;
 /// both HTTP workers write on every lookup). Full, it starts afresh.
 struct Front {
     owner: u64,
+    /// When this thread last looked a copy up here, on its own count of lookups.
+    used: u64,
     copies: std::collections::HashMap<Box<str>, Arc<NearEntry>, foldhash::fast::RandomState>,
     bytes: usize,
 }
 
+/// Near tiers a thread keeps a front map for; one more replaces the least recently
+/// used (a process embedding several caches keeps a map for each).
+const FRONTS: usize = 4;
+
+/// A thread's front maps, and its count of lookups.
+#[derive(Default)]
+struct Fronts {
+    maps: Vec<Front>,
+    lookups: u64,
+}
+
+impl Fronts {
+    /// The front map of near tier `owner`, made (in place of the least recently used
+    /// one when there are [`FRONTS`]) if this thread has none.
+    fn of(&mut self, owner: u64) -> &mut Front {
+        self.lookups += 1;
+        let used = self.lookups;
+        let at = match self.maps.iter().position(|f| f.owner == owner) {
+            Some(at) => at,
+            None => {
+                let fresh = Front {
+                    owner,
+                    used,
+                    copies: std::collections::HashMap::with_hasher(
+                        foldhash::fast::RandomState::default(),
+                    ),
+                    bytes: 0,
+                };
+                match self.maps.iter().enumerate().min_by_key(|(_, f)| f.used) {
+                    Some((at, _)) if self.maps.len() >= FRONTS => {
+                        if let Some(slot) = self.maps.get_mut(at) {
+                            *slot = fresh;
+                        }
+                        at
+                    }
+                    _ => {
+                        self.maps.push(fresh);
+                        self.maps.len() - 1
+                    }
+                }
+            }
+        };
+        let front = self
+            .maps
+            .get_mut(at)
+            .expect("the index was found or made just above");
+        front.used = used;
+        front
+    }
+}
+
 thread_local! {
-    static FRONT: std::cell::RefCell<Front> = std::cell::RefCell::new(Front {
-        owner: 0,
-        copies: std::collections::HashMap::with_hasher(foldhash::fast::RandomState::default()),
-        bytes: 0,
-    });
+    static FRONT: std::cell::RefCell<Fronts> = std::cell::RefCell::new(Fronts::default());
 }
 
 /// Tells near tiers apart in the threads' front maps.
@@ -585,13 +634,10 @@ impl TieredCache {
     fn with_copy<R>(&self, name: &str, f: impl FnOnce(Option<&Arc<NearEntry>>) -> R) -> R {
         let current = |c: &&Arc<NearEntry>| self.epochs.current(&c.scope, c.stamp);
         FRONT.with(|front| {
-            let Ok(mut front) = front.try_borrow_mut() else {
+            let Ok(mut fronts) = front.try_borrow_mut() else {
                 return f(self.copy_of(name).as_ref());
             };
-            if front.owner != self.id {
-                front.clear();
-                front.owner = self.id;
-            }
+            let front = fronts.of(self.id);
             let held = front
                 .copies
                 .get(name)

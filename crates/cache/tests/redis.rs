@@ -38,6 +38,27 @@ fn detail(id: &str) -> Key {
     Key::new("detail", format!("detail:{id}"), &[("id", id)])
 }
 
+/// Connections are made on the runtime the cache was made in; one made in a runtime
+/// that has ended since still connects, from the runtime it is used in.
+#[test]
+fn a_cache_made_in_a_runtime_that_has_ended_still_connects() {
+    let redis = RedisServer::start();
+    let made = tokio::runtime::Runtime::new().expect("a runtime");
+    let c = made.block_on(async { cache(redis.url()) });
+    drop(made);
+    let used = tokio::runtime::Runtime::new().expect("a runtime");
+    used.block_on(async {
+        let k = detail("1");
+        let t = miss(&c, &k).await;
+        let value = Bytes::from_static(b"{\"id\":1}");
+        assert_eq!(
+            c.put(&k, &t, value.clone(), TTL).await.expect("put"),
+            Stored::Stored
+        );
+        assert_eq!(hit(&c, &k).await, value);
+    });
+}
+
 #[tokio::test]
 async fn a_value_put_with_a_current_ticket_is_served_exactly() {
     let redis = RedisServer::start();
