@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -109,6 +110,9 @@ struct Series {
 struct Samples {
     histogram: metrics::Histogram,
     pending: Mutex<Vec<f64>>,
+    /// Cleared when its thread ends; the next flush, or the next batch made, adds what
+    /// it holds and lets it go.
+    alive: AtomicBool,
 }
 
 /// Latencies a batch adds to its histogram by itself, whether or not anyone
@@ -126,19 +130,29 @@ impl Samples {
 /// Every thread's batches, for [`flush`].
 static SAMPLES: Mutex<Vec<Arc<Samples>>> = Mutex::new(Vec::new());
 
-/// A thread's batches by series. When the thread ends, their latencies are added and
-/// they leave [`SAMPLES`], so threads that come and go leave nothing behind.
+/// A thread's batches by series. When the thread ends they are marked dead, and the
+/// next flush, or the next batch made on any thread, adds what they hold and lets them
+/// go: threads that come and go leave nothing behind. (Nothing is recorded from the
+/// thread's own teardown: the recorder reads a clock in a thread-local that may be gone
+/// by then.)
 struct ThreadSamples(HashMap<Series, Arc<Samples>, FixedState>);
 
 impl Drop for ThreadSamples {
     fn drop(&mut self) {
-        let mut all = SAMPLES.lock().unwrap_or_else(|p| p.into_inner());
         for samples in self.0.values() {
-            let mut pending = samples.pending.lock().unwrap_or_else(|p| p.into_inner());
-            samples.add_pending(&mut pending);
-            all.retain(|s| !Arc::ptr_eq(s, samples));
+            samples.alive.store(false, Ordering::Release);
         }
     }
+}
+
+/// Adds what every batch holds, and lets the dead ones go.
+fn flush_all(all: &mut Vec<Arc<Samples>>) {
+    all.retain(|samples| {
+        let alive = samples.alive.load(Ordering::Acquire);
+        let mut pending = samples.pending.lock().unwrap_or_else(|p| p.into_inner());
+        samples.add_pending(&mut pending);
+        alive
+    });
 }
 
 thread_local! {
@@ -154,11 +168,7 @@ thread_local! {
 /// Adds every thread's pending latencies to the recorder's histograms: `/metrics` calls
 /// it before rendering them.
 pub fn flush() {
-    let all = SAMPLES.lock().unwrap_or_else(|p| p.into_inner());
-    for samples in all.iter() {
-        let mut pending = samples.pending.lock().unwrap_or_else(|p| p.into_inner());
-        samples.add_pending(&mut pending);
-    }
+    flush_all(&mut SAMPLES.lock().unwrap_or_else(|p| p.into_inner()));
 }
 
 fn record(series: Series, seconds: f64) {
@@ -176,11 +186,11 @@ fn record(series: Series, seconds: f64) {
                 let samples = Arc::new(Samples {
                     histogram,
                     pending: Mutex::new(Vec::with_capacity(FLUSH_EVERY)),
+                    alive: AtomicBool::new(true),
                 });
-                SAMPLES
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(samples.clone());
+                let mut all = SAMPLES.lock().unwrap_or_else(|p| p.into_inner());
+                flush_all(&mut all);
+                all.push(samples.clone());
                 histograms.entry(series).or_insert(samples)
             }
         };

@@ -20,7 +20,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +34,9 @@ use foldhash::fast::FixedState;
 struct Cell {
     counter: metrics::Counter,
     pending: AtomicU64,
+    /// Cleared when its thread ends; the next flush, or the next cell made, adds what
+    /// it holds and lets it go.
+    alive: AtomicBool,
 }
 
 impl Cell {
@@ -45,18 +48,27 @@ impl Cell {
     }
 }
 
-/// A thread's cells. When the thread ends, their counts are added and they leave
-/// [`CELLS`], so threads that come and go leave nothing behind.
+/// A thread's cells. When the thread ends they are marked dead, and the next flush, or
+/// the next cell made on any thread, adds what they hold and lets them go: threads that
+/// come and go leave nothing behind. (Nothing is recorded from the thread's own
+/// teardown: the recorder may read thread-locals that are gone by then.)
 struct ThreadCells(HashMap<[usize; 3], Arc<Cell>, FixedState>);
 
 impl Drop for ThreadCells {
     fn drop(&mut self) {
-        let mut all = CELLS.lock().unwrap_or_else(|p| p.into_inner());
         for cell in self.0.values() {
-            cell.flush();
-            all.retain(|c| !Arc::ptr_eq(c, cell));
+            cell.alive.store(false, Ordering::Release);
         }
     }
+}
+
+/// Adds what every cell holds, and lets the dead ones go.
+fn flush_all(cells: &mut Vec<Arc<Cell>>) {
+    cells.retain(|cell| {
+        let alive = cell.alive.load(Ordering::Acquire);
+        cell.flush();
+        alive
+    });
 }
 
 /// Pending increments a cell adds to its series by itself, whether or not anyone
@@ -81,10 +93,7 @@ thread_local! {
 /// rendering them (the server's `/metrics` does); without it a counter lags by fewer
 /// than 256 increments per thread.
 pub fn flush() {
-    let cells = CELLS.lock().unwrap_or_else(|p| p.into_inner());
-    for cell in cells.iter() {
-        cell.flush();
-    }
+    flush_all(&mut CELLS.lock().unwrap_or_else(|p| p.into_inner()));
 }
 
 /// Increments `name{family, result}` (`result` empty: no such label) in this thread's
@@ -105,11 +114,11 @@ fn count(name: &'static str, family: &'static str, result: &'static str) {
             let cell = Arc::new(Cell {
                 counter,
                 pending: AtomicU64::new(0),
+                alive: AtomicBool::new(true),
             });
-            CELLS
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(cell.clone());
+            let mut all = CELLS.lock().unwrap_or_else(|p| p.into_inner());
+            flush_all(&mut all);
+            all.push(cell.clone());
             cell
         });
         if cell.pending.fetch_add(1, Ordering::Relaxed) + 1 >= FLUSH_EVERY {
