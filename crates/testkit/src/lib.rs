@@ -36,6 +36,9 @@ pub struct RedisServer {
     port: u16,
     child: Option<Child>,
     extra: Vec<String>,
+    /// Where a persistent server keeps its snapshot and append-only file; removed when
+    /// dropped.
+    dir: Option<PathBuf>,
 }
 
 fn answers_ping(port: u16) -> bool {
@@ -80,8 +83,27 @@ impl RedisServer {
             port,
             child: None,
             extra: Vec::new(),
+            dir: None,
         };
         server.spawn();
+        server
+    }
+
+    /// Starts redis-server with a directory of its own for its snapshot (`SAVE`) and,
+    /// with `["--appendonly", "yes"]` say, its append-only file, so that
+    /// [`Self::restart`] brings back what it had persisted.
+    pub fn start_persistent(extra: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "letip-redis-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let dir_arg = dir.to_string_lossy().into_owned();
+        let mut args = vec!["--dir", dir_arg.as_str()];
+        args.extend_from_slice(extra);
+        let mut server = Self::start_with(&args);
+        server.dir = Some(dir);
         server
     }
 
@@ -97,6 +119,7 @@ impl RedisServer {
                 port: free_port(),
                 child: None,
                 extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+                dir: None,
             };
             server.spawn();
             let needs_auth = server.extra.iter().any(|a| a == "--requirepass");
@@ -160,6 +183,7 @@ impl RedisServer {
             port,
             child: None,
             extra: args,
+            dir: None,
         };
         server.spawn();
         server
@@ -185,9 +209,33 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port, empty.
+    /// Starts it again on the same port: empty, or from what it persisted (see
+    /// [`Self::start_persistent`]).
     pub fn restart(&mut self) {
         self.kill();
+        self.spawn();
+    }
+
+    /// The directory of a server started with [`Self::start_persistent`].
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// Starts it again on the same port, empty even if it had persisted something.
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        if let Some(dir) = &self.dir
+            && let Ok(entries) = std::fs::read_dir(dir)
+        {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let _ = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+            }
+        }
         self.spawn();
     }
 
@@ -205,6 +253,9 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -331,18 +382,7 @@ impl RedisCluster {
         let mut nodes = Vec::new();
         for _ in 0..masters {
             let port = free_port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes", "--cluster-config-file"])
-                .arg(format!("nodes-{port}.conf"))
-                .arg("--dir")
-                .arg(&dir)
-                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server starts");
-            nodes.push((port, child));
+            nodes.push((port, Self::spawn_node(&dir, port)));
         }
         let deadline = Instant::now() + Duration::from_secs(20);
         for (port, _) in &nodes {
@@ -378,6 +418,65 @@ impl RedisCluster {
             std::thread::sleep(Duration::from_millis(50));
         }
         cluster
+    }
+
+    /// One node on `port`, keeping its cluster configuration and its snapshot (`SAVE`)
+    /// in `dir` under names of its own.
+    fn spawn_node(dir: &Path, port: u16) -> Child {
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes", "--cluster-config-file"])
+            .arg(format!("nodes-{port}.conf"))
+            .arg("--dir")
+            .arg(dir)
+            .arg("--dbfilename")
+            .arg(format!("dump-{port}.rdb"))
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts")
+    }
+
+    /// Runs one command with redis-cli on node `i` and answers its output.
+    pub fn cli(&self, i: usize, args: &[&str]) -> String {
+        let port = self
+            .nodes
+            .get(i)
+            .map(|(p, _)| *p)
+            .expect("a node of the cluster");
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli is installed");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Kills node `i` (SIGKILL) and starts it again on its port from its last snapshot,
+    /// as the same cluster node; answers once the cluster is ok again.
+    pub fn restart_node(&mut self, i: usize) {
+        let dir = self.dir.clone();
+        let (port, child) = self.nodes.get_mut(i).expect("a node of the cluster");
+        let _ = child.kill();
+        let _ = child.wait();
+        *child = Self::spawn_node(&dir, *port);
+        let port = *port;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !answers_ping(port) {
+            assert!(Instant::now() < deadline, "the node did not start again");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        while !(0..self.nodes.len()).all(|n| {
+            self.cli(n, &["cluster", "info"])
+                .contains("cluster_state:ok")
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "the cluster never became ok again"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...`
@@ -431,6 +530,7 @@ impl Mode {
 #[derive(Debug)]
 pub struct FaultProxy {
     addr: SocketAddr,
+    upstream: Arc<Mutex<SocketAddr>>,
     mode: Arc<watch::Sender<Mode>>,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
@@ -570,7 +670,9 @@ impl FaultProxy {
             total: AtomicI64::new(0),
         });
         let close_next = Arc::new(AtomicI64::new(0));
+        let upstream = Arc::new(Mutex::new(upstream));
         let accept = {
+            let upstream = upstream.clone();
             let mode = mode.clone();
             let connections = connections.clone();
             let in_flight = in_flight.clone();
@@ -588,6 +690,7 @@ impl FaultProxy {
                     }
                     let mode = mode.clone();
                     let in_flight = in_flight.clone();
+                    let upstream = *upstream.lock().unwrap_or_else(|p| p.into_inner());
                     let task = tokio::spawn(async move {
                         let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
                             return;
@@ -645,6 +748,7 @@ impl FaultProxy {
         };
         Self {
             addr,
+            upstream,
             mode,
             connections,
             accept,
@@ -692,6 +796,13 @@ impl FaultProxy {
     /// Lets bytes through again, held ones first.
     pub fn resume(&self) {
         self.mode.send_replace(Mode::Pass);
+    }
+
+    /// Sends new connections to `upstream` from now on and closes every open one: an
+    /// endpoint that fails over to another server, as a managed Redis's does.
+    pub fn switch_to(&self, upstream: SocketAddr) {
+        *self.upstream.lock().unwrap_or_else(|p| p.into_inner()) = upstream;
+        self.cut();
     }
 
     /// Closes every open connection; new ones are accepted as before.
