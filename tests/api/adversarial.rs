@@ -98,7 +98,8 @@ async fn a_flood_of_distinct_requests_leaves_redis_and_the_server_bounded() {
     let without_ttl = redis.cli(&[
         "EVAL",
         "local n = 0 for _, k in ipairs(redis.call('KEYS', '*')) do \
-         if redis.call('PTTL', k) < 0 then n = n + 1 end end return n",
+         if redis.call('PTTL', k) < 0 and k ~= 'letip:v1:{#near}:identity' then n = n + 1 end \
+         end return n",
         "0",
     ]);
     println!(
@@ -115,6 +116,8 @@ async fn a_flood_of_distinct_requests_leaves_redis_and_the_server_bounded() {
         "unexpected answers: {:?}",
         &other[..other.len().min(5)]
     );
+    // The one exception: the record of which Redis history the cache trusts, one small
+    // key per namespace that eviction must not take.
     assert_eq!(without_ttl, "0", "every key has a TTL");
     assert!(
         used <= MAXMEMORY + 1024 * 1024,

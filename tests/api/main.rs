@@ -16,6 +16,7 @@ mod contacts_messages;
 mod enrichment;
 mod events;
 mod health;
+mod history;
 mod instances;
 mod list;
 mod ops;

@@ -17,6 +17,8 @@
 //! list when the read was sent (no write of theirs in flight).
 //!
 //! Faults, one at a time, in 6-second slots: Redis killed then restarted empty; Redis
+//! restarted from a snapshot taken 3 s before (every invalidation, announcement and
+//! lease renewal it acknowledged since is forgotten); Redis
 //! stalled for both instances (through a proxy, longer than the cache timeout); instance
 //! A alone cut off from Redis; PostgreSQL's idle connections terminated (the pool's and
 //! the change feed's). Every read must be fresh, except in the slot where A is cut off:
@@ -61,6 +63,8 @@ const CITIES: [&str; 4] = ["Asbury Park", "Red Bank", "Freehold", "Ocean Grove"]
 enum Fault {
     Calm,
     RedisKilled,
+    /// Redis killed and restarted from the snapshot it took at the slot's start.
+    RedisRestored,
     RedisStalled,
     ACutOff,
     PostgresDropped,
@@ -76,7 +80,7 @@ const SCHEDULE: [Fault; 12] = [
     Fault::Calm,
     Fault::RedisKilled,
     Fault::BSubscriptionCut,
-    Fault::Calm,
+    Fault::RedisRestored,
     Fault::RedisStalled,
     Fault::CPaused,
     Fault::Calm,
@@ -882,7 +886,8 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
         .ok()
         .and_then(|s| s.parse().ok());
     let calm = std::env::var_os("CHECKER_CALM").is_some();
-    let mut redis = RedisServer::start();
+    // Persistent, for the slots that restart it from an older snapshot.
+    let mut redis = RedisServer::start_persistent(&[]);
     let link_a = FaultProxy::start(redis.addr()).await;
     let link_b = FaultProxy::start(redis.addr()).await;
     let link_c = FaultProxy::start(redis.addr()).await;
@@ -956,7 +961,16 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
                 *faults.entry("redis killed and restarted").or_default() += 1;
                 redis.kill();
                 tokio::time::sleep_until(slot_end.into()).await;
+                redis.restart_empty();
+            }
+            Fault::RedisRestored => {
+                *faults
+                    .entry("redis restored from an older snapshot")
+                    .or_default() += 1;
+                assert_eq!(redis.cli(&["save"]), "OK", "redis takes a snapshot");
+                tokio::time::sleep(SLOT / 2).await;
                 redis.restart();
+                tokio::time::sleep_until(slot_end.into()).await;
             }
             Fault::RedisStalled => {
                 *faults.entry("redis stalled").or_default() += 1;

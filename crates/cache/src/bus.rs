@@ -70,12 +70,15 @@ async fn subscribe_forever(
     connected: Arc<AtomicBool>,
 ) {
     let mut answering_again = cache.answering_again();
+    let mut resets = cache.resets();
     let mut backoff = Duration::from_millis(100);
     let (urls, connect_timeout) = (cache.node_urls(), cache.connect_timeout());
     for url in urls.iter().cycle() {
         let Ok(client) = cache.client(url) else {
             continue;
         };
+        // A reset from now on may find this subscription on the server it replaced.
+        resets.mark_unchanged();
         let attempt = tokio::time::timeout(connect_timeout, async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
@@ -87,16 +90,31 @@ async fn subscribe_forever(
             connected.store(true, Ordering::Relaxed);
             let _ = tx.send(BusEvent::Connected);
             let mut messages = pubsub.into_on_message();
-            while let Some(msg) = messages.next().await {
-                let _ = tx.send(BusEvent::Message(Bytes::copy_from_slice(
-                    msg.get_payload_bytes(),
-                )));
-            }
+            let reset = loop {
+                tokio::select! {
+                    msg = messages.next() => match msg {
+                        Some(msg) => {
+                            let _ = tx.send(BusEvent::Message(Bytes::copy_from_slice(
+                                msg.get_payload_bytes(),
+                            )));
+                        }
+                        None => break false,
+                    },
+                    // The cache found a server that may have forgotten what it
+                    // acknowledged: this subscription may be to the old one.
+                    Ok(()) = resets.changed() => break true,
+                }
+            };
+            drop(messages);
             connected.store(false, Ordering::Relaxed);
             let _ = tx.send(BusEvent::Lost);
-            tracing::warn!(%channel, "the Redis subscription dropped; reconnecting");
             // What happened while connected is no reason to reconnect early.
             answering_again.mark_unchanged();
+            if reset {
+                tracing::info!(%channel, "resubscribing on the Redis the cache now uses");
+                continue;
+            }
+            tracing::warn!(%channel, "the Redis subscription dropped; reconnecting");
         }
         tokio::select! {
             () = tokio::time::sleep(jitter(backoff)) => {}

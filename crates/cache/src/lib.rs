@@ -41,6 +41,8 @@
 mod announced;
 mod breaker;
 mod bus;
+mod cluster;
+mod identity;
 mod json;
 mod key;
 mod lease;

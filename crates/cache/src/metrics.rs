@@ -16,6 +16,7 @@
 //! | `cache_lease_wait_seconds` | | how long a write waited for acknowledgements (or lease ends) |
 //! | `cache_lease_expiry_waits_total` | `why` = `holder` / `new_table` / `unannounced` | holders that did not acknowledge and whose lease a write waited out; writes that waited out a table younger than a lease; writes whose announcement failed and that waited out a lease |
 //! | `cache_redis_duration_seconds` | `op` | Redis call latency, failures included |
+//! | `cache_redis_history_resets_total` | `seen` = `changed` / `began` | connections that found a Redis this process had not seen last (`changed`), or whose check began a new history (`began`): entries stored before are no longer served |
 //! | `cache_redis_probes_total` | `by` = `health` / `background`, `result` = `up` / `down` | PINGs sent to learn whether Redis answers (health checks, and the background prober while the circuit is open) |
 
 use std::cell::RefCell;
@@ -208,4 +209,13 @@ pub fn corrupt(family: &'static str) {
 /// A PING sent to learn whether Redis answers, by whom and what it found.
 pub(crate) fn probe(by: &'static str, result: &'static str) {
     metrics::counter!("cache_redis_probes_total", "by" => by, "result" => result).increment(1);
+}
+
+/// A connection's identity check reset the history (see `identity.rs`).
+pub(crate) fn history_reset(changed: bool) {
+    metrics::counter!(
+        "cache_redis_history_resets_total",
+        "seen" => if changed { "changed" } else { "began" }
+    )
+    .increment(1);
 }

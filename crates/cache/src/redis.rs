@@ -36,6 +36,8 @@ use deadpool_redis::redis::cluster_async::ClusterConnection;
 use deadpool_redis::redis::{self, Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 
 use crate::breaker::{Breaker, BreakerConfig, Transition};
+use crate::cluster::{ClusterManager, ClusterObject, ClusterPool};
+use crate::identity::{self, History, Reset};
 use crate::key::encode;
 use crate::{
     Cache, CacheError, CacheHealth, IndexLookup, Key, Lookup, Members, Stored, Ticket,
@@ -111,7 +113,9 @@ fn has_tag_header(value: &[u8]) -> bool {
 }
 
 /// The lookups of entries inside a script. `gen(key)` answers a scope's generation,
-/// making it from the Redis clock (microseconds) when it is missing; a script reads each
+/// making it from the Redis clock (microseconds) when it is missing, and moving it past
+/// the floor (`ARGV[2]`, see `identity.rs`) when it is below: a generation of a history
+/// the cache no longer trusts is invalidated before it is used. A script reads each
 /// generation once. `entry(value key, root generation key, own generation key, known
 /// tag)` answers `state, bytes`: 3 and no bytes when the caller's copy (of the known
 /// tag) is current and the entry has not expired, 1 and the stored bytes on a hit, 0
@@ -122,16 +126,19 @@ fn has_tag_header(value: &[u8]) -> bool {
 /// the copies it confirms and one MGET of the values it sends, and appends `state,
 /// bytes` of each to `out`, in order, as `entry` would answer them.
 const ENTRY_FNS: &str = r"
+local floor = tonumber(ARGV[2]) or 0
 local gens = {}
+local function fresh(key, old)
+  local t = redis.call('TIME')
+  local g = string.format('%d', math.max(t[1] * 1000000 + t[2], floor, (tonumber(old) or 0) + 1))
+  redis.call('SET', key, g, 'PX', ARGV[1])
+  return g
+end
 local function gen(key)
   local g = gens[key]
   if g then return g end
   g = redis.call('GET', key)
-  if not g then
-    local t = redis.call('TIME')
-    g = string.format('%d', t[1] * 1000000 + t[2])
-    redis.call('SET', key, g, 'PX', ARGV[1])
-  end
+  if not g or (tonumber(g) or 0) < floor then g = fresh(key, g) end
   gens[key] = g
   return g
 end
@@ -164,7 +171,9 @@ local function entries(names, knowns, out)
   if #want > 0 then
     local got = redis.call('MGET', unpack(want))
     for i, k in ipairs(want) do
-      if got[i] then gens[k] = got[i] else gen(k) end
+      local g = got[i]
+      if not g or (tonumber(g) or 0) < floor then g = fresh(k, g) end
+      gens[k] = g
     end
   end
   local tags, confirm, send = {}, {}, {}
@@ -210,14 +219,15 @@ end
 ";
 
 /// KEYS: value, the scope's root generation, its own generation (the same key for a scope
-/// without a parent). ARGV: generation TTL (ms), the tag of a copy the caller holds (or '').
-/// Answers `entry`'s `{state, bytes}`.
+/// without a parent). ARGV: generation TTL (ms), floor, the tag of a copy the caller holds
+/// (or ''). Answers `entry`'s `{state, bytes}`.
 const LOOKUP: &str = r"
-return {entry(KEYS[1], KEYS[2], KEYS[3], ARGV[2])}
+return {entry(KEYS[1], KEYS[2], KEYS[3], ARGV[3])}
 ";
 
 /// KEYS: value, root generation and own generation of each entry, three by three (all of
-/// one hash slot). ARGV: generation TTL (ms). Returns `state, bytes` of each entry, flat.
+/// one hash slot). ARGV: generation TTL (ms), floor. Returns `state, bytes` of each entry,
+/// flat.
 const LOOKUP_MANY: &str = r"
 local out = {}
 entries(KEYS, nil, out)
@@ -225,7 +235,7 @@ return out
 ";
 
 /// KEYS: the index's value, root generation, own generation. ARGV: generation TTL (ms),
-/// the prefix every member key must have (the index's own hash tag), the tag of the
+/// floor, the prefix every member key must have (the index's own hash tag), the tag of the
 /// caller's copy of the index (or ''), then the tag of the caller's copy of each member
 /// (or ''). Answers the index's `state, bytes` as `entry` does (3, and no value, when the
 /// caller's copy is current) and, on a hit, `state, bytes` of every member the index
@@ -241,11 +251,11 @@ if string.sub(v, pos, pos + 6) ~= '@index ' then return {2, ''} end
 local e = string.find(v, '\n', pos, true)
 local n = e and tonumber(string.sub(v, pos + 7, e - 1))
 if not n then return {2, ''} end
-local current = ARGV[3] ~= '' and string.sub(v, 1, #ARGV[3]) == ARGV[3]
+local current = ARGV[4] ~= '' and string.sub(v, 1, #ARGV[4]) == ARGV[4]
 local out = {1, v}
 if current then out = {3, ''} end
 pos = e + 1
-local prefix = ARGV[2]
+local prefix = ARGV[3]
 local names, knowns = {}, {}
 for i = 1, 3 * n do
   local stop = string.find(v, '\n', pos, true)
@@ -256,31 +266,34 @@ for i = 1, 3 * n do
   pos = stop + 1
 end
 if current then
-  for i = 1, n do knowns[i] = ARGV[3 + i] end
+  for i = 1, n do knowns[i] = ARGV[4 + i] end
 end
 entries(names, knowns, out)
 return out
 ";
 
-/// KEYS: value, root generation, own generation. ARGV: tag, value, TTL (ms). Stores only
-/// while the tag is current.
+/// KEYS: value, root generation, own generation. ARGV: tag, value, TTL (ms), floor. Stores
+/// only while the tag is current, and never under a generation below the floor.
 const STORE: &str = r"
+local floor = tonumber(ARGV[4]) or 0
 local root = redis.call('GET', KEYS[2])
 local own = redis.call('GET', KEYS[3])
-if root and own and (root .. '.' .. own .. '\n') == ARGV[1] then
+if root and own and (tonumber(root) or 0) >= floor and (tonumber(own) or 0) >= floor
+    and (root .. '.' .. own .. '\n') == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1] .. ARGV[2], 'PX', ARGV[3])
   return 1
 end
 return 0
 ";
 
-/// KEYS: generation. ARGV: generation TTL (ms). Moves the generation past both its
-/// current value and the clock.
+/// KEYS: generation. ARGV: generation TTL (ms), floor. Moves the generation past its
+/// current value, the clock and the floor.
 const INVALIDATE: &str = r"
 local t = redis.call('TIME')
 local now = t[1] * 1000000 + t[2]
 local current = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
-redis.call('SET', KEYS[1], string.format('%d', math.max(current + 1, now)), 'PX', ARGV[1])
+local floor = tonumber(ARGV[2]) or 0
+redis.call('SET', KEYS[1], string.format('%d', math.max(current + 1, now, floor)), 'PX', ARGV[1])
 return 1
 ";
 
@@ -295,7 +308,7 @@ struct Scripts {
 /// A shared connection to one server or to a cluster; cloning it is cheap and every clone
 /// multiplexes onto the same sockets.
 #[derive(Clone)]
-enum Conn {
+pub(crate) enum Conn {
     Single(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
@@ -328,17 +341,24 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// Which kind a [`Conn`] is, kept after the connection moved into a call.
+#[derive(Debug, Clone, Copy)]
+enum ConnKind {
+    Single,
+    Cluster,
+}
+
 /// Where connections come from: deadpool-redis makes, checks and replaces them.
 #[derive(Clone)]
 enum Pools {
     Single(deadpool_redis::Pool),
-    Cluster(deadpool_redis::cluster::Pool),
+    Cluster(ClusterPool),
 }
 
 /// A pooled connection held in a slot.
 enum Pooled {
     Single(deadpool_redis::Connection),
-    Cluster(deadpool_redis::cluster::Connection),
+    Cluster(ClusterObject),
 }
 
 impl Pooled {
@@ -353,7 +373,7 @@ impl Pooled {
     fn discard(self) {
         match self {
             Self::Single(c) => drop(deadpool_redis::Connection::take(c)),
-            Self::Cluster(c) => drop(deadpool_redis::cluster::Connection::take(c)),
+            Self::Cluster(c) => drop(deadpool::managed::Object::take(c)),
         }
     }
 }
@@ -618,6 +638,9 @@ pub struct RedisCache {
     /// backoff reconnect at once.
     answering_again: tokio::sync::watch::Sender<u64>,
     scripts: Scripts,
+    /// The history this process trusts: the floor every script is given, and what to
+    /// drop when a connection finds a server that may have forgotten acknowledged writes.
+    history: History,
     /// Scopes whose invalidation could not be applied. Nothing of such a scope is served
     /// until its invalidation has been applied, as any entry of it may be stale.
     pending: Mutex<Pending>,
@@ -703,15 +726,11 @@ impl RedisCache {
             for node in &nodes {
                 redis::Client::open(node.as_str()).map_err(|e| bad(&e))?;
             }
+            let manager = ClusterManager::new(nodes).map_err(|e| bad(&e))?;
             Pools::Cluster(
-                bounded(
-                    deadpool_redis::cluster::Config::from_urls(nodes)
-                        .builder()
-                        .map_err(|e| bad(&e))?,
-                    &config,
-                )
-                .build()
-                .map_err(|e| bad(&e))?,
+                bounded(ClusterPool::builder(manager), &config)
+                    .build()
+                    .map_err(|e| bad(&e))?,
             )
         } else {
             // A URL the client cannot parse fails here rather than on every request.
@@ -737,6 +756,7 @@ impl RedisCache {
                 store: Script::new(STORE),
                 invalidate: Script::new(INVALIDATE),
             },
+            history: History::default(),
             pending: Mutex::new(Pending::default()),
             indexes: moka::sync::Cache::builder()
                 .max_capacity(INDEX_MEMO_BYTES)
@@ -795,6 +815,19 @@ impl RedisCache {
             task: task.abort_handle(),
             cache: Arc::downgrade(self),
         }
+    }
+
+    /// Registers `hook`, called whenever a connection finds a Redis that may have
+    /// forgotten acknowledged writes, before that connection serves anything: what the
+    /// caller derived from the old history (near copies, a lease) must go.
+    pub(crate) fn on_reset(&self, hook: identity::Hook) {
+        self.history.on_reset(hook);
+    }
+
+    /// A receiver whose value changes at each such reset, for subscriptions to come
+    /// back on the new server.
+    pub(crate) fn resets(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.history.resets()
     }
 
     /// A receiver whose value changes each time Redis answers after failing, for
@@ -1026,9 +1059,48 @@ impl RedisCache {
         let pooled = tokio::time::timeout(self.config.connect_timeout, made)
             .await
             .map_err(|_| unavailable("connecting to Redis timed out"))??;
-        let shared = pooled.shared();
+        let mut shared = pooled.shared();
+        if let Err(e) = self.check_history(&mut shared).await {
+            pooled.discard();
+            return Err(e);
+        }
         *slot.write().unwrap_or_else(|p| p.into_inner()) = Some(pooled);
         Ok((i, shared))
+    }
+
+    /// Checks the identity of the server(s) behind a connection before it serves
+    /// anything (see `identity.rs`): a server that is not the one this process last saw,
+    /// or that begins a new history, raises the floor and drops what this process
+    /// derived from the old one, before this returns.
+    async fn check_history(&self, conn: &mut Conn) -> Result<(), CacheError> {
+        let record = format!("{}:{{#near}}:identity", self.namespace);
+        let table = self.lease_table();
+        let checked = tokio::time::timeout(
+            self.config.connect_timeout,
+            identity::check(conn, &record, &table),
+        )
+        .await
+        .map_err(|_| unavailable("checking the Redis identity timed out"))?
+        .map_err(unavailable)?;
+        let (identity, floor, began) = checked;
+        let reset = self.history.observe(&identity, floor, began);
+        if reset != Reset::None {
+            self.indexes.invalidate_all();
+            metrics::history_reset(reset == Reset::Changed);
+        }
+        match reset {
+            Reset::Changed => tracing::warn!(
+                namespace = %self.namespace,
+                "Redis is not the server this cache last used (restarted, restored or failed \
+                 over): nothing stored before is served"
+            ),
+            Reset::Began => tracing::info!(
+                namespace = %self.namespace,
+                "Redis begins a new history for this cache: nothing stored before is served"
+            ),
+            Reset::None => {}
+        }
+        Ok(())
     }
 
     /// Drops a connection that failed so the next call makes a new one.
@@ -1109,6 +1181,10 @@ impl RedisCache {
                 return Err(e);
             }
         };
+        let conn_kind = match conn {
+            Conn::Single(_) => ConnKind::Single,
+            Conn::Cluster(_) => ConnKind::Cluster,
+        };
         let outcome = tokio::time::timeout(timeout, f(conn)).await;
         metrics::redis_call(op, start.elapsed());
         match outcome {
@@ -1117,7 +1193,9 @@ impl RedisCache {
                 Ok(v)
             }
             Ok(Err(e)) => {
-                if connection_is_broken(&e) {
+                // A cluster connection that failed may have lost a node, and is replaced
+                // (and the new one checked) rather than left to find another node itself.
+                if connection_is_broken(&e) || matches!(conn_kind, ConnKind::Cluster) {
                     self.discard(slot);
                 }
                 failed();
@@ -1146,6 +1224,7 @@ impl RedisCache {
                     .lookup
                     .key(&keys[..])
                     .arg(ttl)
+                    .arg(self.history.floor())
                     .arg(known)
                     .invoke_async(&mut c)
                     .await
@@ -1203,6 +1282,7 @@ impl RedisCache {
                     .arg(tag)
                     .arg(&sealed[..])
                     .arg(ttl_ms)
+                    .arg(self.history.floor())
                     .invoke_async(&mut c)
                     .await
             })
@@ -1310,6 +1390,7 @@ impl RedisCache {
                     .lookup_index
                     .key(&keys[..])
                     .arg(ttl)
+                    .arg(self.history.floor())
                     .arg(&prefix)
                     .arg(known_tag)
                     .arg(&member_tags[..])
@@ -1447,6 +1528,10 @@ impl RedisCache {
             let (Some(Some(root)), Some(Some(own))) = (gens.get(r), gens.get(o)) else {
                 return Ok(None);
             };
+            // A generation below the floor is the script's to move first.
+            if !self.history.admits(root) || !self.history.admits(own) {
+                return Ok(None);
+            }
             tags.push(format!("{root}.{own}\n"));
         }
         if tags.first().map(String::as_str) != Some(&*memo.tag) {
@@ -1538,7 +1623,7 @@ impl RedisCache {
             else {
                 return Ok(None);
             };
-            if !is_tag(tag, root, own) {
+            if !is_tag(tag, root, own) || !self.history.admits(root) || !self.history.admits(own) {
                 return Ok(None);
             }
         }
@@ -1574,6 +1659,7 @@ impl RedisCache {
                 .invalidate
                 .key(key)
                 .arg(ttl)
+                .arg(self.history.floor())
                 .invoke_async::<i64>(&mut c)
                 .await
         })
@@ -1663,6 +1749,7 @@ impl Cache for RedisCache {
                         .lookup_many
                         .key(&names[..])
                         .arg(ttl)
+                        .arg(self.history.floor())
                         .invoke_async::<Vec<Value>>(&mut c)
                         .await
                 })

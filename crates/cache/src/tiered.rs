@@ -470,6 +470,23 @@ impl TieredCache {
             ))),
             _ => None,
         };
+        // A Redis that may have forgotten acknowledged writes (see `identity.rs`): no
+        // copy or lease of the old history is trusted, before the connection that found
+        // it serves anything.
+        {
+            let epochs = Arc::downgrade(&epochs);
+            let leases = leases.as_ref().map(Arc::downgrade);
+            far.on_reset(Box::new(move || {
+                let Some(epochs) = epochs.upgrade() else {
+                    return false;
+                };
+                if let Some(l) = leases.as_ref().and_then(std::sync::Weak::upgrade) {
+                    l.revoke();
+                }
+                epochs.drop_all();
+                true
+            }));
+        }
         let mut tasks = Vec::new();
         let mut acks = None;
         if let Some(bus) = &bus {
