@@ -41,8 +41,6 @@
 mod announced;
 mod breaker;
 mod bus;
-mod cluster;
-mod identity;
 mod json;
 mod key;
 mod lease;

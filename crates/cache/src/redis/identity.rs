@@ -34,7 +34,7 @@ use std::sync::{LazyLock, Mutex};
 use deadpool_redis::redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use deadpool_redis::redis::{self, RedisError, RedisResult, Script, Value};
 
-use crate::redis::Conn;
+use super::connection::Conn;
 
 /// KEYS: the identity record, the lease table. ARGV: the identity of the node(s). Answers
 /// `{1, floor}` when it began a new history (a new floor, the lease table forgotten), or

@@ -1,0 +1,113 @@
+//! Settings of a [`RedisCache`] and the clients its URL names.
+
+use std::time::Duration;
+
+use deadpool_redis::redis::{self};
+
+/// Settings of a [`RedisCache`].
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`, `rediss://...` for TLS, or
+    /// `redis+cluster://host:port,host:port`.
+    pub url: String,
+    /// PEM certificate(s) of the authority that signed the server's TLS certificate,
+    /// for `rediss://` servers with a private CA (the system's roots otherwise).
+    pub tls_ca_pem: Option<Vec<u8>>,
+    /// Prefix of every key; its version segment separates incompatible formats.
+    pub namespace: String,
+    /// Longest a lookup or store may take before it counts as failed (the request then
+    /// reads the database).
+    pub timeout: Duration,
+    /// Longest an invalidation may take. Longer than `timeout`: a write waits for its
+    /// invalidation rather than leave it to the slower paths (its change announcement,
+    /// or the retry before this process serves the scope again), unless the breaker
+    /// already knows Redis is away.
+    pub invalidate_timeout: Duration,
+    /// Longest making a new connection may take.
+    pub connect_timeout: Duration,
+    /// Multiplexed connections shared by all requests.
+    pub connections: usize,
+    /// Values larger than this are not stored.
+    pub max_value_bytes: usize,
+    /// How long a scope's generation lives; at least the longest entry TTL, so entries
+    /// are not orphaned early.
+    pub generation_ttl: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            tls_ca_pem: None,
+            namespace: "letip:v1".into(),
+            timeout: Duration::from_millis(50),
+            invalidate_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_millis(200),
+            connections: 2,
+            max_value_bytes: 1024 * 1024,
+            generation_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The nodes of a cluster URL: `redis+cluster://[user:pass@]h1:p1,h2:p2` (or
+/// `rediss+cluster://` for TLS), each as a plain URL with the same credentials.
+/// A client of `url`, trusting `ca_pem` for TLS when given.
+pub(super) fn client(url: &str, ca_pem: Option<&[u8]>) -> redis::RedisResult<redis::Client> {
+    match ca_pem {
+        Some(ca) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.to_vec()),
+            },
+        ),
+        None => redis::Client::open(url),
+    }
+}
+
+pub(crate) fn cluster_nodes(url: &str) -> Option<Vec<String>> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.strip_suffix("+cluster")?;
+    let (userinfo, hosts) = match rest.rsplit_once('@') {
+        Some((u, h)) => (format!("{u}@"), h),
+        None => (String::new(), rest),
+    };
+    let hosts = hosts.trim_end_matches('/');
+    Some(
+        hosts
+            .split(',')
+            .filter(|h| !h.trim().is_empty())
+            .map(|h| format!("{scheme}://{userinfo}{}", h.trim()))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RedisCache;
+
+    #[test]
+    fn cluster_urls_name_every_node_with_the_same_credentials() {
+        assert_eq!(
+            cluster_nodes("redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7001/"),
+            Some(vec![
+                "redis://:pw@10.0.0.1:7000".to_owned(),
+                "redis://:pw@10.0.0.2:7001".to_owned()
+            ])
+        );
+        assert_eq!(
+            cluster_nodes("rediss+cluster://h1:1,h2:2"),
+            Some(vec!["rediss://h1:1".to_owned(), "rediss://h2:2".to_owned()])
+        );
+        assert_eq!(cluster_nodes("redis://h:6379"), None);
+        assert!(
+            RedisCache::new(RedisConfig {
+                url: "redis+cluster://".into(),
+                ..RedisConfig::default()
+            })
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,385 @@
+//! Index entries: a lookup of an index and its members in one script, the memo of index
+//! entries read (plain commands instead of the script), and the confirmation of a
+//! caller's copies of an index and its members without a value sent.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use deadpool_redis::redis::{self, Value};
+
+use super::RedisCache;
+use super::scripts::State;
+use super::wire::{
+    INDEX_MARK, Raw, has_tag_header, index_members, index_value, is_tag, pairs, raw_lookup, tagged,
+    unseal,
+};
+use crate::{CacheError, IndexLookup, Key, Members, Ticket};
+
+/// What the caller of [`RedisCache::lookup_index`] holds: its copy of the index's tag,
+/// the value keys of the index's members, and its copies' tags of them (by position).
+pub(crate) struct KnownIndex<'a> {
+    pub(crate) tag: &'a str,
+    pub(crate) names: &'a [String],
+    pub(crate) tags: &'a [Option<Arc<str>>],
+    /// The key names that confirm the copies in one round trip, when the caller has
+    /// them (see [`RedisCache::confirm_keys`]).
+    pub(crate) confirm: Option<&'a ConfirmKeys>,
+}
+
+/// The key names [`RedisCache::lookup_index`] reads to confirm copies of an index and of
+/// its members without a script: every generation key (root and own of the index, then
+/// of each member) and every value key (the index's, then each member's).
+#[derive(Debug)]
+pub(crate) struct ConfirmKeys {
+    /// Each generation key once (the members of a page share their root's).
+    gens: Vec<String>,
+    /// The positions in `gens` of the root and own generation of the index, then of
+    /// each member.
+    tags: Vec<(usize, usize)>,
+    values: Vec<String>,
+}
+
+impl ConfirmKeys {
+    /// Bytes held, for the near tier's weigher.
+    pub(crate) fn bytes(&self) -> usize {
+        self.gens
+            .iter()
+            .chain(&self.values)
+            .map(|n| n.len() + 24)
+            .sum::<usize>()
+            + self.tags.len() * 16
+    }
+}
+
+/// What an index lookup found, with the tags a near tier needs: the index (its value
+/// without the member names), then each member.
+#[derive(Debug)]
+pub(crate) struct RawIndex {
+    pub(crate) index: Raw,
+    pub(crate) members: Vec<Raw>,
+}
+
+/// The answer to a memo read: generations, whether the index exists, members' values.
+pub(super) type MemoAnswer = (Vec<Option<String>>, i64, Vec<Option<Vec<u8>>>);
+
+/// Most bytes of [`RedisCache`]'s memo of index entries (values and key names).
+pub(super) const INDEX_MEMO_BYTES: u64 = 16 * 1024 * 1024;
+
+/// An index entry as this process last read it: its tag and value, and the key names
+/// that confirm it and read its members. It is never served on its own: a lookup reads
+/// the index's generations and existence with the members' generations and values in one
+/// atomic round trip of plain commands, and uses the memo only if the index is still
+/// what it was (the tag equal to its generations, the entry present); else the script
+/// answers. Values of members leave Redis through `MGET` rather than through a script,
+/// which costs Redis a tenth of the time.
+#[derive(Debug)]
+pub(super) struct IndexMemo {
+    tag: Arc<str>,
+    value: Bytes,
+    families: Vec<&'static str>,
+    confirm: ConfirmKeys,
+}
+
+impl IndexMemo {
+    /// The memo of a [`RedisCache`]: at most [`INDEX_MEMO_BYTES`], by index value key.
+    pub(super) fn cache() -> moka::sync::Cache<String, Arc<Self>> {
+        moka::sync::Cache::builder()
+            .max_capacity(INDEX_MEMO_BYTES)
+            .weigher(|k: &String, v: &Arc<Self>| {
+                u32::try_from(k.len() + v.value.len() + v.confirm.bytes() + 64).unwrap_or(u32::MAX)
+            })
+            .build()
+    }
+}
+
+impl RedisCache {
+    /// An index and its members, in one script. With `known`, the tag of the caller's
+    /// copy of the index, the value keys of its members and the tags of the caller's
+    /// copies of them: copies found current are confirmed without sending their values.
+    pub(crate) async fn lookup_index(
+        &self,
+        key: &Key,
+        known: Option<KnownIndex<'_>>,
+    ) -> Result<RawIndex, CacheError> {
+        self.recover_all(key.scope()).await?;
+        if let Some(k) = &known
+            && let Some(raw) = self.confirm_index(k).await?
+        {
+            return Ok(raw);
+        }
+        let [root, own] = self.generation_keys(key.scope());
+        let name = self.value_key(key);
+        let keys = [name.clone(), root, own];
+        let ttl = self.generation_ttl_ms();
+        let prefix = self.scope_prefix(key.scope());
+        let known_tag = known.as_ref().map_or("", |k| k.tag);
+        let member_tags: Vec<&str> = known
+            .as_ref()
+            .map(|k| k.tags.iter().map(|t| t.as_deref().unwrap_or("")).collect())
+            .unwrap_or_default();
+        let answer: Vec<Value> = self
+            .call("lookup_index", |mut c| async move {
+                self.scripts
+                    .lookup_index
+                    .key(&keys[..])
+                    .arg(ttl)
+                    .arg(self.history.floor())
+                    .arg(&prefix)
+                    .arg(known_tag)
+                    .arg(&member_tags[..])
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        let mut pairs = pairs(answer)?.into_iter();
+        let (state, bytes) = pairs
+            .next()
+            .ok_or_else(|| CacheError::Protocol("an empty answer to a lookup".into()))?;
+        let (index, names) = match state {
+            State::Miss => {
+                let ticket = Ticket::new(String::from_utf8_lossy(&bytes));
+                return Ok(RawIndex {
+                    index: Raw::Miss(ticket),
+                    members: Vec::new(),
+                });
+            }
+            State::Current => (
+                Raw::Current,
+                known.map(|k| k.names.to_vec()).unwrap_or_default(),
+            ),
+            State::Hit => {
+                let (tag, sealed) = tagged(&Bytes::from(bytes));
+                let payload = unseal(sealed);
+                let parts = payload
+                    .as_ref()
+                    .and_then(|p| Some((index_value(p)?, index_members(p)?)));
+                let Some((value, names)) = parts else {
+                    self.remove_damaged(key.family(), &name).await;
+                    return Err(CacheError::Protocol(
+                        "an index that fails its checksum".into(),
+                    ));
+                };
+                (Raw::Hit { tag, bytes: value }, names)
+            }
+            State::Foreign => {
+                self.remove_damaged(key.family(), &name).await;
+                return Err(CacheError::Protocol(
+                    "an index that fails its format".into(),
+                ));
+            }
+        };
+        // The answers come in the members' order.
+        let mut members = Vec::with_capacity(names.len());
+        for (member, (state, bytes)) in names.iter().zip(pairs) {
+            members.push(self.member(key.family(), member, state, bytes).await);
+        }
+        if members.len() != names.len() {
+            return Err(CacheError::Protocol(
+                "a short answer to an index lookup".into(),
+            ));
+        }
+        Ok(RawIndex { index, members })
+    }
+
+    /// An index lookup for a caller holding no copies: through the memo of the index
+    /// when it is still current, else through the script (which refills the memo).
+    pub(super) async fn lookup_index_through_memo(
+        &self,
+        key: &Key,
+        members: Members<'_>,
+    ) -> Result<IndexLookup, CacheError> {
+        self.recover_all(key.scope()).await?;
+        let name = self.value_key(key);
+        if let Some(memo) = self.indexes.get(&name) {
+            if let Some(found) = self.read_memo(&memo).await? {
+                return Ok(found);
+            }
+            self.indexes.invalidate(&name);
+        }
+        let raw = self.lookup_index(key, None).await?;
+        Ok(match raw.index {
+            Raw::Hit { tag, bytes } => {
+                if let Some(keys) = members(&bytes)
+                    && !keys.is_empty()
+                    && keys.len() == raw.members.len()
+                {
+                    let memo = IndexMemo {
+                        tag,
+                        value: bytes.clone(),
+                        families: keys.iter().map(Key::family).collect(),
+                        confirm: self.confirm_keys(key, &keys),
+                    };
+                    self.indexes.insert(name, Arc::new(memo));
+                }
+                IndexLookup::Hit {
+                    value: bytes,
+                    members: raw.members.into_iter().map(raw_lookup).collect(),
+                }
+            }
+            Raw::Miss(t) => IndexLookup::Miss(t),
+            // Unreachable without a known tag; a miss that stores nothing is safe.
+            Raw::Current => IndexLookup::Miss(Ticket::none()),
+        })
+    }
+
+    /// The index of `memo` and its members, read with `MULTI`, `MGET` of every
+    /// generation, `EXISTS` of the index, `MGET` of the members' values, `EXEC`; `None`
+    /// when the index is not the memo's any more, or a generation is missing (the
+    /// script makes it). Each member is answered as the script would: a hit when its
+    /// value carries the tag of its generations (and passes its checksum), else a miss
+    /// with that tag as its ticket.
+    pub(super) async fn read_memo(
+        &self,
+        memo: &IndexMemo,
+    ) -> Result<Option<IndexLookup>, CacheError> {
+        let confirm = &memo.confirm;
+        let (Some(index), Some(names)) = (confirm.values.first(), confirm.values.get(1..)) else {
+            return Ok(None);
+        };
+        if names.is_empty() || confirm.tags.len() != names.len() + 1 {
+            return Ok(None);
+        }
+        let (gens, exists, values): MemoAnswer = self
+            .call("index_memo", |mut c| async move {
+                redis::pipe()
+                    .atomic()
+                    .cmd("MGET")
+                    .arg(&confirm.gens[..])
+                    .cmd("EXISTS")
+                    .arg(index)
+                    .cmd("MGET")
+                    .arg(names)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        if exists != 1 || gens.len() != confirm.gens.len() || values.len() != names.len() {
+            return Ok(None);
+        }
+        let mut tags = Vec::with_capacity(confirm.tags.len());
+        for &(r, o) in &confirm.tags {
+            let (Some(Some(root)), Some(Some(own))) = (gens.get(r), gens.get(o)) else {
+                return Ok(None);
+            };
+            // A generation below the floor is the script's to move first.
+            if !self.history.admits(root) || !self.history.admits(own) {
+                return Ok(None);
+            }
+            tags.push(format!("{root}.{own}\n"));
+        }
+        if tags.first().map(String::as_str) != Some(&*memo.tag) {
+            return Ok(None);
+        }
+        let mut members = Vec::with_capacity(names.len());
+        for (i, (name, value)) in names.iter().zip(values).enumerate() {
+            let tag = tags.get(i + 1).cloned().unwrap_or_default();
+            let (state, bytes) = match value {
+                None => (State::Miss, tag.into_bytes()),
+                Some(v) if v.starts_with(tag.as_bytes()) => (State::Hit, v),
+                Some(v) if has_tag_header(&v) => (State::Miss, tag.into_bytes()),
+                Some(_) => (State::Foreign, tag.into_bytes()),
+            };
+            let family = memo.families.get(i).copied().unwrap_or_default();
+            members.push(raw_lookup(self.member(family, name, state, bytes).await));
+        }
+        Ok(Some(IndexLookup::Hit {
+            value: memo.value.clone(),
+            members: members.into(),
+        }))
+    }
+
+    /// The names [`Self::confirm_index`] reads for `index` and its `members`.
+    pub(crate) fn confirm_keys(&self, index: &Key, members: &[Key]) -> ConfirmKeys {
+        let mut gens: Vec<String> = Vec::new();
+        let mut at = |name: String| match gens.iter().position(|g| *g == name) {
+            Some(i) => i,
+            None => {
+                gens.push(name);
+                gens.len() - 1
+            }
+        };
+        let tags = std::iter::once(index)
+            .chain(members)
+            .map(|k| {
+                let [root, own] = self.generation_keys(k.scope());
+                (at(root), at(own))
+            })
+            .collect();
+        ConfirmKeys {
+            gens,
+            tags,
+            values: std::iter::once(index)
+                .chain(members)
+                .map(|k| self.value_key(k))
+                .collect(),
+        }
+    }
+
+    /// Confirms in one atomic round trip of plain commands (`MULTI`, `MGET` of the
+    /// generations, `EXISTS` of the entries, `EXEC`) that the caller's copies of an
+    /// index and of every member are current: `Some` with every copy current, `None`
+    /// when any is not (or a generation is missing), for the script to answer. No value
+    /// is sent and no script runs, which is what keeps a near-tier page hit as cheap as a
+    /// near-tier hit of one entry. A tag equal to the generations read means no
+    /// invalidation of the copy's scopes happened since it was stored; the entries'
+    /// existence means none has expired.
+    pub(super) async fn confirm_index(
+        &self,
+        known: &KnownIndex<'_>,
+    ) -> Result<Option<RawIndex>, CacheError> {
+        let n = known.names.len();
+        let Some(confirm) = known.confirm else {
+            return Ok(None);
+        };
+        if confirm.values.len() != n + 1
+            || confirm.tags.len() != n + 1
+            || known.tags.len() != n
+            || known.tags.iter().any(Option::is_none)
+        {
+            return Ok(None);
+        }
+        let (found, exist): (Vec<Option<String>>, usize) = self
+            .call("confirm_index", |mut c| async move {
+                redis::pipe()
+                    .atomic()
+                    .cmd("MGET")
+                    .arg(&confirm.gens[..])
+                    .cmd("EXISTS")
+                    .arg(&confirm.values[..])
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        if exist != n + 1 || found.len() != confirm.gens.len() {
+            return Ok(None);
+        }
+        let tags = std::iter::once(Some(known.tag)).chain(known.tags.iter().map(|t| t.as_deref()));
+        for (&(r, o), tag) in confirm.tags.iter().zip(tags) {
+            let (Some(Some(root)), Some(Some(own)), Some(tag)) = (found.get(r), found.get(o), tag)
+            else {
+                return Ok(None);
+            };
+            if !is_tag(tag, root, own) || !self.history.admits(root) || !self.history.admits(own) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(RawIndex {
+            index: Raw::Current,
+            members: (0..n).map(|_| Raw::Current).collect(),
+        }))
+    }
+
+    /// The members section an index entry is stored with: the member count, then the
+    /// value key and both generation keys of each member, a line each.
+    pub(super) fn index_head(&self, members: &[Key]) -> String {
+        let mut head = format!("{INDEX_MARK}{}\n", members.len());
+        for m in members {
+            let [root, own] = self.generation_keys(m.scope());
+            for name in [self.value_key(m), root, own] {
+                head.push_str(&name);
+                head.push('\n');
+            }
+        }
+        head
+    }
+}

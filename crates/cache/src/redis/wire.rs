@@ -1,0 +1,227 @@
+//! The stored value's format, as pure functions: the tag header (`root.own\n`), the
+//! CRC-32 that seals every value, an index's members section, and the scripts' flat
+//! answers.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use deadpool_redis::redis::Value;
+
+use super::scripts::State;
+use crate::{CacheError, Lookup, Ticket};
+
+/// Whether `tag` is the tag of the generations `root` and `own` (`root.own\n`, as the
+/// scripts write it).
+pub(super) fn is_tag(tag: &str, root: &str, own: &str) -> bool {
+    tag.strip_prefix(root)
+        .and_then(|t| t.strip_prefix('.'))
+        .and_then(|t| t.strip_prefix(own))
+        == Some("\n")
+}
+
+/// Whether `value` starts with a tag header (`digits.digits\n`), as the scripts'
+/// `'^%d+%.%d+\n'` tells an entry of this cache's format stored under another tag.
+pub(super) fn has_tag_header(value: &[u8]) -> bool {
+    let Some(end) = value.iter().position(|&b| b == b'\n') else {
+        return false;
+    };
+    let header = value.get(..end).unwrap_or_default();
+    let mut parts = header.splitn(2, |&b| b == b'.');
+    let digits =
+        |p: Option<&[u8]>| p.is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit));
+    digits(parts.next()) && digits(parts.next())
+}
+
+/// A scope and its parent: `"list|city=X"` is the child `city=X` of the root `list`;
+/// invalidating `list` invalidates every child. A scope without `|` is its own root.
+pub(crate) fn split_scope(scope: &str) -> (&str, Option<&str>) {
+    match scope.split_once('|') {
+        Some((root, child)) => (root, Some(child)),
+        None => (scope, None),
+    }
+}
+
+/// Hex digits of the CRC-32 that precedes every stored value.
+pub(super) const CRC_LEN: usize = 8;
+
+/// The value of a stored `crc ++ value`, if the checksum matches.
+pub(super) fn unseal(sealed: Bytes) -> Option<Bytes> {
+    let crc = sealed.get(..CRC_LEN)?;
+    let crc = u32::from_str_radix(std::str::from_utf8(crc).ok()?, 16).ok()?;
+    let value = sealed.slice(CRC_LEN..);
+    (crc32fast::hash(&value) == crc).then_some(value)
+}
+
+/// The start of an index's members section.
+pub(super) const INDEX_MARK: &str = "@index ";
+
+/// The members section of an index's payload: the member count, then three key names
+/// per member (value, root generation, own generation), a line each.
+pub(super) fn index_parts(payload: &[u8]) -> Option<(Vec<&[u8]>, usize)> {
+    let rest = payload.strip_prefix(INDEX_MARK.as_bytes())?;
+    let nl = rest.iter().position(|&b| b == b'\n')?;
+    let n: usize = std::str::from_utf8(rest.get(..nl)?).ok()?.parse().ok()?;
+    let mut at = INDEX_MARK.len() + nl + 1;
+    let mut values = Vec::with_capacity(n);
+    for i in 0..n * 3 {
+        let line = payload.get(at..)?;
+        let end = line.iter().position(|&b| b == b'\n')?;
+        if i % 3 == 0 {
+            values.push(line.get(..end)?);
+        }
+        at += end + 1;
+    }
+    Some((values, at))
+}
+
+/// The caller's value in an index's payload (after its members section).
+pub(super) fn index_value(payload: &Bytes) -> Option<Bytes> {
+    let (_, at) = index_parts(payload)?;
+    Some(payload.slice(at..))
+}
+
+/// The value keys of an index's members, in order.
+pub(super) fn index_members(payload: &[u8]) -> Option<Vec<String>> {
+    let (names, _) = index_parts(payload)?;
+    Some(
+        names
+            .into_iter()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect(),
+    )
+}
+
+/// A member's answer as a plain lookup (no copy was known, so none is current).
+pub(crate) fn raw_lookup(raw: Raw) -> Lookup {
+    match raw {
+        Raw::Hit { bytes, .. } => Lookup::Hit(bytes),
+        Raw::Miss(t) => Lookup::Miss(t),
+        Raw::Current => Lookup::Miss(Ticket::none()),
+    }
+}
+
+/// A script's flat `state, bytes, state, bytes, ...` answer, in pairs.
+pub(super) fn pairs(values: Vec<Value>) -> Result<Vec<(State, Vec<u8>)>, CacheError> {
+    let bad = || CacheError::Protocol("an answer that is not state and bytes".into());
+    let mut out = Vec::with_capacity(values.len() / 2);
+    let mut values = values.into_iter();
+    while let Some(state) = values.next() {
+        let Value::Int(state) = state else {
+            return Err(bad());
+        };
+        let bytes = match values.next().ok_or_else(bad)? {
+            Value::BulkString(b) => b,
+            Value::SimpleString(s) => s.into_bytes(),
+            Value::Nil => Vec::new(),
+            _ => return Err(bad()),
+        };
+        out.push((State::of(state), bytes));
+    }
+    Ok(out)
+}
+
+/// A stored value split into its tag header (`root.own\n`, empty if it has none) and
+/// the sealed rest.
+pub(super) fn tagged(bytes: &Bytes) -> (Arc<str>, Bytes) {
+    let header = bytes.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
+    let tag = String::from_utf8_lossy(bytes.get(..header).unwrap_or_default()).into();
+    (tag, bytes.slice(header..))
+}
+
+/// `value`, sealed with its CRC-32 as [`unseal`] checks it: the checksum covers `head`
+/// then `value`, and is followed by both.
+pub(super) fn seal(head: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(head);
+    crc.update(value);
+    let mut sealed = Vec::with_capacity(CRC_LEN + head.len() + value.len());
+    sealed.extend_from_slice(format!("{:08x}", crc.finalize()).as_bytes());
+    sealed.extend_from_slice(head);
+    sealed.extend_from_slice(value);
+    sealed
+}
+
+/// What a lookup found, with the generation tags a near tier needs.
+#[derive(Debug)]
+pub(crate) enum Raw {
+    /// The caller's copy (of the tag it gave) is current.
+    Current,
+    Hit {
+        tag: Arc<str>,
+        bytes: Bytes,
+    },
+    Miss(Ticket),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_value_unseals_whole_and_a_damaged_one_not_at_all() {
+        let sealed = Bytes::from(seal(b"", b"{\"id\":1}"));
+        assert_eq!(unseal(sealed.clone()).as_deref(), Some(&b"{\"id\":1}"[..]));
+        let mut damaged = sealed.to_vec();
+        if let Some(last) = damaged.last_mut() {
+            *last ^= 1;
+        }
+        assert_eq!(unseal(Bytes::from(damaged)), None);
+        assert_eq!(unseal(Bytes::from_static(b"zz")), None);
+        assert_eq!(unseal(Bytes::from_static(b"nothex!!value")), None);
+    }
+
+    #[test]
+    fn a_tag_header_is_two_numbers_and_a_newline() {
+        assert!(is_tag("17.42\n", "17", "42"));
+        assert!(!is_tag("17.42\n", "17", "4"));
+        assert!(!is_tag("17.42", "17", "42"));
+        assert!(has_tag_header(b"1.2\nvalue"));
+        assert!(!has_tag_header(b"1.\nvalue"));
+        assert!(!has_tag_header(b"a.2\nvalue"));
+        assert!(!has_tag_header(b"12value"));
+        let (tag, rest) = tagged(&Bytes::from_static(b"1.2\nsealed"));
+        assert_eq!((&*tag, &rest[..]), ("1.2\n", &b"sealed"[..]));
+        let (tag, rest) = tagged(&Bytes::from_static(b"no header"));
+        assert_eq!((&*tag, &rest[..]), ("", &b"no header"[..]));
+    }
+
+    #[test]
+    fn an_index_payload_names_its_members_then_holds_the_value() {
+        let payload = Bytes::from_static(b"@index 2\na\nga\noa\nb\ngb\nob\n[1,2]");
+        let (values, at) = index_parts(&payload).expect("a members section");
+        assert_eq!(values, vec![&b"a"[..], &b"b"[..]]);
+        assert_eq!(payload.get(at..), Some(&b"[1,2]"[..]));
+        assert_eq!(index_value(&payload).as_deref(), Some(&b"[1,2]"[..]));
+        assert_eq!(
+            index_members(&payload),
+            Some(vec!["a".to_owned(), "b".to_owned()])
+        );
+        // Fewer names than it counts, or no count: not an index.
+        assert_eq!(index_parts(b"@index 2\na\nga\noa\n"), None);
+        assert_eq!(index_parts(b"@index x\n"), None);
+        assert_eq!(index_parts(b"[1,2]"), None);
+    }
+
+    #[test]
+    fn a_flat_answer_pairs_states_with_bytes() {
+        let answer = vec![
+            Value::Int(1),
+            Value::BulkString(b"v".to_vec()),
+            Value::Int(3),
+            Value::Nil,
+            Value::Int(7),
+            Value::SimpleString("t".into()),
+        ];
+        let got = pairs(answer).expect("pairs");
+        assert_eq!(
+            got,
+            vec![
+                (State::Hit, b"v".to_vec()),
+                (State::Current, Vec::new()),
+                (State::Foreign, b"t".to_vec()),
+            ]
+        );
+        assert!(pairs(vec![Value::Int(1)]).is_err());
+        assert!(pairs(vec![Value::Nil, Value::Nil]).is_err());
+    }
+}
