@@ -39,17 +39,7 @@ use super::connection::Conn;
 /// KEYS: the identity record, the lease table. ARGV: the identity of the node(s). Answers
 /// `{1, floor}` when it began a new history (a new floor, the lease table forgotten), or
 /// `{0, floor}` when the record already names this identity.
-pub(crate) const CHECK: &str = r"
-local rec = redis.call('HMGET', KEYS[1], 'id', 'floor')
-local known = tonumber(rec[2])
-if rec[1] == ARGV[1] and known then return {0, rec[2]} end
-local t = redis.call('TIME')
-local now = t[1] * 1000000 + t[2]
-local floor = string.format('%d', math.max(now, (known or 0) + 1))
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'floor', floor)
-redis.call('DEL', KEYS[2])
-return {1, floor}
-";
+pub(crate) const CHECK: &str = include_str!("lua/identity.lua");
 
 /// The identity of one server from its `INFO` text: `run_id/master_replid` (a server that
 /// hides its replication id is known by its run id alone). `None` if it shows neither.
