@@ -39,8 +39,10 @@
 //! See `examples/embed.rs` for a runnable service that embeds it.
 
 mod announced;
+mod aside;
 mod breaker;
 mod bus;
+mod flight;
 mod json;
 mod key;
 mod lease;
@@ -57,7 +59,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use announced::AnnouncedCache;
+pub use aside::{CacheAside, IndexRead, Loaded, Source};
 pub use bus::{BusEvent, RedisBus};
+pub use flight::LoadError;
 pub use json::{CacheExt, JsonLookup};
 pub use key::Key;
 pub use lease::{LeaseConfig, Waited};

@@ -19,7 +19,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt};
-use letip_cache::{Cache, CacheHealth, IndexLookup, Key, Lookup, Ticket};
+use letip_cache::{
+    Cache, CacheAside, CacheHealth, IndexRead, Key, LoadError, Loaded, Lookup, Source, Ticket,
+};
 use letip_domain::{
     Body, Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch,
     BusinessWithContacts, CacheStatus, Change, Contact, EnrichmentRun, EnrichmentStatus, Facets,
@@ -29,12 +31,8 @@ use letip_domain::{
 use serde::Serialize;
 use serde::de::IgnoredAny;
 
-use crate::flight::SingleFlight;
 use crate::keys;
 use crate::pages::Pages;
-
-/// How long a completed load stays shared with readers of the same generation.
-const FLIGHT_LINGER: Duration = Duration::from_millis(250);
 
 /// How long each family of entries lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +67,8 @@ pub struct CachedRepository {
     inner: Arc<dyn Repository>,
     cache: Arc<dyn Cache>,
     ttls: CacheTtls,
-    flights: SingleFlight,
+    /// Cache-aside over `cache`: tickets, single-flight, damaged entries, bypass.
+    aside: Arc<CacheAside<RepoError>>,
     /// List pages deeper than this are not cached.
     list_max_page: u32,
     /// The change feed's state, for health checks: [`FEED_NONE`] until `follow` is
@@ -112,13 +111,37 @@ fn fetched<T>(bytes: Bytes, cache: CacheStatus) -> Fetched<T> {
     }
 }
 
+fn answered<T>(loaded: Loaded) -> Fetched<T> {
+    let status = match loaded.source {
+        Source::Hit => CacheStatus::Hit,
+        Source::Miss => CacheStatus::Miss,
+        Source::Bypass => CacheStatus::Bypass,
+    };
+    fetched(loaded.value, status)
+}
+
+/// A shared load's failure as the repository's: the load's own error, or an internal
+/// one if its task ended without a result.
+fn repo_error(e: LoadError<RepoError>) -> RepoError {
+    match e {
+        LoadError::Load(e) => e,
+        LoadError::Aborted(why) => RepoError::Internal(format!("load failed: {why}")),
+    }
+}
+
+/// Whether a hit is JSON, for caches that do not verify what they answer: a corrupt
+/// entry costs one database read, never a broken response.
+fn is_json(value: &[u8]) -> bool {
+    serde_json::from_slice::<IgnoredAny>(value).is_ok()
+}
+
 impl CachedRepository {
     pub fn new(inner: Arc<dyn Repository>, cache: Arc<dyn Cache>, ttls: CacheTtls) -> Self {
         Self {
             inner,
+            aside: Arc::new(CacheAside::new(cache.clone()).check_hits_with(is_json)),
             cache,
             ttls,
-            flights: SingleFlight::default(),
             list_max_page: u32::MAX,
             feed: AtomicU8::new(FEED_NONE),
             pages: Pages::default(),
@@ -141,99 +164,36 @@ impl CachedRepository {
 
     fn totals(&self) -> Totals {
         Totals {
-            cache: self.cache.clone(),
-            flights: self.flights.clone(),
+            aside: self.aside.clone(),
             ttl: self.ttls.list,
         }
     }
 
-    /// Reads through the source of truth when the cache cannot be asked. Concurrent
-    /// reads of a key share a load that had not started when they arrived (no
-    /// generation tells which loads are recent enough, so none already under way is
-    /// joined): each sees every write answered before it began, on any instance.
+    /// Reads through the source of truth when the cache cannot be asked, or for reads
+    /// not cached: concurrent reads of a key share only a load that had not started when
+    /// they arrived, so each sees every write answered before it began, on any instance.
     async fn bypass<T>(&self, key: &Key, load: Load) -> Result<Fetched<T>, RepoError> {
-        let inner = self.inner.clone();
-        let bytes = self
-            .flights
-            .run_fresh(key.name().to_owned(), load(inner))
-            .await?;
-        Ok(fetched(bytes, CacheStatus::Bypass))
+        let loaded = self
+            .aside
+            .load_fresh(key, load(self.inner.clone()))
+            .await
+            .map_err(repo_error)?;
+        Ok(answered(loaded))
     }
 
-    /// A cache-aside read: a hit as it is (made before anything a miss needs, and
-    /// in a small future), else [`Self::read_cold`].
+    /// A cache-aside read: `load` makes the database read, only on a miss.
     async fn read<T>(
         &self,
         key: &Key,
         ttl: Duration,
         load: impl FnOnce() -> Load + Send,
     ) -> Result<Fetched<T>, RepoError> {
-        let lookup = match self.cache.get(key).await {
-            // An entry is only served if it is JSON: a corrupt one costs one database
-            // read, never a broken response. A cache that verifies integrity returns
-            // exactly what was put (JSON this repository encoded), so the parse is
-            // skipped there.
-            Ok(Lookup::Hit(bytes))
-                if self.cache.verifies_integrity()
-                    || serde_json::from_slice::<IgnoredAny>(&bytes).is_ok() =>
-            {
-                tracing::debug!(family = key.family(), "cache hit");
-                return Ok(fetched(bytes, CacheStatus::Hit));
-            }
-            other => other,
-        };
-        Box::pin(self.read_cold(key.clone(), ttl, lookup, load())).await
-    }
-
-    /// The rest of [`Self::read`]: a corrupt entry removed, a miss loaded once for every
-    /// reader of its generation, a cache that cannot be asked read through.
-    async fn read_cold<T>(
-        &self,
-        key: Key,
-        ttl: Duration,
-        lookup: Result<Lookup, letip_cache::CacheError>,
-        load: Load,
-    ) -> Result<Fetched<T>, RepoError> {
-        let family = key.family();
-        match lookup {
-            Ok(Lookup::Hit(_)) => {
-                tracing::warn!(
-                    family,
-                    key = key.name(),
-                    "removing a cache entry that is not JSON"
-                );
-                letip_cache::metrics::corrupt(family);
-                let _ = self.cache.remove(&key).await;
-                self.flights.forget_prefix(&format!("{}#gen:", key.name()));
-                self.bypass(&key, load).await
-            }
-            Ok(Lookup::Miss(ticket)) => {
-                tracing::debug!(family, "cache miss");
-                let flight = format!("{}#gen:{}", key.name(), ticket.generation());
-                let (inner, cache) = (self.inner.clone(), self.cache.clone());
-                // A caller whose lookup saw this generation may take this load's result
-                // even just after it completed: no invalidation has happened since its
-                // lookup, so nothing it must see is missing.
-                let bytes = self
-                    .flights
-                    .run(flight, FLIGHT_LINGER, async move {
-                        let bytes = load(inner).await?;
-                        if let Err(e) = cache.put(&key, &ticket, bytes.clone(), ttl).await {
-                            tracing::debug!(family, error = %e, "cache store failed");
-                        }
-                        Ok(bytes)
-                    })
-                    .await?;
-                Ok(fetched(bytes, CacheStatus::Miss))
-            }
-            Err(e) => {
-                tracing::debug!(family, error = %e, "cache unavailable; reading the database");
-                // The entry may have been removed as damaged: a load that lingers for
-                // its generation would keep it from being stored again.
-                self.flights.forget_prefix(&format!("{}#gen:", key.name()));
-                self.bypass(&key, load).await
-            }
-        }
+        let loaded = self
+            .aside
+            .get_or_load(key, ttl, || load()(self.inner.clone()))
+            .await
+            .map_err(repo_error)?;
+        Ok(answered(loaded))
     }
 
     /// A whole list page read from the inner repository (when the cache cannot be asked,
@@ -277,8 +237,7 @@ impl CachedRepository {
                     rows.push(Some(bytes.clone()));
                 }
                 Lookup::Hit(_) => {
-                    letip_cache::metrics::corrupt(keys::ROW);
-                    let _ = self.cache.remove(&keys::row(id)).await;
+                    self.aside.discard(&keys::row(id)).await;
                     missing.push((i, id, Ticket::none()));
                     rows.push(None);
                 }
@@ -316,62 +275,28 @@ impl CachedRepository {
     /// Reads the rows `missing` names (index in the page, id, ticket) and stores each
     /// under its ticket; answers their JSON in the same order, or fewer when some
     /// business is gone. Reads missing the same rows at the same generations share one
-    /// load (it lingers like any load keyed by generations); without a generation for
-    /// each, a read shares only a load that has not started yet.
+    /// load (see [`CacheAside::load_members`]).
     async fn load_rows(&self, missing: &[(usize, i32, Ticket)]) -> Result<Vec<Bytes>, RepoError> {
-        let mut flight = String::from("rows");
-        for (_, id, ticket) in missing {
-            flight.push_str(&format!(":{id}@{}", ticket.generation()));
-        }
-        let known = missing.iter().all(|(_, _, t)| *t != Ticket::none());
-        let wanted: Vec<(i32, Ticket)> =
-            missing.iter().map(|(_, id, t)| (*id, t.clone())).collect();
-        let (inner, cache, ttl) = (self.inner.clone(), self.cache.clone(), self.ttls.list);
+        let wanted: Vec<(Key, Ticket)> = missing
+            .iter()
+            .map(|(_, id, t)| (keys::row(*id), t.clone()))
+            .collect();
+        let ids: Vec<i32> = missing.iter().map(|(_, id, _)| *id).collect();
+        let inner = self.inner.clone();
         let load = async move {
-            let ids: Vec<i32> = wanted.iter().map(|(id, _)| *id).collect();
             let found = inner.listed_rows(&ids).await?;
-            if found.len() != wanted.len() {
-                return Ok(Bytes::new());
-            }
             let mut encoded = Vec::with_capacity(found.len());
             for row in &found {
                 encoded.push(Bytes::from(serde_json::to_vec(row).map_err(|e| {
                     RepoError::Internal(format!("cannot encode a row: {e}"))
                 })?));
             }
-            // Stored together: the puts share the connection, so the page waits for one
-            // round trip to Redis rather than one per row.
-            let puts = encoded.iter().zip(&wanted).map(|(bytes, (id, ticket))| {
-                let cache = &cache;
-                async move {
-                    if let Err(e) = cache.put(&keys::row(*id), ticket, bytes.clone(), ttl).await {
-                        tracing::debug!(family = keys::ROW, error = %e, "cache store failed");
-                    }
-                }
-            });
-            futures_util::future::join_all(puts).await;
-            let mut out = Vec::with_capacity(encoded.iter().map(|b| b.len() + 1).sum());
-            for bytes in &encoded {
-                // JSON text holds no raw newline: one row per line.
-                out.extend_from_slice(bytes);
-                out.push(b'\n');
-            }
-            Ok(Bytes::from(out))
+            Ok(encoded)
         };
-        let lines = if known {
-            self.flights.run(flight, FLIGHT_LINGER, load).await?
-        } else {
-            self.flights.run_fresh(flight, load).await?
-        };
-        let mut rows = Vec::with_capacity(missing.len());
-        let mut start = 0;
-        for (i, &b) in lines.iter().enumerate() {
-            if b == b'\n' {
-                rows.push(lines.slice(start..i));
-                start = i + 1;
-            }
-        }
-        Ok(rows)
+        self.aside
+            .load_members(self.ttls.list, &wanted, load)
+            .await
+            .map_err(repo_error)
     }
 
     /// Makes what a committed mutation changed unreachable in the cache. A failure is
@@ -432,8 +357,7 @@ impl CachedRepository {
 
 /// The cached totals of filter combinations (`meta.total` of their list pages).
 struct Totals {
-    cache: Arc<dyn Cache>,
-    flights: SingleFlight,
+    aside: Arc<CacheAside<RepoError>>,
     ttl: Duration,
 }
 
@@ -451,41 +375,29 @@ impl Totals {
         filter: &BusinessFilter,
     ) -> Result<Option<i64>, RepoError> {
         let key = keys::list_total(filter);
-        let bytes = match self.cache.get(&key).await {
-            Ok(Lookup::Hit(bytes)) => bytes,
-            Ok(Lookup::Miss(ticket)) => {
-                let flight = format!("{}#gen:{}", key.name(), ticket.generation());
-                let (repo, cache, ttl) = (repo.clone(), self.cache.clone(), self.ttl);
-                let (filter, key) = (filter.clone(), key.clone());
-                self.flights
-                    .run(flight, FLIGHT_LINGER, async move {
-                        let total = repo.count_businesses(&filter).await?;
-                        let bytes = Bytes::from(total.to_string());
-                        if let Err(e) = cache.put(&key, &ticket, bytes.clone(), ttl).await {
-                            tracing::debug!(family = key.family(), error = %e, "cache store failed");
-                        }
-                        Ok(bytes)
-                    })
-                    .await?
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "cache unavailable; counting with the page");
-                return Ok(None);
+        let count = || {
+            let (repo, filter) = (repo.clone(), filter.clone());
+            async move {
+                let total = repo.count_businesses(&filter).await?;
+                Ok(Bytes::from(total.to_string()))
             }
         };
-        match std::str::from_utf8(&bytes)
+        let Some(loaded) = self
+            .aside
+            .try_get_or_load(&key, self.ttl, count)
+            .await
+            .map_err(repo_error)?
+        else {
+            tracing::debug!("cache unavailable; counting with the page");
+            return Ok(None);
+        };
+        match std::str::from_utf8(&loaded.value)
             .ok()
             .and_then(|t| t.parse().ok())
         {
             Some(total) => Ok(Some(total)),
             None => {
-                tracing::warn!(
-                    key = key.name(),
-                    "removing a cached total that is not a number"
-                );
-                letip_cache::metrics::corrupt(key.family());
-                let _ = self.cache.remove(&key).await;
-                self.flights.forget_prefix(&format!("{}#gen:", key.name()));
+                self.aside.discard(&key).await;
                 Ok(None)
             }
         }
@@ -595,8 +507,33 @@ impl Repository for CachedRepository {
             return self.bypass(&key, self.page_load(query)).await;
         }
         let family = key.family();
-        match self.cache.get_index(&key, &page_members).await {
-            Ok(IndexLookup::Hit { value, members }) => {
+        let load = || {
+            let (inner, totals, q) = (self.inner.clone(), self.totals(), query.clone());
+            async move {
+                let total = match totals.get(&inner, &q.filter).await? {
+                    Some(total) => total,
+                    None => inner.count_businesses(&q.filter).await?,
+                };
+                let ids = inner.page_ids(&q, total).await?;
+                let page = IdPage {
+                    meta: page_meta(total, &q)?,
+                    ids,
+                };
+                let members = page.ids.iter().map(|&id| keys::row(id)).collect();
+                Ok((page.encode(), members))
+            }
+        };
+        let read = self
+            .aside
+            .get_or_load_index(&key, self.ttls.list, &page_members, load)
+            .await
+            .map_err(repo_error)?;
+        match read {
+            IndexRead::Found {
+                value,
+                members,
+                hit: true,
+            } => {
                 if let Some(body) = self.pages.get(key.name(), &value, &members) {
                     tracing::debug!(family, "cache hit");
                     return Ok(fetched(body, CacheStatus::Hit));
@@ -604,69 +541,25 @@ impl Repository for CachedRepository {
                 let Some(page) = IdPage::decode(&value, self.cache.verifies_integrity())
                     .filter(|p| p.ids.len() == members.len())
                 else {
-                    tracing::warn!(
-                        family,
-                        key = key.name(),
-                        "removing a list page that is not one"
-                    );
-                    letip_cache::metrics::corrupt(family);
-                    let _ = self.cache.remove(&key).await;
-                    self.flights.forget_prefix(&format!("{}#gen:", key.name()));
+                    self.aside.discard(&key).await;
                     return self.bypass(&key, self.page_load(query)).await;
                 };
-                tracing::debug!(family, "cache hit");
                 let fetched = self.assemble(&key, query, &page, &members, true).await?;
                 if let (CacheStatus::Hit, Body::Json(body)) = (&fetched.cache, &fetched.body) {
                     self.pages.keep(key.name(), value, members, body.clone());
                 }
                 Ok(fetched)
             }
-            Ok(IndexLookup::Miss(ticket)) => {
-                tracing::debug!(family, "cache miss");
-                // Shared by the reads of this generation: the page's ids, which are what
-                // its generation covers. Each read then looks its rows up itself, since
-                // a row's changes leave the page's generation as it was.
-                let flight = format!("{}#gen:{}", key.name(), ticket.generation());
-                let (inner, cache, totals) =
-                    (self.inner.clone(), self.cache.clone(), self.totals());
-                let (q, k, ttl) = (query.clone(), key.clone(), self.ttls.list);
-                let value = self
-                    .flights
-                    .run(flight, FLIGHT_LINGER, async move {
-                        let total = match totals.get(&inner, &q.filter).await? {
-                            Some(total) => total,
-                            None => inner.count_businesses(&q.filter).await?,
-                        };
-                        let ids = inner.page_ids(&q, total).await?;
-                        let page = IdPage {
-                            meta: page_meta(total, &q)?,
-                            ids,
-                        };
-                        let value = page.encode();
-                        let members: Vec<Key> = page.ids.iter().map(|&id| keys::row(id)).collect();
-                        if let Err(e) = cache
-                            .put_index(&k, &ticket, value.clone(), &members, ttl)
-                            .await
-                        {
-                            tracing::debug!(family, error = %e, "cache store failed");
-                        }
-                        Ok(value)
-                    })
-                    .await?;
+            IndexRead::Found {
+                value,
+                members,
+                hit: false,
+            } => {
                 let page = IdPage::decode(&value, false)
                     .ok_or_else(|| RepoError::Internal("a list page that is not one".into()))?;
-                let rows: Vec<Key> = page.ids.iter().map(|&id| keys::row(id)).collect();
-                let members = match self.cache.get_many(&rows).await {
-                    Ok(members) if members.len() == rows.len() => members,
-                    _ => vec![Lookup::Miss(Ticket::none()); rows.len()],
-                };
                 self.assemble(&key, query, &page, &members, false).await
             }
-            Err(e) => {
-                tracing::debug!(family, error = %e, "cache unavailable; reading the database");
-                self.flights.forget_prefix(&format!("{}#gen:", key.name()));
-                self.bypass(&key, self.page_load(query)).await
-            }
+            IndexRead::Unavailable => self.bypass(&key, self.page_load(query)).await,
         }
     }
 

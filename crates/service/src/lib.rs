@@ -6,7 +6,6 @@
 
 mod cached;
 pub mod events;
-mod flight;
 mod keys;
 mod pages;
 

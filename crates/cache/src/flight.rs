@@ -1,9 +1,9 @@
 //! Single-flight: concurrent loads of one key in one process share one load.
 //!
 //! [`SingleFlight::run`] shares whatever load of the key is under way: callers put what
-//! must not be shared into the key (the cached repository keys a flight by the cache key
-//! *and* the generation its lookup saw, so a read that starts after a write, and so sees
-//! a newer generation, never joins a load that began before it).
+//! must not be shared into the key (cache-aside keys a flight by the cache key *and* the
+//! generation its lookup saw, so a read that starts after a write, and so sees a newer
+//! generation, never joins a load that began before it).
 //!
 //! [`SingleFlight::run_fresh`] is for callers that know no generation (the cache cannot
 //! be asked): a caller only joins a load that has not started yet, so every caller gets
@@ -17,43 +17,83 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
-use letip_domain::RepoError;
 
-type Flight = Shared<BoxFuture<'static, Result<Bytes, RepoError>>>;
+/// Why a load shared by a flight gave no value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError<E> {
+    /// The load itself failed: the caller's own error, shared by every caller.
+    #[error("{0}")]
+    Load(E),
+    /// The load's task ended without a result (it panicked, or its runtime shut down).
+    #[error("the load did not finish: {0}")]
+    Aborted(String),
+}
+
+type Flight<E> = Shared<BoxFuture<'static, Result<Bytes, LoadError<E>>>>;
 
 /// The loads of one key in [`SingleFlight::run_fresh`].
-#[derive(Default)]
-struct Relay {
-    running: Option<(u64, Flight)>,
+struct Relay<E> {
+    running: Option<(u64, Flight<E>)>,
     /// Starts when `running` is done; callers arriving meanwhile join it.
-    waiting: Option<(u64, Flight)>,
+    waiting: Option<(u64, Flight<E>)>,
     next_id: u64,
 }
 
-type Relays = Arc<Mutex<HashMap<String, Relay>>>;
-
-#[derive(Default, Clone)]
-pub(crate) struct SingleFlight {
-    inflight: Arc<Mutex<HashMap<String, Flight>>>,
-    relays: Relays,
+impl<E> Default for Relay<E> {
+    fn default() -> Self {
+        Self {
+            running: None,
+            waiting: None,
+            next_id: 0,
+        }
+    }
 }
 
-impl std::fmt::Debug for SingleFlight {
+type Relays<E> = Arc<Mutex<HashMap<String, Relay<E>>>>;
+
+pub(crate) struct SingleFlight<E> {
+    inflight: Arc<Mutex<HashMap<String, Flight<E>>>>,
+    relays: Relays<E>,
+}
+
+impl<E> Default for SingleFlight<E> {
+    fn default() -> Self {
+        Self {
+            inflight: Arc::default(),
+            relays: Arc::default(),
+        }
+    }
+}
+
+impl<E> Clone for SingleFlight<E> {
+    fn clone(&self) -> Self {
+        Self {
+            inflight: self.inflight.clone(),
+            relays: self.relays.clone(),
+        }
+    }
+}
+
+impl<E> std::fmt::Debug for SingleFlight<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SingleFlight").finish_non_exhaustive()
     }
 }
 
-fn shared(task: tokio::task::JoinHandle<Result<Bytes, RepoError>>) -> Flight {
+fn shared<E: Clone + Send + Sync + 'static>(
+    task: tokio::task::JoinHandle<Result<Bytes, E>>,
+) -> Flight<E> {
     async move {
-        task.await
-            .unwrap_or_else(|e| Err(RepoError::Internal(format!("load failed: {e}"))))
+        match task.await {
+            Ok(result) => result.map_err(LoadError::Load),
+            Err(e) => Err(LoadError::Aborted(e.to_string())),
+        }
     }
     .boxed()
     .shared()
 }
 
-impl SingleFlight {
+impl<E: Clone + Send + Sync + 'static> SingleFlight<E> {
     /// Runs `load` unless a load of `key` is under way, in which case its result is
     /// shared. The load runs on its own task: a caller that goes away (a client that
     /// disconnected) does not cancel it for the others. Its result stays shared for
@@ -64,9 +104,9 @@ impl SingleFlight {
         key: String,
         linger: std::time::Duration,
         load: F,
-    ) -> Result<Bytes, RepoError>
+    ) -> Result<Bytes, LoadError<E>>
     where
-        F: Future<Output = Result<Bytes, RepoError>> + Send + 'static,
+        F: Future<Output = Result<Bytes, E>> + Send + 'static,
     {
         let flight = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
@@ -105,9 +145,9 @@ impl SingleFlight {
     /// Runs `load`, or shares a load of `key` that has not started yet: the result was
     /// read after this call began. A load under way is not joined; the next one, which
     /// starts when it ends, is.
-    pub(crate) async fn run_fresh<F>(&self, key: String, load: F) -> Result<Bytes, RepoError>
+    pub(crate) async fn run_fresh<F>(&self, key: String, load: F) -> Result<Bytes, LoadError<E>>
     where
-        F: Future<Output = Result<Bytes, RepoError>> + Send + 'static,
+        F: Future<Output = Result<Bytes, E>> + Send + 'static,
     {
         let flight = {
             let mut relays = self.relays.lock().unwrap_or_else(|p| p.into_inner());
@@ -180,7 +220,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_loads_of_one_key_run_once_and_all_get_the_result() {
-        let flights = SingleFlight::default();
+        let flights = SingleFlight::<String>::default();
         let runs = Arc::new(AtomicUsize::new(0));
         let calls = (0..50).map(|_| {
             let (flights, runs) = (flights.clone(), runs.clone());
@@ -203,7 +243,7 @@ mod tests {
 
     #[tokio::test]
     async fn different_keys_and_later_calls_load_again_and_errors_are_shared() {
-        let flights = SingleFlight::default();
+        let flights = SingleFlight::<String>::default();
         let a = flights
             .run("a".into(), Duration::ZERO, async {
                 Ok(Bytes::from_static(b"a"))
@@ -225,16 +265,14 @@ mod tests {
             .await;
         assert_eq!(again.expect("a2"), "a2");
         let err = flights
-            .run("e".into(), Duration::ZERO, async {
-                Err(RepoError::Unavailable("down".into()))
-            })
+            .run("e".into(), Duration::ZERO, async { Err("down".to_owned()) })
             .await;
-        assert!(matches!(err, Err(RepoError::Unavailable(_))));
+        assert_eq!(err, Err(LoadError::Load("down".to_owned())));
     }
 
     #[tokio::test]
     async fn a_lingering_result_is_shared_with_late_callers_then_forgotten() {
-        let flights = SingleFlight::default();
+        let flights = SingleFlight::<String>::default();
         let linger = Duration::from_millis(200);
         let first = flights
             .run("k".into(), linger, async { Ok(Bytes::from_static(b"1")) })
@@ -253,11 +291,11 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_fresh_caller_never_gets_a_load_that_began_before_it_arrived() {
-        let flights = SingleFlight::default();
+        let flights = SingleFlight::<String>::default();
         // The "database": a version, read at the start of each load.
         let version = Arc::new(AtomicUsize::new(1));
         let runs = Arc::new(AtomicUsize::new(0));
-        let call = |flights: &SingleFlight| {
+        let call = |flights: &SingleFlight<String>| {
             let (flights, version, runs) = (flights.clone(), version.clone(), runs.clone());
             tokio::spawn(async move {
                 flights
