@@ -11,6 +11,12 @@ bash scripts/services.sh
 bash scripts/test-deps.sh
 
 status=0
+# What an embedder reads first: the cache crate's doc example, and the example service on
+# the leased near tier in front of the Redis the tests use (it checks its own answers).
+cargo test -p letip-cache --doc || status=$?
+REDIS_URL="redis://127.0.0.1:${REDIS_PORT:-6379}" cargo run -q -p letip-cache --example embed \
+    || status=$?
+
 if command -v cargo-nextest >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast "$@" || status=$?
 else

@@ -10,10 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use letip_api::AppState;
-use letip_cache::{
-    AnnouncedCache, BackgroundProbe, Cache, LeaseConfig, MemoryCache, MemoryConfig, NearConfig,
-    NoopCache, RedisBus, RedisCache, RedisConfig, TieredCache,
-};
+use letip_cache::{CacheBuilder, Caching, LeaseConfig, MemoryConfig, RedisConfig};
 use letip_domain::Repository;
 use letip_service::{CachedRepository, EventHub, Notifying};
 use letip_store::{PgStore, PoolOptions};
@@ -29,8 +26,8 @@ pub struct Running {
     events: EventHub,
     /// Applies other writers' change announcements to the cache, while caching is on.
     feed: Option<tokio::task::JoinHandle<()>>,
-    /// Probes Redis while it is away; stopped with the server.
-    probe: Option<BackgroundProbe>,
+    /// The cache and its background probe of Redis; stopped with the server.
+    caching: Caching,
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -66,9 +63,7 @@ impl Running {
         if let Some(feed) = &self.feed {
             feed.abort();
         }
-        if let Some(probe) = self.probe {
-            probe.stop();
-        }
+        self.caching.shutdown();
         self.events.close();
         self.handle.stop(true).await;
         self.task.await.context("server task panicked")??;
@@ -84,20 +79,10 @@ pub async fn migrate(config: &Config) -> anyhow::Result<usize> {
     Ok(letip_store::migrate(&config.database_url).await?)
 }
 
-/// A cache, the bus that carries events between instances, if the cache has one, and
-/// the task that probes Redis in the background while it is away (stopped when dropped).
-pub type CacheWiring = (
-    Arc<dyn Cache>,
-    Option<Arc<RedisBus>>,
-    Option<BackgroundProbe>,
-);
-
-/// The cache `CACHE_BACKEND` names, and the bus that carries events between instances
-/// (with a Redis backend). Redis being down is not an error: the server starts and reads
-/// go to PostgreSQL until Redis answers, which a background probe notices.
-pub fn cache(config: &Config) -> anyhow::Result<CacheWiring> {
-    // Generations must outlive every entry of their scope.
-    let generation_ttl = config.ttls().longest() * 2;
+/// The cache `CACHE_BACKEND` names, with what keeps it running (the background probe
+/// of Redis, stopped with the server). Redis being down is not an error: the server
+/// starts and reads go to PostgreSQL until Redis answers, which the probe notices.
+pub fn cache(config: &Config) -> anyhow::Result<Caching> {
     let tls_ca_pem = match &config.redis_tls_ca_file {
         Some(path) => Some(
             std::fs::read(path)
@@ -105,71 +90,40 @@ pub fn cache(config: &Config) -> anyhow::Result<CacheWiring> {
         ),
         None => None,
     };
-    let redis = || -> anyhow::Result<Arc<RedisCache>> {
-        Ok(Arc::new(
-            RedisCache::new(RedisConfig {
-                url: config.redis(),
-                tls_ca_pem: tls_ca_pem.clone(),
-                namespace: config.cache_namespace.clone(),
-                timeout: Duration::from_millis(config.cache_timeout_ms),
-                invalidate_timeout: Duration::from_millis(config.cache_invalidate_timeout_ms),
-                // Never shorter than a call may take (a TLS handshake is part of a connect).
-                connect_timeout: Duration::from_millis(config.cache_timeout_ms)
-                    .max(RedisConfig::default().connect_timeout),
-                connections: config.redis_connections,
-                max_value_bytes: config.cache_max_value_bytes,
-                generation_ttl,
-            })
-            .context("configuring the Redis cache")?,
-        ))
+    let redis = || RedisConfig {
+        url: config.redis(),
+        tls_ca_pem: tls_ca_pem.clone(),
+        namespace: config.cache_namespace.clone(),
+        timeout: Duration::from_millis(config.cache_timeout_ms),
+        invalidate_timeout: Duration::from_millis(config.cache_invalidate_timeout_ms),
+        // Never shorter than a call may take (a TLS handshake is part of a connect).
+        connect_timeout: Duration::from_millis(config.cache_timeout_ms)
+            .max(RedisConfig::default().connect_timeout),
+        connections: config.redis_connections,
+        max_value_bytes: config.cache_max_value_bytes,
+        // Generations must outlive every entry of their scope.
+        generation_ttl: config.ttls().longest() * 2,
     };
-    let events = |far: &Arc<RedisCache>| {
-        RedisBus::new(far.clone(), &format!("{}:events", config.cache_namespace))
+    let builder = match config.cache_backend {
+        CacheBackend::None => CacheBuilder::none(),
+        CacheBackend::Memory => CacheBuilder::memory(MemoryConfig {
+            max_bytes: config.cache_memory_max_bytes,
+            max_value_bytes: config.cache_max_value_bytes,
+            generation_ttl: config.ttls().longest() * 2,
+        }),
+        CacheBackend::Redis => CacheBuilder::redis(redis()),
+        CacheBackend::Tiered => {
+            CacheBuilder::tiered(redis()).near_max_bytes(config.cache_near_max_bytes)
+        }
     };
-    // Near tiers announce invalidations here; with leases, every writer waits for them.
-    let invalidations = format!("{}:invalidations", config.cache_namespace);
     let lease = (config.cache_near_lease_ms > 0).then(|| LeaseConfig {
         lease: Duration::from_millis(config.cache_near_lease_ms),
         wait_for_acks: true,
     });
-    Ok(match config.cache_backend {
-        CacheBackend::None => (Arc::new(NoopCache), None, None),
-        CacheBackend::Memory => (
-            Arc::new(MemoryCache::new(MemoryConfig {
-                max_bytes: config.cache_memory_max_bytes,
-                max_value_bytes: config.cache_max_value_bytes,
-                generation_ttl,
-            })),
-            None,
-            None,
-        ),
-        CacheBackend::Redis => {
-            let far = redis()?;
-            let bus = events(&far);
-            let probe = far.probe_in_background();
-            // Writes wait for the leased near tiers of other instances, if any.
-            let cache: Arc<dyn Cache> = match lease {
-                Some(lease) => Arc::new(AnnouncedCache::new(far, &invalidations, lease)),
-                None => far,
-            };
-            (cache, Some(bus), Some(probe))
-        }
-        CacheBackend::Tiered => {
-            let far = redis()?;
-            let bus = events(&far);
-            let probe = far.probe_in_background();
-            let invalidations = RedisBus::new(far.clone(), &invalidations);
-            let near = NearConfig {
-                max_bytes: config.cache_near_max_bytes,
-                lease,
-            };
-            (
-                Arc::new(TieredCache::new(far, near, Some(invalidations))),
-                Some(bus),
-                Some(probe),
-            )
-        }
-    })
+    builder
+        .lease(lease)
+        .build()
+        .context("configuring the cache")
 }
 
 /// Prepares the database, wires the repository stack and starts serving.
@@ -201,15 +155,18 @@ pub async fn start_with(
         },
     )?;
     let store: Arc<dyn Repository> = wrap(Arc::new(PgStore::new(pool)));
-    let (cache, bus, probe) = cache(config)?;
-    let caching = cache.is_enabled();
+    let caching = cache(config)?;
+    let cache = caching.cache();
+    // Events between instances, with Redis.
+    let bus = caching.bus("events");
+    let follows_feed = cache.is_enabled();
     let cached = Arc::new(
         CachedRepository::new(store, cache, config.ttls())
             .with_list_max_page(config.cache_list_max_page),
     );
     // Writes by other instances (one that cannot reach Redis, say) and by other clients
     // of the database reach this instance's cache through the change feed.
-    let feed = if caching {
+    let feed = if follows_feed {
         let changes = letip_store::changes::listen(config.database_url.clone(), Some(origin)).await;
         Some(tokio::spawn(cached.follow(changes)))
     } else {
@@ -243,7 +200,7 @@ pub async fn start_with(
         task,
         events,
         feed,
-        probe,
+        caching,
     })
 }
 

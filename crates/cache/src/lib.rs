@@ -19,20 +19,32 @@
 //!   after it missed an invalidation it refuses to serve anything until it has made every
 //!   older entry unreachable.
 //!
-//! ```no_run
-//! use std::time::Duration;
-//! use letip_cache::{Cache, CacheExt, Key, MemoryCache, MemoryConfig};
+//! The one call a service writes is [`CacheAside::get_or_load`]: this key, this TTL,
+//! and how to load it on a miss. [`CacheBuilder`] makes any mode (no cache, memory,
+//! Redis, a leased near tier in front of Redis) the same way:
 //!
-//! # async fn demo() -> Result<(), letip_cache::CacheError> {
-//! let cache = MemoryCache::new(MemoryConfig::default());
+//! ```
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use letip_cache::{CacheBuilder, Key, MemoryConfig, Source};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // CacheBuilder::tiered(RedisConfig { url, namespace, .. }) for the leased near tier.
+//! let caching = CacheBuilder::memory(MemoryConfig::default()).build()?;
+//! let users = caching.aside::<String>();
 //! let key = Key::new("user", "user:7", &[("id", "7")]);
-//! let ticket = match cache.get_json::<String>(&key).await? {
-//!     letip_cache::JsonLookup::Hit(name) => return Ok(()),
-//!     letip_cache::JsonLookup::Miss(ticket) => ticket,
-//! };
-//! let name = "Ada".to_owned(); // read from the source of truth
-//! cache.put_json(&key, &ticket, &name, Duration::from_secs(60)).await?;
-//! cache.invalidate(&["user:7"]).await?; // after the next write of user 7
+//! let load = || async { Ok::<_, String>(Bytes::from("Ada")) }; // the source of truth
+//!
+//! let first = users.get_or_load(&key, Duration::from_secs(60), load).await?;
+//! assert_eq!((first.value.as_ref(), first.source), (&b"Ada"[..], Source::Miss));
+//! let again = users.get_or_load(&key, Duration::from_secs(60), load).await?;
+//! assert_eq!(again.source, Source::Hit);
+//!
+//! // After the next write of user 7, before answering it:
+//! users.cache().invalidate(&["user:7"]).await?;
+//! let after = users.get_or_load(&key, Duration::from_secs(60), load).await?;
+//! assert_eq!(after.source, Source::Miss);
 //! # Ok(()) }
 //! ```
 //!
@@ -41,6 +53,7 @@
 mod announced;
 mod aside;
 mod breaker;
+mod builder;
 mod bus;
 mod flight;
 mod json;
@@ -60,6 +73,7 @@ use bytes::Bytes;
 
 pub use announced::AnnouncedCache;
 pub use aside::{CacheAside, IndexRead, Loaded, Source};
+pub use builder::{CacheBuilder, Caching};
 pub use bus::{BusEvent, RedisBus};
 pub use flight::LoadError;
 pub use json::{CacheExt, JsonLookup};

@@ -147,6 +147,11 @@ impl RedisCache {
         })
     }
 
+    /// The prefix of every key this cache writes, and of its channels.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     /// Where `key`'s value is stored; also what a near tier names its copy. The hash tag
     /// is the scope's root, so a scope, its children and their entries share a slot.
     pub(crate) fn value_key(&self, key: &Key) -> String {
