@@ -24,15 +24,15 @@ use letip_cache::{
 };
 use letip_domain::{
     Body, Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch,
-    BusinessWithContacts, CacheStatus, Change, Contact, EnrichmentRun, EnrichmentStatus, Facets,
-    FeedEvent, Fetched, Health, ListQuery, MessageStatusUpdate, NewBusiness, NewContact,
-    NewMessage, OutreachMessage, PageMeta, RepoError, Repository, RowChange, Stats,
+    BusinessWithContacts, CacheStatus, Change, Contact, EnrichmentRun, FeedEvent, Fetched, Health,
+    ListQuery, MessageStatusUpdate, NewBusiness, NewContact, NewMessage, OutreachMessage, PageMeta,
+    RepoError, Repository, Stats,
 };
 use serde::Serialize;
 use serde::de::IgnoredAny;
 
-use crate::keys;
 use crate::pages::Pages;
+use crate::{invalidation, keys};
 
 /// How long each family of entries lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -476,17 +476,6 @@ fn page_json(meta: &[u8], rows: &[Bytes]) -> Bytes {
     Bytes::from(out)
 }
 
-fn facets_of(b: &Business, statuses: &[EnrichmentStatus]) -> Vec<Facets> {
-    statuses
-        .iter()
-        .map(|&status| Facets {
-            city: b.city.clone(),
-            industry: b.industry.clone(),
-            status,
-        })
-        .collect()
-}
-
 #[async_trait]
 impl Repository for CachedRepository {
     async fn stats(&self) -> Result<Fetched<Stats>, RepoError> {
@@ -604,57 +593,26 @@ impl Repository for CachedRepository {
 
     async fn create_business(&self, new: NewBusiness) -> Result<Business, RepoError> {
         let b = self.inner.create_business(new).await?;
-        self.changed(&[Change::Business {
-            id: b.id,
-            row: RowChange::Inserted,
-            facets: facets_of(&b, b.enrichment_status.known().as_slice()),
-        }])
-        .await;
+        self.changed(&invalidation::created(&b)).await;
         Ok(b)
     }
 
     async fn update_business(&self, id: i32, patch: BusinessPatch) -> Result<Business, RepoError> {
-        // Its old city and industry are not known here: if either changes, so may any list.
         let moves = patch.city.is_some() || patch.industry.is_some();
         let b = self.inner.update_business(id, patch).await?;
-        let mut facets = facets_of(&b, b.enrichment_status.known().as_slice());
-        if moves {
-            // Unknown: it may have been in any list.
-            facets.clear();
-        }
-        self.changed(&[Change::Business {
-            id,
-            row: RowChange::Updated,
-            facets,
-        }])
-        .await;
+        self.changed(&invalidation::updated(&b, moves)).await;
         Ok(b)
     }
 
     async fn delete_business(&self, id: i32) -> Result<(), RepoError> {
         self.inner.delete_business(id).await?;
-        self.changed(&[Change::Business {
-            id,
-            row: RowChange::Deleted,
-            facets: Vec::new(),
-        }])
-        .await;
+        self.changed(&invalidation::deleted(id)).await;
         Ok(())
     }
 
     async fn enrich(&self, id: i32, run: EnrichmentRun) -> Result<BusinessDetail, RepoError> {
         let d = self.inner.enrich(id, run).await?;
-        // The status it had before is not known here: every status's lists that can
-        // show it. City and industry do not change.
-        self.changed(&[
-            Change::Business {
-                id,
-                row: RowChange::Updated,
-                facets: facets_of(&d.business, &EnrichmentStatus::ALL),
-            },
-            Change::EnrichmentLog { business_id: id },
-        ])
-        .await;
+        self.changed(&invalidation::enriched(&d.business)).await;
         Ok(d)
     }
 
@@ -664,16 +622,13 @@ impl Repository for CachedRepository {
         new: NewContact,
     ) -> Result<Contact, RepoError> {
         let c = self.inner.create_contact(business_id, new).await?;
-        self.changed(&[Change::Contact { business_id }]).await;
+        self.changed(&invalidation::contact(business_id)).await;
         Ok(c)
     }
 
     async fn delete_contact(&self, id: i32) -> Result<Contact, RepoError> {
         let c = self.inner.delete_contact(id).await?;
-        self.changed(&[Change::Contact {
-            business_id: c.business_id,
-        }])
-        .await;
+        self.changed(&invalidation::contact(c.business_id)).await;
         Ok(c)
     }
 
@@ -683,7 +638,7 @@ impl Repository for CachedRepository {
         new: NewMessage,
     ) -> Result<OutreachMessage, RepoError> {
         let m = self.inner.create_message(business_id, new).await?;
-        self.changed(&[Change::Message { business_id }]).await;
+        self.changed(&invalidation::message(business_id)).await;
         Ok(m)
     }
 
@@ -693,10 +648,7 @@ impl Repository for CachedRepository {
         update: MessageStatusUpdate,
     ) -> Result<OutreachMessage, RepoError> {
         let m = self.inner.update_message_status(id, update).await?;
-        self.changed(&[Change::Message {
-            business_id: m.business_id,
-        }])
-        .await;
+        self.changed(&invalidation::message(m.business_id)).await;
         Ok(m)
     }
 

@@ -6,6 +6,7 @@
 
 mod cached;
 pub mod events;
+pub mod invalidation;
 mod keys;
 mod pages;
 
