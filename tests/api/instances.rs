@@ -40,7 +40,7 @@ async fn warm(app: &TestApp, paths: &[&str]) {
 }
 
 /// How long after a write's answer an instance that cannot reach Redis may still have
-/// its write hidden from the others (ARCHITECTURE.md, "Freshness guarantees").
+/// its write hidden from the others (docs/design.md, "Freshness guarantees").
 const FEED_BOUND: Duration = Duration::from_secs(1);
 
 /// Polls `path` on `app` until `fresh` holds for the answer; answers how long it took.

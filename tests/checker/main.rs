@@ -23,7 +23,7 @@
 //! A alone cut off from Redis; PostgreSQL's idle connections terminated (the pool's and
 //! the change feed's). Every read must be fresh, except in the slot where A is cut off:
 //! there A's writes reach B's readers through PostgreSQL's change feed, and the staleness
-//! seen must stay within `FEED_BOUND` (ARCHITECTURE.md, "Freshness guarantees").
+//! seen must stay within `FEED_BOUND` (docs/design.md, "Freshness guarantees").
 //!
 //! A request that gets no answer at all (a connection closed before the response, say)
 //! is a **transport error**: counted with the request, the instance and the fault slot

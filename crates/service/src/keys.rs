@@ -177,7 +177,7 @@ fn numbered(prefix: &str, id: i32) -> String {
 /// | contact | yes | none | none | its business |
 /// | outreach message | yes | none (lists show no messages) | none | its detail |
 /// | enrichment log | no | none | none | its detail |
-/// | unknown | yes | all | all | every row (details: see ARCHITECTURE.md) |
+/// | unknown | yes | all | all | every row (details: see docs/design.md) |
 ///
 /// An update's facets are the row's filter values before and after; one set of facets
 /// means they did not change. An update with known facets never moves a business's place
