@@ -4,17 +4,15 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::{Mode, Wrk};
+use crate::{HitRun, Mode};
 
-type Row = (u64, Mode, &'static str, &'static str, Wrk, f64);
-
-pub(crate) fn latency(path: &Path, size: u64, results: &[Row]) -> anyhow::Result<()> {
-    let rows: Vec<&Row> = results.iter().filter(|r| r.0 == size).collect();
+pub(crate) fn latency(path: &Path, size: u64, results: &[HitRun]) -> anyhow::Result<()> {
+    let rows: Vec<&HitRun> = results.iter().filter(|r| r.size == size).collect();
     let endpoints: Vec<&'static str> = {
         let mut e: Vec<&'static str> = Vec::new();
         for r in &rows {
-            if !e.contains(&r.2) {
-                e.push(r.2);
+            if !e.contains(&r.endpoint) {
+                e.push(r.endpoint);
             }
         }
         e
@@ -23,7 +21,7 @@ pub(crate) fn latency(path: &Path, size: u64, results: &[Row]) -> anyhow::Result
     root.fill(&WHITE)?;
     let max = rows
         .iter()
-        .map(|r| r.4.p99_us)
+        .map(|r| r.wrk.p99_us)
         .max()
         .unwrap_or(1000)
         .max(1000)
@@ -64,15 +62,15 @@ pub(crate) fn latency(path: &Path, size: u64, results: &[Row]) -> anyhow::Result
         let mut bars = Vec::new();
         let mut whiskers = Vec::new();
         for (i, name) in endpoints.iter().enumerate() {
-            if let Some(r) = rows.iter().find(|r| r.1 == *mode && r.2 == *name) {
+            if let Some(r) = rows.iter().find(|r| r.mode == *mode && r.endpoint == *name) {
                 let x0 = i as f64 + 0.1 + width * m as f64;
                 bars.push(Rectangle::new(
-                    [(x0, 10), (x0 + width * 0.9, r.4.p50_us.max(11))],
+                    [(x0, 10), (x0 + width * 0.9, r.wrk.p50_us.max(11))],
                     color.filled(),
                 ));
                 let xm = x0 + width * 0.45;
                 whiskers.push(PathElement::new(
-                    vec![(xm, r.4.p50_us.max(11)), (xm, r.4.p99_us.max(11))],
+                    vec![(xm, r.wrk.p50_us.max(11)), (xm, r.wrk.p99_us.max(11))],
                     color.stroke_width(2),
                 ));
             }
