@@ -78,7 +78,14 @@ impl From<RepoError> for ApiError {
             RepoError::NotFound { .. } => Self::not_found(e.to_string()),
             RepoError::Invalid(v) => v.into(),
             RepoError::Unavailable(_) | RepoError::Internal(_) => {
-                tracing::error!(error = %e, "request failed");
+                // The whole chain of causes, for the log only.
+                let mut causes = String::new();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    causes.push_str(&format!(": {s}"));
+                    source = s.source();
+                }
+                tracing::error!(error = %e, causes, "request failed");
                 Self::internal()
             }
         }

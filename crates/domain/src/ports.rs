@@ -38,10 +38,41 @@ pub enum RepoError {
     Invalid(#[from] ValidationError),
     /// The database could not be reached or did not answer in time.
     #[error("database unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// Anything else: a bug or a broken invariant. Logged, never shown to clients.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[source] Cause),
+}
+
+/// What caused a failure: the underlying error with its chain of sources, for the log.
+/// Cheap to clone (one load's failure is shared by every read that joined it).
+#[derive(Debug, Clone)]
+pub struct Cause(std::sync::Arc<dyn std::error::Error + Send + Sync>);
+
+impl Cause {
+    /// The cause `e`, whose sources the log shows after its message.
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(e))
+    }
+
+    /// A cause known only by what it says.
+    pub fn msg(message: impl Into<String>) -> Self {
+        Self(std::sync::Arc::from(Box::<
+            dyn std::error::Error + Send + Sync,
+        >::from(message.into())))
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 impl RepoError {

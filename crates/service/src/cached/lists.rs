@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use letip_cache::{CacheAside, IndexRead, Key, Lookup, Ticket};
 use letip_domain::{
-    Body, BusinessFilter, BusinessPage, CacheStatus, Fetched, ListQuery, PageMeta, RepoError,
-    Repository,
+    Body, BusinessFilter, BusinessPage, CacheStatus, Cause, Fetched, ListQuery, PageMeta,
+    RepoError, Repository,
 };
 use serde::de::IgnoredAny;
 
@@ -117,7 +117,7 @@ pub(super) fn page_members(value: &[u8]) -> Option<Vec<Key>> {
 pub(super) fn page_meta(total: i64, q: &ListQuery) -> Result<Bytes, RepoError> {
     serde_json::to_vec(&PageMeta::new(total, q.page, q.limit))
         .map(Bytes::from)
-        .map_err(|e| RepoError::Internal(format!("cannot encode a page: {e}")))
+        .map_err(|e| RepoError::Internal(Cause::new(e)))
 }
 
 /// `{"data":[rows],"meta":meta}`, as `BusinessPage` serializes, from the parts' bytes.
@@ -239,9 +239,9 @@ impl CachedRepository {
             let found = inner.listed_rows(&ids).await?;
             let mut encoded = Vec::with_capacity(found.len());
             for row in &found {
-                encoded.push(Bytes::from(serde_json::to_vec(row).map_err(|e| {
-                    RepoError::Internal(format!("cannot encode a row: {e}"))
-                })?));
+                encoded.push(Bytes::from(
+                    serde_json::to_vec(row).map_err(|e| RepoError::Internal(Cause::new(e)))?,
+                ));
             }
             Ok(encoded)
         };
@@ -307,8 +307,9 @@ impl CachedRepository {
                 members,
                 hit: false,
             } => {
-                let page = IdPage::decode(&value, false)
-                    .ok_or_else(|| RepoError::Internal("a list page that is not one".into()))?;
+                let page = IdPage::decode(&value, false).ok_or_else(|| {
+                    RepoError::Internal(Cause::msg("a list page that is not one"))
+                })?;
                 self.assemble(&key, query, &page, &members, false).await
             }
             IndexRead::Unavailable => self.bypass(&key, self.page_load(query)).await,

@@ -26,8 +26,8 @@ use futures_util::{Stream, StreamExt};
 use letip_cache::{Cache, CacheAside, CacheHealth, Key, LoadError, Loaded, Source};
 use letip_domain::{
     Body, Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch,
-    BusinessWithContacts, CacheStatus, Change, Contact, EnrichmentRun, FeedEvent, Fetched, Health,
-    ListQuery, MessageStatusUpdate, NewBusiness, NewContact, NewMessage, OutreachMessage,
+    BusinessWithContacts, CacheStatus, Cause, Change, Contact, EnrichmentRun, FeedEvent, Fetched,
+    Health, ListQuery, MessageStatusUpdate, NewBusiness, NewContact, NewMessage, OutreachMessage,
     RepoError, Repository, Stats,
 };
 use serde::Serialize;
@@ -101,7 +101,7 @@ where
             read(repo)
                 .await?
                 .into_json()
-                .map_err(|e| RepoError::Internal(format!("cannot encode a read: {e}")))
+                .map_err(|e| RepoError::Internal(Cause::new(e)))
         })
     })
 }
@@ -127,7 +127,7 @@ fn answered<T>(loaded: Loaded) -> Fetched<T> {
 fn repo_error(e: LoadError<RepoError>) -> RepoError {
     match e {
         LoadError::Load(e) => e,
-        LoadError::Aborted(why) => RepoError::Internal(format!("load failed: {why}")),
+        LoadError::Aborted(why) => RepoError::Internal(Cause::msg(format!("load failed: {why}"))),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Which failures of a call may be retried, and how they are reported.
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use letip_domain::RepoError;
+use letip_domain::{Cause, RepoError};
 
 use crate::db::PoolError;
 
@@ -21,11 +21,11 @@ pub(super) fn db_error(e: DieselError) -> RepoError {
         DieselError::DatabaseError(
             DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
             info,
-        ) => RepoError::Unavailable(info.message().to_owned()),
+        ) => RepoError::Unavailable(Cause::msg(info.message())),
         DieselError::DatabaseError(_, ref info) if is_terminated(info.message()) => {
-            RepoError::Unavailable(info.message().to_owned())
+            RepoError::Unavailable(Cause::msg(info.message()))
         }
-        other => RepoError::Internal(other.to_string()),
+        other => RepoError::Internal(Cause::new(other)),
     }
 }
 

@@ -20,9 +20,9 @@ use diesel::sql_types::{Nullable, Timestamp};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use letip_domain::{
     Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch, BusinessWithContacts,
-    Contact, EnrichmentRun, Entity, Fetched, Health, ListQuery, MessageStatus, MessageStatusUpdate,
-    NewBusiness, NewContact, NewMessage, OutreachMessage, RepoError, Repository, Stats,
-    ValidationError,
+    Cause, Contact, EnrichmentRun, Entity, Fetched, Health, ListQuery, MessageStatus,
+    MessageStatusUpdate, NewBusiness, NewContact, NewMessage, OutreachMessage, RepoError,
+    Repository, Stats, ValidationError,
 };
 
 use crate::db::{PgConn, PgPool};
@@ -62,7 +62,7 @@ impl PgStore {
         self.pool
             .get()
             .await
-            .map_err(|e| RepoError::Unavailable(e.to_string()))
+            .map_err(|e| RepoError::Unavailable(Cause::new(e)))
     }
 
     /// Runs the call `make` makes on a pooled connection. A connection that turns out to
@@ -86,7 +86,7 @@ impl PgStore {
                     attempt += 1;
                     continue;
                 }
-                Err(e) => return Err(RepoError::Unavailable(e.to_string())),
+                Err(e) => return Err(RepoError::Unavailable(Cause::new(e))),
             };
             let call = make();
             // Set once the write's statements have succeeded: what fails after that
