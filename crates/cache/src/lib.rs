@@ -71,18 +71,25 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-pub use announced::AnnouncedCache;
+// What an embedder needs first: the builder, the cache-aside call, keys and settings.
 pub use aside::{CacheAside, IndexRead, Loaded, Source};
 pub use builder::{CacheBuilder, Caching};
-pub use bus::{BusEvent, RedisBus};
 pub use flight::LoadError;
-pub use json::{CacheExt, JsonLookup};
 pub use key::Key;
-pub use lease::{LeaseConfig, Waited};
-pub use memory::{MemoryCache, MemoryConfig};
+pub use lease::LeaseConfig;
+pub use memory::MemoryConfig;
+pub use redis::RedisConfig;
+pub use tiered::NearConfig;
+
+// The backends, for wiring by hand, and the bus between instances.
+pub use announced::AnnouncedCache;
+pub use bus::{BusEvent, RedisBus};
+pub use json::{CacheExt, JsonLookup};
+pub use lease::Waited;
+pub use memory::MemoryCache;
 pub use noop::NoopCache;
-pub use redis::{BackgroundProbe, RedisCache, RedisConfig};
-pub use tiered::{NearConfig, TieredCache};
+pub use redis::{BackgroundProbe, RedisCache};
+pub use tiered::TieredCache;
 
 /// Why a cache call did not succeed. Callers fall back to the source of truth.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -265,9 +272,13 @@ pub trait Cache: Send + Sync + std::fmt::Debug + 'static {
     /// Makes every entry of each scope a miss, at once.
     async fn invalidate(&self, scopes: &[&str]) -> Result<(), CacheError>;
 
+    // The methods below are hooks between the backends and the layers that wire them,
+    // hidden from the documentation: a cache has sensible defaults for them.
+
     /// [`Cache::invalidate`] for an invalidation no answer waits on (one applied from a
     /// change feed, say): a cache whose writes wait for other instances (the leased near
     /// tier) announces it and does not wait.
+    #[doc(hidden)]
     async fn invalidate_detached(&self, scopes: &[&str]) -> Result<(), CacheError> {
         self.invalidate(scopes).await
     }
@@ -280,11 +291,13 @@ pub trait Cache: Send + Sync + std::fmt::Debug + 'static {
 
     /// For a cache with a near tier, whether its invalidation subscription is in place
     /// (`Disabled` for any other cache).
+    #[doc(hidden)]
     fn near_tier(&self) -> CacheHealth {
         CacheHealth::Disabled
     }
 
     /// `false` for a cache that never stores anything, so callers can skip work.
+    #[doc(hidden)]
     fn is_enabled(&self) -> bool {
         true
     }
@@ -292,6 +305,7 @@ pub trait Cache: Send + Sync + std::fmt::Debug + 'static {
     /// `true` when a hit is guaranteed to be exactly the bytes that were put (an entry
     /// damaged or written by something else is detected and never returned), so callers
     /// need not re-check what they get.
+    #[doc(hidden)]
     fn verifies_integrity(&self) -> bool {
         false
     }

@@ -12,7 +12,7 @@ use letip_cache::{
 use letip_testkit::{FaultProxy, RedisServer, eventually};
 
 const TTL: Duration = Duration::from_secs(60);
-const CHANNEL: &str = "letip:v1:invalidations";
+const CHANNEL: &str = "cache:v1:invalidations";
 
 fn far(url: &str) -> Arc<RedisCache> {
     Arc::new(
@@ -154,7 +154,7 @@ async fn a_write_answers_once_every_holder_dropped_what_it_changed() {
         );
     }
     // A table evicted (or lost with a restart) is new again: writes wait out a lease.
-    assert_eq!(redis.cli(&["DEL", "letip:v1:{#near}:leases"]).trim(), "1");
+    assert_eq!(redis.cli(&["DEL", "cache:v1:{#near}:leases"]).trim(), "1");
     let (_, waited) = a.invalidate_waited(&["detail:2"]).await;
     assert!(
         waited.fenced,

@@ -73,7 +73,7 @@ async fn a_value_put_with_a_current_ticket_is_served_exactly() {
     assert_eq!(hit(&c, &k).await, value);
     // What Redis holds: the header, then the value; with the entry's TTL.
     let ttl: i64 = redis
-        .cli(&["PTTL", "letip:v1:{detail%3A1}:detail:id=1"])
+        .cli(&["PTTL", "cache:v1:{detail%3A1}:detail:id=1"])
         .parse()
         .expect("a number");
     assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
@@ -156,7 +156,7 @@ async fn a_lost_generation_key_makes_entries_misses_never_stale_hits() {
         .await
         .expect("put");
     // Eviction or expiry of the generation: the next one is new, never the old value.
-    assert_eq!(redis.cli(&["DEL", "letip:v1:{detail%3A3}:#gen"]), "1");
+    assert_eq!(redis.cli(&["DEL", "cache:v1:{detail%3A3}:#gen"]), "1");
     let t2 = miss(&c, &k).await;
     assert_ne!(t, t2);
     // A generation only grows: invalidations move it past the clock and past itself.
@@ -181,13 +181,13 @@ async fn an_entry_in_a_foreign_format_is_removed_and_reported() {
     let k = detail("9");
     redis.cli(&[
         "SET",
-        "letip:v1:{detail%3A9}:detail:id=9",
+        "cache:v1:{detail%3A9}:detail:id=9",
         "not json at all",
     ]);
     let err = c.get(&k).await.expect_err("a foreign entry is not served");
     assert!(matches!(err, CacheError::Protocol(_)), "{err}");
     assert_eq!(
-        redis.cli(&["EXISTS", "letip:v1:{detail%3A9}:detail:id=9"]),
+        redis.cli(&["EXISTS", "cache:v1:{detail%3A9}:detail:id=9"]),
         "0"
     );
     miss(&c, &k).await;
@@ -197,7 +197,7 @@ async fn an_entry_in_a_foreign_format_is_removed_and_reported() {
     c.put(&k, &t, Bytes::from_static(b"{\"ok\":true}"), TTL)
         .await
         .expect("put");
-    let name = "letip:v1:{detail%3A9}:detail:id=9";
+    let name = "cache:v1:{detail%3A9}:detail:id=9";
     let stored = redis.cli(&["GET", name]);
     let (header, sealed) = stored.split_once('\n').expect("a header");
     let tampered = format!("{header}\n{}{{\"ok\":false}}", &sealed[..8]);
@@ -416,8 +416,8 @@ async fn a_root_scope_invalidates_its_children_and_a_child_only_itself() {
     let keys = redis.cli(&["KEYS", "*"]);
     assert!(
         keys.lines()
-            .filter(|k| *k != "letip:v1:{#near}:identity")
-            .all(|k| k.starts_with("letip:v1:{list}:")),
+            .filter(|k| *k != "cache:v1:{#near}:identity")
+            .all(|k| k.starts_with("cache:v1:{list}:")),
         "{keys}"
     );
 }
@@ -440,7 +440,7 @@ async fn the_background_probe_closes_the_circuit_and_applies_missed_invalidation
     redis.restart();
     // No call at all: the background probe finds Redis back and applies the
     // invalidation (which makes the scope's generation key again).
-    let generation = "letip:v1:{detail%3A3}:#gen";
+    let generation = "cache:v1:{detail%3A3}:#gen";
     eventually("the missed invalidation is applied", async || {
         redis.cli(&["EXISTS", generation]) == "1"
     })
@@ -597,11 +597,11 @@ async fn an_index_and_its_members_are_one_lookup_each_member_against_its_own_sco
             .expect("put"),
         Stored::Stored
     );
-    let name = "letip:v1:{list}:list:page=1";
+    let name = "cache:v1:{list}:list:page=1";
     let stored = redis.cli(&["GET", name]);
     let header = stored.split('\n').next().expect("a header").to_owned();
     for planted in [
-        format!("{header}\n00000000@index 1\nletip:v1:{{detail%3A9}}:x\na\nb\n9"),
+        format!("{header}\n00000000@index 1\ncache:v1:{{detail%3A9}}:x\na\nb\n9"),
         format!(
             "{header}\n{}",
             &stored[header.len() + 1..].replace("row", "rOw")

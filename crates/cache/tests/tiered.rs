@@ -28,7 +28,7 @@ fn far(url: &str) -> Arc<RedisCache> {
 
 fn instance(url: &str, with_bus: bool) -> TieredCache {
     let far = far(url);
-    let bus = with_bus.then(|| RedisBus::new(far.clone(), "letip:v1:invalidations"));
+    let bus = with_bus.then(|| RedisBus::new(far.clone(), "cache:v1:invalidations"));
     TieredCache::new(far, NearConfig::default(), bus)
 }
 
@@ -57,7 +57,7 @@ async fn a_current_near_copy_is_served_without_fetching_the_value() {
     warm(&c, &k, b"from the database").await;
     // Rewrite the stored value behind the cache's back, keeping its generation header:
     // only a copy served from the near tier can still say the original.
-    let name = "letip:v1:{detail%3A1}:detail:id=1";
+    let name = "cache:v1:{detail%3A1}:detail:id=1";
     let stored = redis.cli(&["GET", name]);
     let header = stored.split('\n').next().expect("a header");
     redis.cli(&["SET", name, &format!("{header}\nrewritten"), "PX", "60000"]);
@@ -219,8 +219,8 @@ async fn near_copies_of_an_index_and_its_members_are_served_once_confirmed_and_n
     // Rewrite every stored value behind the cache's back, keeping the headers: only near
     // copies can still say the originals, and the index still names its rows.
     for (name, value) in [
-        ("letip:v1:{list}:row:id=1", "rewritten"),
-        ("letip:v1:{list}:row:id=2", "rewritten"),
+        ("cache:v1:{list}:row:id=1", "rewritten"),
+        ("cache:v1:{list}:row:id=2", "rewritten"),
     ] {
         let stored = redis.cli(&["GET", name]);
         let header = stored.split('\n').next().expect("a header");
@@ -243,7 +243,7 @@ async fn near_copies_of_an_index_and_its_members_are_served_once_confirmed_and_n
     );
 
     // Row 1 expires in Redis: its near copy is not confirmed any more, row 2's still is.
-    redis.cli(&["DEL", "letip:v1:{list}:row:id=1"]);
+    redis.cli(&["DEL", "cache:v1:{list}:row:id=1"]);
     let found = b.get_index(&page, &rows_named).await.expect("lookup");
     assert_eq!(hits(&found), [None, Some(Bytes::from("two"))]);
 

@@ -13,7 +13,8 @@ pub struct RedisConfig {
     /// PEM certificate(s) of the authority that signed the server's TLS certificate,
     /// for `rediss://` servers with a private CA (the system's roots otherwise).
     pub tls_ca_pem: Option<Vec<u8>>,
-    /// Prefix of every key; its version segment separates incompatible formats.
+    /// Prefix of every key and channel (`cache:v1` by default): each service sharing a
+    /// Redis names its own. Its version segment separates incompatible formats.
     pub namespace: String,
     /// Longest a lookup or store may take before it counts as failed (the request then
     /// reads the database).
@@ -39,7 +40,7 @@ impl Default for RedisConfig {
         Self {
             url: "redis://127.0.0.1:6379".into(),
             tls_ca_pem: None,
-            namespace: "letip:v1".into(),
+            namespace: "cache:v1".into(),
             timeout: Duration::from_millis(50),
             invalidate_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_millis(200),

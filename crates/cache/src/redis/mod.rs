@@ -1,7 +1,8 @@
 //! [`RedisCache`]: the shared cache on Redis.
 //!
-//! Storage layout under a namespace `ns` (default `letip:v1`; the version segment means a
-//! format change never reads old entries). `{root}` is the root of the entry's scope,
+//! Storage layout under a namespace `ns` (`cache:v1` unless the embedder names its own,
+//! as the server does with `letip:v1`; the version segment means a format change never
+//! reads old entries). `{root}` is the root of the entry's scope,
 //! percent-encoded, in braces: a Redis Cluster hash tag, so an entry and the generations
 //! it depends on always live on one node and every script touches one slot.
 //!

@@ -251,6 +251,7 @@ impl TieredCache {
 
     /// Whether the near tier holds a copy of `key` it would offer (for tests and
     /// diagnostics).
+    #[doc(hidden)]
     pub async fn holds_near_copy(&self, key: &Key) -> bool {
         self.copy_of(&self.far.value_key(key)).is_some()
     }

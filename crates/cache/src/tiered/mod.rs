@@ -348,11 +348,13 @@ impl TieredCache {
 
     /// Whether this instance holds a lease now, so that near copies are served without
     /// a round trip (for tests and diagnostics).
+    #[doc(hidden)]
     pub fn holds_lease(&self) -> bool {
         self.holds_lease_at(lease::clock())
     }
 
     /// [`Cache::invalidate`], answering what the write waited for.
+    #[doc(hidden)]
     pub async fn invalidate_waited(&self, scopes: &[&str]) -> (Result<(), CacheError>, Waited) {
         self.invalidate_with(scopes, true).await
     }
