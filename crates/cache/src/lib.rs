@@ -1,27 +1,11 @@
-//! A cache for Rust services: one object-safe async trait, [`Cache`], with a Redis
-//! implementation ([`RedisCache`], on deadpool-redis), an in-process near tier in front of
-//! it ([`TieredCache`], leased: near hits without a round trip, never stale), an
-//! in-process one ([`MemoryCache`], on moka) and one that stores nothing ([`NoopCache`]).
+//! Cache-aside for Rust services that never serves data older than a write that was
+//! answered: one builder for every mode ([`CacheBuilder`]: none, in-process memory,
+//! Redis shared by every instance, or a leased near tier in front of Redis that answers
+//! hits without a round trip) and one call, [`CacheAside::get_or_load`], with stampede
+//! protection, the stale-set guard, damaged-entry handling and a bypass while Redis is
+//! away built in.
 //!
-//! The crate stores bytes under [`Key`]s and knows nothing of what they mean. What it adds
-//! to a plain key-value store is what cache-aside needs to never serve stale data:
-//!
-//! - **Generation-checked writes.** Every key belongs to a *scope*. A [`Cache::get`] that
-//!   misses hands back a [`Ticket`]: the scope's generation at that moment.
-//!   [`Cache::put`] stores the value only if the generation is still the same, atomically,
-//!   so a reader that loaded old data before a writer's [`Cache::invalidate`] can never
-//!   store it afterwards (the stale-set race).
-//! - **O(1) bulk invalidation.** Invalidating a scope bumps its generation; every entry
-//!   of the scope becomes a miss at once, and expires by its TTL.
-//! - **Faults are misses.** Every method may fail with a [`CacheError`]; callers go to
-//!   their source of truth. The Redis implementation bounds every call by a timeout, stops
-//!   calling a Redis that keeps failing (a circuit breaker with jittered backoff), and
-//!   after it missed an invalidation it refuses to serve anything until it has made every
-//!   older entry unreachable.
-//!
-//! The one call a service writes is [`CacheAside::get_or_load`]: this key, this TTL,
-//! and how to load it on a miss. [`CacheBuilder`] makes any mode (no cache, memory,
-//! Redis, a leased near tier in front of Redis) the same way:
+//! The call: this key, this TTL, and how to load it on a miss.
 //!
 //! ```
 //! use std::time::Duration;
@@ -47,6 +31,22 @@
 //! assert_eq!(after.source, Source::Miss);
 //! # Ok(()) }
 //! ```
+//!
+//! The crate stores bytes under [`Key`]s and knows nothing of what they mean. What it adds
+//! to a plain key-value store is what cache-aside needs to never serve stale data:
+//!
+//! - **Generation-checked writes.** Every key belongs to a *scope*. A [`Cache::get`] that
+//!   misses hands back a [`Ticket`]: the scope's generation at that moment.
+//!   [`Cache::put`] stores the value only if the generation is still the same, atomically,
+//!   so a reader that loaded old data before a writer's [`Cache::invalidate`] can never
+//!   store it afterwards (the stale-set race).
+//! - **O(1) bulk invalidation.** Invalidating a scope bumps its generation; every entry
+//!   of the scope becomes a miss at once, and expires by its TTL.
+//! - **Faults are misses.** Every method may fail with a [`CacheError`]; callers go to
+//!   their source of truth. The Redis implementation bounds every call by a timeout, stops
+//!   calling a Redis that keeps failing (a circuit breaker with jittered backoff), and
+//!   after it missed an invalidation it refuses to serve anything until it has made every
+//!   older entry unreachable.
 //!
 //! See `examples/embed.rs` for a runnable service that embeds it.
 
