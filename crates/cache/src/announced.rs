@@ -1,18 +1,15 @@
 //! [`AnnouncedCache`]: a [`RedisCache`] whose writes take part in the leases of near tiers
 //! sharing its Redis.
 
+use crate::{Fill, Result};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use tokio::task::AbortHandle;
 
 use crate::bus::RedisBus;
 use crate::lease::{LeaseConfig, Leases, Waited};
-use crate::{
-    Cache, CacheError, CacheHealth, IndexLookup, Key, Lookup, Members, RedisCache, Stored, Ticket,
-};
+use crate::{Cache, CacheHealth, IndexLookup, Key, Lookup, Members, RedisCache, Stored};
 
 /// A [`RedisCache`] for an instance without a near tier beside instances with a leased
 /// one (a [`TieredCache`](crate::TieredCache) whose bus is on `channel`): it holds no
@@ -57,7 +54,7 @@ impl AnnouncedCache {
     }
 
     /// [`Cache::invalidate`], answering what the write waited for.
-    pub async fn invalidate_waited(&self, scopes: &[&str]) -> (Result<(), CacheError>, Waited) {
+    pub async fn invalidate_waited(&self, scopes: &[&str]) -> (Result<()>, Waited) {
         let result = self.far.invalidate(scopes).await;
         let waited = self.leases.announce_and_wait(scopes, true).await;
         (result, waited)
@@ -66,50 +63,37 @@ impl AnnouncedCache {
 
 #[async_trait]
 impl Cache for AnnouncedCache {
-    async fn get(&self, key: &Key) -> Result<Lookup, CacheError> {
+    async fn get(&self, key: &Key) -> Result<Lookup> {
         self.far.get(key).await
     }
 
-    async fn put(
-        &self,
-        key: &Key,
-        ticket: &Ticket,
-        value: Bytes,
-        ttl: Duration,
-    ) -> Result<Stored, CacheError> {
-        self.far.put(key, ticket, value, ttl).await
+    async fn put(&self, key: &Key, fill: Fill<'_>) -> Result<Stored> {
+        self.far.put(key, fill).await
     }
 
-    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Lookup>, CacheError> {
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Lookup>> {
         self.far.get_many(keys).await
     }
 
-    async fn get_index(&self, key: &Key, members: Members<'_>) -> Result<IndexLookup, CacheError> {
+    async fn get_index(&self, key: &Key, members: Members<'_>) -> Result<IndexLookup> {
         self.far.get_index(key, members).await
     }
 
-    async fn put_index(
-        &self,
-        key: &Key,
-        ticket: &Ticket,
-        value: Bytes,
-        members: &[Key],
-        ttl: Duration,
-    ) -> Result<Stored, CacheError> {
-        self.far.put_index(key, ticket, value, members, ttl).await
+    async fn put_index(&self, key: &Key, fill: Fill<'_>, members: &[Key]) -> Result<Stored> {
+        self.far.put_index(key, fill, members).await
     }
 
-    async fn invalidate(&self, scopes: &[&str]) -> Result<(), CacheError> {
+    async fn invalidate(&self, scopes: &[&str]) -> Result<()> {
         self.invalidate_waited(scopes).await.0
     }
 
-    async fn invalidate_detached(&self, scopes: &[&str]) -> Result<(), CacheError> {
+    async fn invalidate_detached(&self, scopes: &[&str]) -> Result<()> {
         let result = self.far.invalidate(scopes).await;
         self.leases.announce_and_wait(scopes, false).await;
         result
     }
 
-    async fn remove(&self, key: &Key) -> Result<(), CacheError> {
+    async fn remove(&self, key: &Key) -> Result<()> {
         self.far.remove(key).await
     }
 

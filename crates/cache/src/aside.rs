@@ -21,13 +21,14 @@
 //! the members a read found missing are loaded together with
 //! [`CacheAside::load_members`].
 
+use crate::{Fill, Result};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use crate::flight::{LoadError, SingleFlight};
-use crate::{Cache, CacheError, IndexLookup, Key, Lookup, Members, Ticket, metrics};
+use crate::{Cache, IndexLookup, Key, Lookup, Members, Ticket, metrics};
 
 /// How long a completed load stays shared with readers of the same generation.
 const LINGER: Duration = Duration::from_millis(250);
@@ -202,7 +203,7 @@ impl<E: Clone + Send + Sync + 'static> CacheAside<E> {
         &self,
         key: Key,
         ttl: Duration,
-        lookup: Result<Lookup, CacheError>,
+        lookup: Result<Lookup>,
         load: Fut,
     ) -> Result<Loaded, LoadError<E>>
     where
@@ -222,7 +223,10 @@ impl<E: Clone + Send + Sync + 'static> CacheAside<E> {
                     .flights
                     .run(flight, LINGER, async move {
                         let value = load.await?;
-                        if let Err(e) = cache.put(&key, &ticket, value.clone(), ttl).await {
+                        if let Err(e) = cache
+                            .put(&key, Fill::new(&ticket, value.clone(), ttl))
+                            .await
+                        {
                             tracing::debug!(family, error = %e, "cache store failed");
                         }
                         Ok(value)
@@ -334,7 +338,7 @@ impl<E: Clone + Send + Sync + 'static> CacheAside<E> {
             .run(flight, LINGER, async move {
                 let (value, keys) = load.await?;
                 if let Err(e) = cache
-                    .put_index(&k, &ticket, value.clone(), &keys, ttl)
+                    .put_index(&k, Fill::new(&ticket, value.clone(), ttl), &keys)
                     .await
                 {
                     tracing::debug!(family, error = %e, "cache store failed");
@@ -388,7 +392,7 @@ impl<E: Clone + Send + Sync + 'static> CacheAside<E> {
                 let puts = values.iter().zip(&wanted).map(|(value, (key, ticket))| {
                     let cache = &cache;
                     async move {
-                        if let Err(e) = cache.put(key, ticket, value.clone(), ttl).await {
+                        if let Err(e) = cache.put(key, Fill::new(ticket, value.clone(), ttl)).await {
                             tracing::debug!(family = key.family(), error = %e, "cache store failed");
                         }
                     }

@@ -12,11 +12,12 @@
 //! (stopped with [`Caching::shutdown`] or when the [`Caching`] is dropped), and the
 //! invalidation channel `{namespace}:invalidations` between instances.
 
+use crate::Result;
 use std::sync::Arc;
 
 use crate::{
-    AnnouncedCache, BackgroundProbe, Cache, CacheAside, CacheError, LeaseConfig, MemoryCache,
-    MemoryConfig, NearConfig, NoopCache, RedisBus, RedisCache, RedisConfig, TieredCache,
+    AnnouncedCache, BackgroundProbe, Cache, CacheAside, LeaseConfig, MemoryCache, MemoryConfig,
+    NearConfig, NoopCache, RedisBus, RedisCache, RedisConfig, TieredCache,
 };
 
 #[derive(Debug, Clone)]
@@ -84,8 +85,8 @@ impl CacheBuilder {
 
     /// Makes the cache. Fails only on a configuration that cannot work (a malformed
     /// URL); Redis being down is not an error.
-    pub fn build(self) -> Result<Caching, CacheError> {
-        let redis = |config: RedisConfig| -> Result<_, CacheError> {
+    pub fn build(self) -> Result<Caching> {
+        let redis = |config: RedisConfig| -> Result<_> {
             let far = Arc::new(RedisCache::new(config)?);
             let probe = far.probe_in_background();
             let channel = format!("{}:invalidations", far.namespace());

@@ -8,6 +8,7 @@
 //! only with the subscription's connection. The leased near tier rests on exactly that
 //! (a heartbeat it received proves it received everything published before).
 
+use crate::Result;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -18,7 +19,7 @@ use rand::Rng;
 use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
 
-use crate::{CacheError, RedisCache};
+use crate::RedisCache;
 
 /// What a subscriber receives.
 #[derive(Debug, Clone)]
@@ -154,7 +155,7 @@ impl RedisBus {
     }
 
     /// Sends `payload` to every instance subscribed, this one included.
-    pub async fn publish(&self, payload: &[u8]) -> Result<(), CacheError> {
+    pub async fn publish(&self, payload: &[u8]) -> Result<()> {
         self.cache.publish(&self.channel, payload).await
     }
 

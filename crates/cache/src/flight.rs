@@ -11,6 +11,7 @@
 //! and share the next one: at most two loads of a key at a time, one running and one
 //! waiting.
 
+use crate::Result;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

@@ -3,6 +3,7 @@
 //! `cache_corrupt_total`, and reported as a miss that cannot store (the source of truth
 //! answers; the next reader repopulates it).
 
+use crate::{Fill, Result};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,10 +22,7 @@ pub enum JsonLookup<T> {
 
 #[async_trait]
 pub trait CacheExt: Cache {
-    async fn get_json<T: DeserializeOwned + Send>(
-        &self,
-        key: &Key,
-    ) -> Result<JsonLookup<T>, CacheError> {
+    async fn get_json<T: DeserializeOwned + Send>(&self, key: &Key) -> Result<JsonLookup<T>> {
         match self.get(key).await? {
             Lookup::Miss(t) => Ok(JsonLookup::Miss(t)),
             Lookup::Hit(bytes) => match serde_json::from_slice(&bytes) {
@@ -45,9 +43,10 @@ pub trait CacheExt: Cache {
         ticket: &Ticket,
         value: &T,
         ttl: Duration,
-    ) -> Result<Stored, CacheError> {
+    ) -> Result<Stored> {
         let bytes = serde_json::to_vec(value).map_err(|e| CacheError::Protocol(e.to_string()))?;
-        self.put(key, ticket, Bytes::from(bytes), ttl).await
+        self.put(key, Fill::new(ticket, Bytes::from(bytes), ttl))
+            .await
     }
 }
 

@@ -150,6 +150,25 @@ impl Ticket {
     }
 }
 
+/// A loaded value to store: the [`Ticket`] its lookup handed out, the bytes, and how long
+/// to keep them.
+#[derive(Debug, Clone)]
+pub struct Fill<'a> {
+    pub ticket: &'a Ticket,
+    pub value: Bytes,
+    pub ttl: Duration,
+}
+
+impl<'a> Fill<'a> {
+    pub fn new(ticket: &'a Ticket, value: impl Into<Bytes>, ttl: Duration) -> Self {
+        Self {
+            ticket,
+            value: value.into(),
+            ttl,
+        }
+    }
+}
+
 /// What a lookup found.
 #[derive(Debug, Clone)]
 pub enum Lookup {
@@ -178,6 +197,9 @@ pub enum IndexLookup {
 /// Rebuilds the member keys of an index from its value (`None`: not an index's value).
 pub type Members<'a> = &'a (dyn Fn(&[u8]) -> Option<Vec<Key>> + Sync);
 
+/// The crate's result: an error is a [`CacheError`] unless said otherwise.
+pub type Result<T, E = CacheError> = std::result::Result<T, E>;
+
 /// What a [`Cache::put`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
@@ -192,7 +214,7 @@ pub enum Stored {
 }
 
 /// Refuses members outside the root scope of their index.
-pub(crate) fn check_members(key: &Key, members: &[Key]) -> Result<(), CacheError> {
+pub(crate) fn check_members(key: &Key, members: &[Key]) -> Result<()> {
     let root = |k: &Key| redis::split_scope(k.scope()).0.to_owned();
     let own = root(key);
     match members.iter().find(|m| root(m) != own) {
@@ -208,21 +230,15 @@ pub(crate) fn check_members(key: &Key, members: &[Key]) -> Result<(), CacheError
 #[async_trait]
 pub trait Cache: Send + Sync + std::fmt::Debug + 'static {
     /// The value stored under `key`, if it is of the current generation of its scope.
-    async fn get(&self, key: &Key) -> Result<Lookup, CacheError>;
+    async fn get(&self, key: &Key) -> Result<Lookup>;
 
     /// Stores `value` under `key` for `ttl`, unless `key`'s scope was invalidated since
     /// `ticket` was issued. The check and the write are one atomic step.
-    async fn put(
-        &self,
-        key: &Key,
-        ticket: &Ticket,
-        value: Bytes,
-        ttl: Duration,
-    ) -> Result<Stored, CacheError>;
+    async fn put(&self, key: &Key, fill: Fill<'_>) -> Result<Stored>;
 
     /// Looks up several keys: each answer is what [`Cache::get`] would give, in the same
     /// order. One round trip where the backend can (Redis: one script per hash slot).
-    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Lookup>, CacheError> {
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Lookup>> {
         let mut found = Vec::with_capacity(keys.len());
         for key in keys {
             found.push(self.get(key).await?);
@@ -237,7 +253,7 @@ pub trait Cache: Send + Sync + std::fmt::Debug + 'static {
     /// its own ticket. `members` rebuilds the member keys from the index's value; a
     /// backend that stored them with the index does not call it. A key is used either
     /// through `get`/`put` or through `get_index`/`put_index`, never both.
-    async fn get_index(&self, key: &Key, members: Members<'_>) -> Result<IndexLookup, CacheError> {
+    async fn get_index(&self, key: &Key, members: Members<'_>) -> Result<IndexLookup> {
         match self.get(key).await? {
             Lookup::Miss(ticket) => Ok(IndexLookup::Miss(ticket)),
             Lookup::Hit(value) => {
@@ -257,20 +273,13 @@ pub trait Cache: Send + Sync + std::fmt::Debug + 'static {
     /// Stores an index, like [`Cache::put`], naming `members`. Every member's scope must
     /// have the root of `key`'s scope, so that on Redis Cluster an index and its members
     /// share one hash slot (a [`CacheError::Config`] otherwise).
-    async fn put_index(
-        &self,
-        key: &Key,
-        ticket: &Ticket,
-        value: Bytes,
-        members: &[Key],
-        ttl: Duration,
-    ) -> Result<Stored, CacheError> {
+    async fn put_index(&self, key: &Key, fill: Fill<'_>, members: &[Key]) -> Result<Stored> {
         check_members(key, members)?;
-        self.put(key, ticket, value, ttl).await
+        self.put(key, fill).await
     }
 
     /// Makes every entry of each scope a miss, at once.
-    async fn invalidate(&self, scopes: &[&str]) -> Result<(), CacheError>;
+    async fn invalidate(&self, scopes: &[&str]) -> Result<()>;
 
     // The methods below are hooks between the backends and the layers that wire them,
     // hidden from the documentation: a cache has sensible defaults for them.
@@ -279,12 +288,12 @@ pub trait Cache: Send + Sync + std::fmt::Debug + 'static {
     /// change feed, say): a cache whose writes wait for other instances (the leased near
     /// tier) announces it and does not wait.
     #[doc(hidden)]
-    async fn invalidate_detached(&self, scopes: &[&str]) -> Result<(), CacheError> {
+    async fn invalidate_detached(&self, scopes: &[&str]) -> Result<()> {
         self.invalidate(scopes).await
     }
 
     /// Deletes one entry (an entry found corrupt, say).
-    async fn remove(&self, key: &Key) -> Result<(), CacheError>;
+    async fn remove(&self, key: &Key) -> Result<()>;
 
     /// Whether the backend answers now.
     async fn health(&self) -> CacheHealth;

@@ -2,6 +2,7 @@
 //! time to live per entry. For a single instance: other processes never see its entries
 //! or its invalidations.
 
+use crate::{Fill, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -9,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use moka::Expiry;
 
-use crate::{Cache, CacheError, CacheHealth, Key, Lookup, Stored, Ticket, metrics};
+use crate::{Cache, CacheHealth, Key, Lookup, Stored, Ticket, metrics};
 
 /// Settings of a [`MemoryCache`].
 #[derive(Debug, Clone, Copy)]
@@ -121,7 +122,7 @@ impl MemoryCache {
 
 #[async_trait]
 impl Cache for MemoryCache {
-    async fn get(&self, key: &Key) -> Result<Lookup, CacheError> {
+    async fn get(&self, key: &Key) -> Result<Lookup> {
         let generation = self.generation(key.scope());
         match self.values.get(key.name()).await {
             Some(e) if e.generation == generation => {
@@ -138,13 +139,8 @@ impl Cache for MemoryCache {
         }
     }
 
-    async fn put(
-        &self,
-        key: &Key,
-        ticket: &Ticket,
-        value: Bytes,
-        ttl: Duration,
-    ) -> Result<Stored, CacheError> {
+    async fn put(&self, key: &Key, fill: Fill<'_>) -> Result<Stored> {
+        let Fill { ticket, value, ttl } = fill;
         if value.len() > self.max_value_bytes {
             metrics::set(key.family(), "too_large");
             return Ok(Stored::TooLarge);
@@ -177,7 +173,7 @@ impl Cache for MemoryCache {
         Ok(Stored::Stored)
     }
 
-    async fn invalidate(&self, scopes: &[&str]) -> Result<(), CacheError> {
+    async fn invalidate(&self, scopes: &[&str]) -> Result<()> {
         for scope in scopes {
             let next = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
             self.generations.insert((*scope).to_owned(), next);
@@ -186,7 +182,7 @@ impl Cache for MemoryCache {
         Ok(())
     }
 
-    async fn remove(&self, key: &Key) -> Result<(), CacheError> {
+    async fn remove(&self, key: &Key) -> Result<()> {
         self.values.invalidate(key.name()).await;
         Ok(())
     }
@@ -227,7 +223,7 @@ mod tests {
         let k = Key::new("detail", "detail:1", &[("id", "1")]);
         let t = ticket(&c, &k).await;
         assert_eq!(
-            c.put(&k, &t, Bytes::from_static(b"v1"), TTL)
+            c.put(&k, Fill::new(&t, Bytes::from_static(b"v1"), TTL))
                 .await
                 .expect("put"),
             Stored::Stored
@@ -242,7 +238,7 @@ mod tests {
         let t = ticket(&c, &k).await;
         c.invalidate(&["detail:1"]).await.expect("invalidate");
         assert_eq!(
-            c.put(&k, &t, Bytes::from_static(b"old"), TTL)
+            c.put(&k, Fill::new(&t, Bytes::from_static(b"old"), TTL))
                 .await
                 .expect("put"),
             Stored::Stale
@@ -258,7 +254,7 @@ mod tests {
         let other = Key::new("stats", "stats", &[]);
         for k in [&a, &b, &other] {
             let t = ticket(&c, k).await;
-            c.put(k, &t, Bytes::from_static(b"x"), TTL)
+            c.put(k, Fill::new(&t, Bytes::from_static(b"x"), TTL))
                 .await
                 .expect("put");
         }
@@ -275,15 +271,13 @@ mod tests {
         let t = ticket(&c, &k).await;
         let big = Bytes::from(vec![b'x'; 17]);
         assert_eq!(
-            c.put(&k, &t, big, TTL).await.expect("put"),
+            c.put(&k, Fill::new(&t, big, TTL)).await.expect("put"),
             Stored::TooLarge
         );
         let t = ticket(&c, &k).await;
         c.put(
             &k,
-            &t,
-            Bytes::from_static(b"short"),
-            Duration::from_millis(30),
+            Fill::new(&t, Bytes::from_static(b"short"), Duration::from_millis(30)),
         )
         .await
         .expect("put");
@@ -302,7 +296,7 @@ mod tests {
         let brick = Key::new("list", "list|city=Brick", &[("city", "Brick")]);
         for k in [&wall, &brick] {
             let t = ticket(&c, k).await;
-            c.put(k, &t, Bytes::from_static(b"v"), TTL)
+            c.put(k, Fill::new(&t, Bytes::from_static(b"v"), TTL))
                 .await
                 .expect("put");
         }
@@ -318,15 +312,21 @@ mod tests {
         let c = cache();
         let k = Key::new("list", "list", &[]);
         assert_eq!(
-            c.put(&k, &Ticket::none(), Bytes::from_static(b"x"), TTL)
-                .await
-                .expect("put"),
+            c.put(
+                &k,
+                Fill::new(&Ticket::none(), Bytes::from_static(b"x"), TTL)
+            )
+            .await
+            .expect("put"),
             Stored::Stale
         );
         assert_eq!(
-            c.put(&k, &Ticket::new("garbage"), Bytes::from_static(b"x"), TTL)
-                .await
-                .expect("put"),
+            c.put(
+                &k,
+                Fill::new(&Ticket::new("garbage"), Bytes::from_static(b"x"), TTL)
+            )
+            .await
+            .expect("put"),
             Stored::Stale
         );
     }

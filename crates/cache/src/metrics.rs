@@ -19,6 +19,7 @@
 //! | `cache_redis_history_resets_total` | `seen` = `changed` / `began` | connections that found a Redis this process had not seen last (`changed`), or whose check began a new history (`began`): entries stored before are no longer served |
 //! | `cache_redis_probes_total` | `by` = `health` / `background`, `result` = `up` / `down` | PINGs sent to learn whether Redis answers (health checks, and the background prober while the circuit is open) |
 
+use crate::Result;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

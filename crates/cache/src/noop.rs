@@ -1,11 +1,10 @@
 //! [`NoopCache`]: stores nothing.
 
-use std::time::Duration;
+use crate::{Fill, Result};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 
-use crate::{Cache, CacheError, CacheHealth, Key, Lookup, Stored, Ticket};
+use crate::{Cache, CacheHealth, Key, Lookup, Stored, Ticket};
 
 /// A cache that stores nothing: every read misses. For running without a cache, and for
 /// tests that must see the source of truth on every read.
@@ -14,25 +13,19 @@ pub struct NoopCache;
 
 #[async_trait]
 impl Cache for NoopCache {
-    async fn get(&self, _key: &Key) -> Result<Lookup, CacheError> {
+    async fn get(&self, _key: &Key) -> Result<Lookup> {
         Ok(Lookup::Miss(Ticket::none()))
     }
 
-    async fn put(
-        &self,
-        _key: &Key,
-        _ticket: &Ticket,
-        _value: Bytes,
-        _ttl: Duration,
-    ) -> Result<Stored, CacheError> {
+    async fn put(&self, _key: &Key, _fill: Fill<'_>) -> Result<Stored> {
         Ok(Stored::Skipped)
     }
 
-    async fn invalidate(&self, _scopes: &[&str]) -> Result<(), CacheError> {
+    async fn invalidate(&self, _scopes: &[&str]) -> Result<()> {
         Ok(())
     }
 
-    async fn remove(&self, _key: &Key) -> Result<(), CacheError> {
+    async fn remove(&self, _key: &Key) -> Result<()> {
         Ok(())
     }
 
@@ -47,6 +40,10 @@ impl Cache for NoopCache {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
     use super::*;
 
     #[tokio::test]
@@ -56,7 +53,10 @@ mod tests {
         let Lookup::Miss(t) = cache.get(&key).await.expect("get") else {
             panic!("a noop cache never hits")
         };
-        let stored = cache.put(&key, &t, Bytes::from_static(b"v"), Duration::from_secs(9));
+        let stored = cache.put(
+            &key,
+            Fill::new(&t, Bytes::from_static(b"v"), Duration::from_secs(9)),
+        );
         assert_eq!(stored.await.expect("put"), Stored::Skipped);
         assert!(matches!(cache.get(&key).await, Ok(Lookup::Miss(_))));
         assert_eq!(cache.health().await, CacheHealth::Disabled);

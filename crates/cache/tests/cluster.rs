@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
-use letip_cache::{Cache, CacheHealth, IndexLookup, Key, Lookup, RedisCache, RedisConfig, Stored};
+use letip_cache::{
+    Cache, CacheHealth, Fill, IndexLookup, Key, Lookup, RedisCache, RedisConfig, Stored,
+};
 use letip_testkit::RedisCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,9 +31,11 @@ async fn the_cache_works_across_the_slots_of_a_cluster() {
         };
         let stored = cache.put(
             k,
-            &t,
-            Bytes::from(k.name().to_owned()),
-            Duration::from_secs(60),
+            Fill::new(
+                &t,
+                Bytes::from(k.name().to_owned()),
+                Duration::from_secs(60),
+            ),
         );
         assert_eq!(stored.await.expect("store"), Stored::Stored);
     }
@@ -74,7 +78,7 @@ async fn the_cache_works_across_the_slots_of_a_cluster() {
     for (k, f) in rows.iter().zip(&found) {
         let Lookup::Miss(t) = f else { panic!("cold") };
         let v = Bytes::from(k.name().to_owned());
-        let stored = cache.put(k, t, v, Duration::from_secs(60));
+        let stored = cache.put(k, Fill::new(t, v, Duration::from_secs(60)));
         assert_eq!(stored.await.expect("store"), Stored::Stored);
     }
     let page = Key::new("list", "list|[null]", &[("page", "1")]);
@@ -84,10 +88,8 @@ async fn the_cache_works_across_the_slots_of_a_cluster() {
     };
     let stored = cache.put_index(
         &page,
-        &t,
-        Bytes::from_static(b"page"),
+        Fill::new(&t, Bytes::from_static(b"page"), Duration::from_secs(60)),
         &rows,
-        Duration::from_secs(60),
     );
     assert_eq!(stored.await.expect("store"), Stored::Stored);
     cache.invalidate(&["list|row:7"]).await.expect("invalidate");
@@ -136,7 +138,10 @@ async fn a_node_restored_from_an_older_snapshot_serves_nothing_older() {
         let Lookup::Miss(t) = cache.get(k).await.expect("lookup") else {
             panic!("cold")
         };
-        let stored = cache.put(k, &t, Bytes::from_static(b"old"), Duration::from_secs(60));
+        let stored = cache.put(
+            k,
+            Fill::new(&t, Bytes::from_static(b"old"), Duration::from_secs(60)),
+        );
         assert_eq!(stored.await.expect("store"), Stored::Stored);
     }
     for n in 0..3 {
@@ -164,8 +169,10 @@ async fn a_node_restored_from_an_older_snapshot_serves_nothing_older() {
                     // A ticket taken on another node before this process saw the new
                     // history is below its floor, and stores nothing: the next lookup
                     // hands out a current one.
-                    let stored =
-                        cache.put(k, &t, Bytes::from_static(b"new"), Duration::from_secs(60));
+                    let stored = cache.put(
+                        k,
+                        Fill::new(&t, Bytes::from_static(b"new"), Duration::from_secs(60)),
+                    );
                     answered[i] = stored.await.is_ok_and(|s| s == Stored::Stored);
                 }
                 Err(_) => {}

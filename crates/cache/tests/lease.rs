@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use letip_cache::{
-    Cache, IndexLookup, Key, LeaseConfig, Lookup, NearConfig, RedisBus, RedisCache, RedisConfig,
-    Stored, TieredCache,
+    Cache, Fill, IndexLookup, Key, LeaseConfig, Lookup, NearConfig, RedisBus, RedisCache,
+    RedisConfig, Stored, TieredCache,
 };
 use letip_testkit::{FaultProxy, RedisServer, eventually};
 
@@ -50,7 +50,7 @@ async fn warm(c: &TieredCache, k: &Key, value: &'static [u8]) -> Bytes {
     match c.get(k).await.expect("lookup") {
         Lookup::Miss(t) => {
             let stored = c
-                .put(k, &t, Bytes::from_static(value), TTL)
+                .put(k, Fill::new(&t, Bytes::from_static(value), TTL))
                 .await
                 .expect("store");
             assert_eq!(stored, Stored::Stored);
@@ -271,14 +271,18 @@ async fn a_page_under_a_lease_is_served_whole_and_never_after_a_write_to_one_of_
     let Ok(IndexLookup::Miss(t)) = b.get_index(&page, &rows_named).await else {
         panic!("a cold page")
     };
-    b.put_index(&page, &t, Bytes::from_static(b"1,2,3"), &members, TTL)
-        .await
-        .expect("store");
+    b.put_index(
+        &page,
+        Fill::new(&t, Bytes::from_static(b"1,2,3"), TTL),
+        &members,
+    )
+    .await
+    .expect("store");
     for m in &members {
         let Ok(Lookup::Miss(t)) = b.get(m).await else {
             panic!("a cold row")
         };
-        b.put(m, &t, Bytes::from_static(b"r0"), TTL)
+        b.put(m, Fill::new(&t, Bytes::from_static(b"r0"), TTL))
             .await
             .expect("store");
     }

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use letip_cache::{
-    Cache, CacheError, CacheHealth, IndexLookup, Key, Lookup, RedisCache, RedisConfig, Stored,
-    Ticket,
+    Cache, CacheError, CacheHealth, Fill, IndexLookup, Key, Lookup, RedisCache, RedisConfig,
+    Stored, Ticket,
 };
 use letip_testkit::{FaultProxy, RedisServer, eventually};
 
@@ -52,7 +52,9 @@ fn a_cache_made_in_a_runtime_that_has_ended_still_connects() {
         let t = miss(&c, &k).await;
         let value = Bytes::from_static(b"{\"id\":1}");
         assert_eq!(
-            c.put(&k, &t, value.clone(), TTL).await.expect("put"),
+            c.put(&k, Fill::new(&t, value.clone(), TTL))
+                .await
+                .expect("put"),
             Stored::Stored
         );
         assert_eq!(hit(&c, &k).await, value);
@@ -67,7 +69,9 @@ async fn a_value_put_with_a_current_ticket_is_served_exactly() {
     let t = miss(&c, &k).await;
     let value = Bytes::from_static(b"{\"id\":1,\"name\":\"line\\nbreak\"}");
     assert_eq!(
-        c.put(&k, &t, value.clone(), TTL).await.expect("put"),
+        c.put(&k, Fill::new(&t, value.clone(), TTL))
+            .await
+            .expect("put"),
         Stored::Stored
     );
     assert_eq!(hit(&c, &k).await, value);
@@ -87,12 +91,14 @@ async fn a_put_after_an_invalidation_is_refused() {
     let k = detail("7");
     let before = miss(&c, &k).await;
     c.invalidate(&["detail:7"]).await.expect("invalidate");
-    let stored = c.put(&k, &before, Bytes::from_static(b"old"), TTL).await;
+    let stored = c
+        .put(&k, Fill::new(&before, Bytes::from_static(b"old"), TTL))
+        .await;
     assert_eq!(stored.expect("put"), Stored::Stale);
     let after = miss(&c, &k).await;
     assert_ne!(before, after);
     assert_eq!(
-        c.put(&k, &after, Bytes::from_static(b"new"), TTL)
+        c.put(&k, Fill::new(&after, Bytes::from_static(b"new"), TTL))
             .await
             .expect("put"),
         Stored::Stored
@@ -110,7 +116,7 @@ async fn invalidating_a_scope_hides_every_entry_of_it_and_nothing_else() {
     let stats = Key::new("stats", "stats", &[]);
     for k in pages.iter().chain([&stats]) {
         let t = miss(&c, k).await;
-        c.put(k, &t, Bytes::from_static(b"v"), TTL)
+        c.put(k, Fill::new(&t, Bytes::from_static(b"v"), TTL))
             .await
             .expect("put");
     }
@@ -129,15 +135,13 @@ async fn too_large_values_are_not_stored_and_entries_expire() {
     let t = miss(&c, &k).await;
     let big = Bytes::from(vec![b'x'; 1025]);
     assert_eq!(
-        c.put(&k, &t, big, TTL).await.expect("put"),
+        c.put(&k, Fill::new(&t, big, TTL)).await.expect("put"),
         Stored::TooLarge
     );
     miss(&c, &k).await;
     c.put(
         &k,
-        &t,
-        Bytes::from_static(b"brief"),
-        Duration::from_millis(50),
+        Fill::new(&t, Bytes::from_static(b"brief"), Duration::from_millis(50)),
     )
     .await
     .expect("put");
@@ -152,7 +156,7 @@ async fn a_lost_generation_key_makes_entries_misses_never_stale_hits() {
     let c = cache(redis.url());
     let k = detail("3");
     let t = miss(&c, &k).await;
-    c.put(&k, &t, Bytes::from_static(b"v"), TTL)
+    c.put(&k, Fill::new(&t, Bytes::from_static(b"v"), TTL))
         .await
         .expect("put");
     // Eviction or expiry of the generation: the next one is new, never the old value.
@@ -194,7 +198,7 @@ async fn an_entry_in_a_foreign_format_is_removed_and_reported() {
 
     // In the format, under the current generation, but not the bytes that were stored.
     let t = miss(&c, &k).await;
-    c.put(&k, &t, Bytes::from_static(b"{\"ok\":true}"), TTL)
+    c.put(&k, Fill::new(&t, Bytes::from_static(b"{\"ok\":true}"), TTL))
         .await
         .expect("put");
     let name = "cache:v1:{detail%3A9}:detail:id=9";
@@ -216,7 +220,7 @@ async fn down_at_start_then_up_reconnects_by_itself() {
     assert_eq!(c.health().await, CacheHealth::Down);
     let t = Ticket::none();
     assert!(
-        c.put(&k, &t, Bytes::from_static(b"v"), TTL)
+        c.put(&k, Fill::new(&t, Bytes::from_static(b"v"), TTL))
             .await
             .is_ok_and(|s| s == Stored::Stale)
     );
@@ -232,7 +236,7 @@ async fn killed_and_restarted_it_serves_again_and_nothing_old() {
     let c = cache(redis.url());
     let k = detail("5");
     let t = miss(&c, &k).await;
-    c.put(&k, &t, Bytes::from_static(b"v"), TTL)
+    c.put(&k, Fill::new(&t, Bytes::from_static(b"v"), TTL))
         .await
         .expect("put");
     redis.kill();
@@ -252,7 +256,7 @@ async fn a_stalled_redis_costs_a_timeout_then_the_circuit_opens() {
     let c = cache(proxy.url());
     let k = detail("1");
     let t = miss(&c, &k).await;
-    c.put(&k, &t, Bytes::from_static(b"v"), TTL)
+    c.put(&k, Fill::new(&t, Bytes::from_static(b"v"), TTL))
         .await
         .expect("put");
 
@@ -283,9 +287,12 @@ async fn after_a_missed_invalidation_no_older_entry_is_ever_served() {
     let c = cache(proxy.url());
     let k = detail("2");
     let t = miss(&c, &k).await;
-    c.put(&k, &t, Bytes::from_static(b"before the write"), TTL)
-        .await
-        .expect("put");
+    c.put(
+        &k,
+        Fill::new(&t, Bytes::from_static(b"before the write"), TTL),
+    )
+    .await
+    .expect("put");
 
     // The write's invalidation cannot reach Redis.
     proxy.cut();
@@ -296,7 +303,7 @@ async fn after_a_missed_invalidation_no_older_entry_is_ever_served() {
     // Redis holds the old entry under a current generation, yet it is never served.
     eventually("the cache answers again", async || c.get(&k).await.is_ok()).await;
     let t = miss(&c, &k).await;
-    c.put(&k, &t, Bytes::from_static(b"after"), TTL)
+    c.put(&k, Fill::new(&t, Bytes::from_static(b"after"), TTL))
         .await
         .expect("put");
     assert_eq!(hit(&c, &k).await, "after");
@@ -309,7 +316,7 @@ async fn a_cut_connection_is_replaced() {
     let c = cache(proxy.url());
     let k = detail("4");
     let t = miss(&c, &k).await;
-    c.put(&k, &t, Bytes::from_static(b"v"), TTL)
+    c.put(&k, Fill::new(&t, Bytes::from_static(b"v"), TTL))
         .await
         .expect("put");
     proxy.cut();
@@ -340,7 +347,7 @@ async fn a_password_in_the_url_authenticates_and_a_wrong_one_only_costs_misses()
     })
     .await;
     let t = miss(&good, &k).await;
-    good.put(&k, &t, Bytes::from_static(b"v"), TTL)
+    good.put(&k, Fill::new(&t, Bytes::from_static(b"v"), TTL))
         .await
         .expect("put");
     assert_eq!(hit(&good, &k).await, "v");
@@ -370,7 +377,7 @@ async fn rediss_with_a_password_and_a_private_ca_works_and_an_untrusted_server_d
     })
     .await;
     let t = miss(&tls, &k).await;
-    tls.put(&k, &t, Bytes::from_static(b"v"), TTL)
+    tls.put(&k, Fill::new(&t, Bytes::from_static(b"v"), TTL))
         .await
         .expect("put");
     assert_eq!(hit(&tls, &k).await, "v");
@@ -395,7 +402,7 @@ async fn a_root_scope_invalidates_its_children_and_a_child_only_itself() {
     let all = Key::new("list", "list|", &[]);
     for k in [&wall, &brick, &all] {
         let t = miss(&c, k).await;
-        c.put(k, &t, Bytes::from_static(b"v"), TTL)
+        c.put(k, Fill::new(&t, Bytes::from_static(b"v"), TTL))
             .await
             .expect("put");
     }
@@ -408,7 +415,9 @@ async fn a_root_scope_invalidates_its_children_and_a_child_only_itself() {
     // A reader of a child that loaded before the root moved cannot store afterwards.
     let t = miss(&c, &wall).await;
     c.invalidate(&["list"]).await.expect("invalidate");
-    let stored = c.put(&wall, &t, Bytes::from_static(b"old"), TTL).await;
+    let stored = c
+        .put(&wall, Fill::new(&t, Bytes::from_static(b"old"), TTL))
+        .await;
     assert_eq!(stored.expect("put"), Stored::Stale);
     miss(&c, &brick).await;
     // Every key of the family shares the root's hash tag (beside the record of which
@@ -539,12 +548,16 @@ async fn an_index_and_its_members_are_one_lookup_each_member_against_its_own_sco
         if i != 1 {
             let v = Bytes::from(format!("row {}", i + 1));
             assert_eq!(
-                c.put(&rows[i], t, v, TTL).await.expect("put"),
+                c.put(&rows[i], Fill::new(t, v, TTL)).await.expect("put"),
                 Stored::Stored
             );
         }
     }
-    let stored = c.put_index(&page, &ticket, Bytes::from_static(b"1,2,3"), &rows, TTL);
+    let stored = c.put_index(
+        &page,
+        Fill::new(&ticket, Bytes::from_static(b"1,2,3"), TTL),
+        &rows,
+    );
     assert_eq!(stored.await.expect("put"), Stored::Stored);
     let found = index(&c, &page).await;
     let IndexLookup::Hit { value, members: m } = &found else {
@@ -563,7 +576,7 @@ async fn an_index_and_its_members_are_one_lookup_each_member_against_its_own_sco
     let Some(Lookup::Miss(t2)) = m.get(1) else {
         panic!("row 2 misses")
     };
-    c.put(&rows[1], t2, Bytes::from("row 2"), TTL)
+    c.put(&rows[1], Fill::new(t2, Bytes::from("row 2"), TTL))
         .await
         .expect("put");
     // This lookup goes through the memo of the index the last one read: one MULTI of
@@ -585,16 +598,24 @@ async fn an_index_and_its_members_are_one_lookup_each_member_against_its_own_sco
         panic!("cold")
     };
     assert!(matches!(
-        c.put_index(&page, &t, Bytes::from_static(b"9"), &[detail("9")], TTL)
-            .await,
+        c.put_index(
+            &page,
+            Fill::new(&t, Bytes::from_static(b"9"), TTL),
+            &[detail("9")]
+        )
+        .await,
         Err(CacheError::Config(_))
     ));
 
     // A damaged index is removed, reported, and never followed.
     assert_eq!(
-        c.put_index(&page, &t, Bytes::from_static(b"1,2,3"), &rows, TTL)
-            .await
-            .expect("put"),
+        c.put_index(
+            &page,
+            Fill::new(&t, Bytes::from_static(b"1,2,3"), TTL),
+            &rows
+        )
+        .await
+        .expect("put"),
         Stored::Stored
     );
     let name = "cache:v1:{list}:list:page=1";

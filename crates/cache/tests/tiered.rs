@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use letip_cache::{
-    BusEvent, Cache, IndexLookup, Key, Lookup, NearConfig, RedisBus, RedisCache, RedisConfig,
+    BusEvent, Cache, Fill, IndexLookup, Key, Lookup, NearConfig, RedisBus, RedisCache, RedisConfig,
     Stored, TieredCache,
 };
 use letip_testkit::{RedisServer, eventually};
@@ -36,7 +36,7 @@ async fn warm(c: &TieredCache, k: &Key, value: &'static [u8]) {
     match c.get(k).await.expect("lookup") {
         Lookup::Miss(t) => {
             let stored = c
-                .put(k, &t, Bytes::from_static(value), TTL)
+                .put(k, Fill::new(&t, Bytes::from_static(value), TTL))
                 .await
                 .expect("store");
             assert_eq!(stored, Stored::Stored);
@@ -82,7 +82,7 @@ async fn another_instance_s_invalidation_is_never_hidden_by_a_near_copy() {
         let Ok(Lookup::Miss(t)) = b.get(&k).await else {
             panic!("round {round}: B served a copy older than A's invalidation")
         };
-        b.put(&k, &t, Bytes::from_static(b"v1"), TTL)
+        b.put(&k, Fill::new(&t, Bytes::from_static(b"v1"), TTL))
             .await
             .expect("store");
         assert!(matches!(b.get(&k).await, Ok(Lookup::Hit(v)) if v == "v1"));
@@ -213,7 +213,7 @@ async fn near_copies_of_an_index_and_its_members_are_served_once_confirmed_and_n
     let IndexLookup::Miss(t) = b.get_index(&page, &rows_named).await.expect("lookup") else {
         panic!("cold")
     };
-    let stored = b.put_index(&page, &t, Bytes::from_static(b"1,2"), &rows, TTL);
+    let stored = b.put_index(&page, Fill::new(&t, Bytes::from_static(b"1,2"), TTL), &rows);
     assert_eq!(stored.await.expect("store"), Stored::Stored);
 
     // Rewrite every stored value behind the cache's back, keeping the headers: only near

@@ -10,6 +10,7 @@
 //! so costs a few failed lookups (reads go to the source of truth meanwhile), never an
 //! unchecked answer.
 
+use crate::Result;
 use deadpool::managed::{self, Metrics, RecycleResult};
 use deadpool_redis::redis::cluster::{ClusterClient, ClusterClientBuilder};
 use deadpool_redis::redis::cluster_async::ClusterConnection;

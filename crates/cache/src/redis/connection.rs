@@ -2,6 +2,7 @@
 //! path), each checked before it serves anything (`identity.rs`), and every call bounded
 //! by a timeout and counted by the breaker.
 
+use crate::Result;
 use std::sync::RwLock;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -72,7 +73,7 @@ pub(super) enum Pools {
 impl Pools {
     /// deadpool pools for `config`'s URL: of single-server connections, or of cluster
     /// connections that never retry on another node (`cluster.rs`).
-    pub(super) fn new(config: &RedisConfig) -> Result<Self, CacheError> {
+    pub(super) fn new(config: &RedisConfig) -> Result<Self> {
         /// The same limits for single-server and cluster pools: one connection per slot
         /// plus one spare, every wait bounded by the connect timeout.
         fn bounded<M, W>(
@@ -174,7 +175,7 @@ impl RedisCache {
     }
 
     /// A shared connection, made if its slot is empty.
-    pub(super) async fn connection(&self) -> Result<(usize, Conn), CacheError> {
+    pub(super) async fn connection(&self) -> Result<(usize, Conn)> {
         let i = self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let slot = self
             .slots
@@ -218,7 +219,7 @@ impl RedisCache {
     /// anything (see `identity.rs`): a server that is not the one this process last saw,
     /// or that begins a new history, raises the floor and drops what this process
     /// derived from the old one, before this returns.
-    pub(super) async fn check_history(&self, conn: &mut Conn) -> Result<(), CacheError> {
+    pub(super) async fn check_history(&self, conn: &mut Conn) -> Result<()> {
         let record = format!("{}:{{#near}}:identity", self.namespace);
         let table = self.lease_table();
         let checked = tokio::time::timeout(
@@ -286,7 +287,7 @@ impl RedisCache {
     }
 
     /// Runs one Redis call under the breaker and the timeout.
-    pub(super) async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, CacheError>
+    pub(super) async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
@@ -303,7 +304,7 @@ impl RedisCache {
         timeout: Duration,
         gate: Gate,
         f: F,
-    ) -> Result<T, CacheError>
+    ) -> Result<T>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,

@@ -1,6 +1,7 @@
 //! Single entries: lookup (one or many), store and invalidation (a generation bump), and
 //! the removal of entries that fail their checksum or format.
 
+use crate::Result;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,7 +17,7 @@ use crate::{Cache, CacheError, Key, Lookup, Stored, Ticket, metrics};
 impl RedisCache {
     /// Looks `key` up. With `known`, the tag of a copy the caller holds, a current copy
     /// is confirmed without sending the value.
-    pub(crate) async fn lookup(&self, key: &Key, known: Option<&str>) -> Result<Raw, CacheError> {
+    pub(crate) async fn lookup(&self, key: &Key, known: Option<&str>) -> Result<Raw> {
         self.recover(key.scope()).await?;
         let [root, own] = self.generation_keys(key.scope());
         let keys = [self.value_key(key), root, own];
@@ -56,7 +57,7 @@ impl RedisCache {
         head: &[u8],
         value: &Bytes,
         ttl: Duration,
-    ) -> Result<Stored, CacheError> {
+    ) -> Result<Stored> {
         if head.len() + value.len() > self.config.max_value_bytes {
             metrics::set(key.family(), "too_large");
             return Ok(Stored::TooLarge);
@@ -148,7 +149,7 @@ impl RedisCache {
     }
 
     /// Removes an entry that is not what this cache stored.
-    pub(super) async fn corrupt(&self, key: &Key) -> Result<Raw, CacheError> {
+    pub(super) async fn corrupt(&self, key: &Key) -> Result<Raw> {
         metrics::corrupt(key.family());
         tracing::warn!(
             family = key.family(),
@@ -163,7 +164,7 @@ impl RedisCache {
     /// Bumps one scope's generation. A write's own invalidation (`for_write`) is tried
     /// even while the breaker holds other calls off: Redis may be back already (and
     /// another instance reading it), and a write can afford the wait a read cannot.
-    pub(super) async fn bump(&self, scope: &str, for_write: bool) -> Result<(), CacheError> {
+    pub(super) async fn bump(&self, scope: &str, for_write: bool) -> Result<()> {
         let key = self.generation_key(scope);
         let ttl = self.generation_ttl_ms();
         let timeout = self.config.invalidate_timeout.max(self.config.timeout);
@@ -182,7 +183,7 @@ impl RedisCache {
     }
 
     /// Many entries, with one script per hash slot (root scope), sent together.
-    pub(super) async fn lookup_many(&self, keys: &[Key]) -> Result<Vec<Lookup>, CacheError> {
+    pub(super) async fn lookup_many(&self, keys: &[Key]) -> Result<Vec<Lookup>> {
         let Some(first) = keys.first() else {
             return Ok(Vec::new());
         };

@@ -2,6 +2,7 @@
 //! while the circuit is open), and the invalidations that failed and are still to be
 //! applied.
 
+use crate::Result;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use super::RedisCache;
 use super::connection::unavailable;
 use super::wire::split_scope;
 use crate::breaker::Breaker;
-use crate::{CacheError, CacheHealth, metrics};
+use crate::{CacheHealth, metrics};
 
 /// Scopes whose invalidation failed, each with the number of its latest failure. A
 /// retry that succeeds clears a scope only if it failed no more since the retry began:
@@ -234,7 +235,7 @@ impl RedisCache {
 
     /// Like [`Self::recover`], and refuses while any invalidation is still to be applied:
     /// a lookup of many scopes serves nothing until all of them are current.
-    pub(super) async fn recover_all(&self, scope: &str) -> Result<(), CacheError> {
+    pub(super) async fn recover_all(&self, scope: &str) -> Result<()> {
         self.recover(scope).await?;
         if self.pending_scopes().is_empty() {
             Ok(())
@@ -247,7 +248,7 @@ impl RedisCache {
     /// scopes is served. All of them are applied at the first lookup that finds Redis
     /// again, whatever its scope, so a scope this process never reads again is not left
     /// stale for other readers of Redis.
-    pub(super) async fn recover(&self, scope: &str) -> Result<(), CacheError> {
+    pub(super) async fn recover(&self, scope: &str) -> Result<()> {
         let (root, _) = split_scope(scope);
         let pending: Vec<(String, u64)> = {
             let pending = self.pending_scopes();

@@ -2,6 +2,7 @@
 //! entries read (plain commands instead of the script), and the confirmation of a
 //! caller's copies of an index and its members without a value sent.
 
+use crate::Result;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -100,7 +101,7 @@ impl RedisCache {
         &self,
         key: &Key,
         known: Option<KnownIndex<'_>>,
-    ) -> Result<RawIndex, CacheError> {
+    ) -> Result<RawIndex> {
         self.recover_all(key.scope()).await?;
         if let Some(k) = &known
             && let Some(raw) = self.confirm_index(k).await?
@@ -187,7 +188,7 @@ impl RedisCache {
         &self,
         key: &Key,
         members: Members<'_>,
-    ) -> Result<IndexLookup, CacheError> {
+    ) -> Result<IndexLookup> {
         self.recover_all(key.scope()).await?;
         let name = self.value_key(key);
         if let Some(memo) = self.indexes.get(&name) {
@@ -228,10 +229,7 @@ impl RedisCache {
     /// script makes it). Each member is answered as the script would: a hit when its
     /// value carries the tag of its generations (and passes its checksum), else a miss
     /// with that tag as its ticket.
-    pub(super) async fn read_memo(
-        &self,
-        memo: &IndexMemo,
-    ) -> Result<Option<IndexLookup>, CacheError> {
+    pub(super) async fn read_memo(&self, memo: &IndexMemo) -> Result<Option<IndexLookup>> {
         let confirm = &memo.confirm;
         let (Some(index), Some(names)) = (confirm.values.first(), confirm.values.get(1..)) else {
             return Ok(None);
@@ -323,10 +321,7 @@ impl RedisCache {
     /// near-tier hit of one entry. A tag equal to the generations read means no
     /// invalidation of the copy's scopes happened since it was stored; the entries'
     /// existence means none has expired.
-    pub(super) async fn confirm_index(
-        &self,
-        known: &KnownIndex<'_>,
-    ) -> Result<Option<RawIndex>, CacheError> {
+    pub(super) async fn confirm_index(&self, known: &KnownIndex<'_>) -> Result<Option<RawIndex>> {
         let n = known.names.len();
         let Some(confirm) = known.confirm else {
             return Ok(None);

@@ -53,6 +53,7 @@ pub use health::BackgroundProbe;
 pub(crate) use index::{ConfirmKeys, KnownIndex};
 pub(crate) use wire::{Raw, split_scope};
 
+use crate::{Fill, Result};
 use config::client;
 use connection::{Pools, Slot};
 use health::Gate;
@@ -67,14 +68,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use deadpool_redis::redis::{self, Script, Value};
 
 use crate::breaker::{Breaker, BreakerConfig};
 use crate::key::encode;
 use crate::{
-    Cache, CacheError, CacheHealth, IndexLookup, Key, Lookup, Members, Stored, Ticket,
-    check_members, metrics,
+    Cache, CacheHealth, IndexLookup, Key, Lookup, Members, Stored, Ticket, check_members, metrics,
 };
 
 /// The Redis cache. Cheap to share: wrap it in an `Arc`.
@@ -125,7 +124,7 @@ impl std::fmt::Debug for RedisCache {
 impl RedisCache {
     /// Builds the cache. Connections are made on first use, so this succeeds while Redis
     /// is down; only a malformed URL is an error.
-    pub fn new(config: RedisConfig) -> Result<Self, CacheError> {
+    pub fn new(config: RedisConfig) -> Result<Self> {
         let connections = config.connections.max(1);
         let pools = Pools::new(&config)?;
         let ns = config.namespace.clone();
@@ -212,7 +211,7 @@ impl RedisCache {
     }
 
     /// Sends `payload` to every subscriber of `channel` (every node of a cluster).
-    pub async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), CacheError> {
+    pub async fn publish(&self, channel: &str, payload: &[u8]) -> Result<()> {
         self.call("publish", |mut c| async move {
             redis::cmd("PUBLISH")
                 .arg(channel)
@@ -238,7 +237,7 @@ impl RedisCache {
         script: &Script,
         args: &[&[u8]],
         for_write: bool,
-    ) -> Result<Value, CacheError> {
+    ) -> Result<Value> {
         let table = self.lease_table();
         let (timeout, gate) = if for_write {
             (
@@ -283,7 +282,7 @@ impl RedisCache {
 
 #[async_trait]
 impl Cache for RedisCache {
-    async fn get(&self, key: &Key) -> Result<Lookup, CacheError> {
+    async fn get(&self, key: &Key) -> Result<Lookup> {
         let result = self.lookup(key, None).await.map(|raw| match raw {
             Raw::Hit { bytes, .. } => Lookup::Hit(bytes),
             Raw::Miss(t) => Lookup::Miss(t),
@@ -294,21 +293,16 @@ impl Cache for RedisCache {
         result
     }
 
-    async fn put(
-        &self,
-        key: &Key,
-        ticket: &Ticket,
-        value: Bytes,
-        ttl: Duration,
-    ) -> Result<Stored, CacheError> {
-        self.store(key, ticket, &[], &value, ttl).await
+    async fn put(&self, key: &Key, fill: Fill<'_>) -> Result<Stored> {
+        self.store(key, fill.ticket, &[], &fill.value, fill.ttl)
+            .await
     }
 
-    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Lookup>, CacheError> {
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Lookup>> {
         self.lookup_many(keys).await
     }
 
-    async fn get_index(&self, key: &Key, members: Members<'_>) -> Result<IndexLookup, CacheError> {
+    async fn get_index(&self, key: &Key, members: Members<'_>) -> Result<IndexLookup> {
         let result = self.lookup_index_through_memo(key, members).await;
         metrics::lookup(
             key.family(),
@@ -321,20 +315,14 @@ impl Cache for RedisCache {
         result
     }
 
-    async fn put_index(
-        &self,
-        key: &Key,
-        ticket: &Ticket,
-        value: Bytes,
-        members: &[Key],
-        ttl: Duration,
-    ) -> Result<Stored, CacheError> {
+    async fn put_index(&self, key: &Key, fill: Fill<'_>, members: &[Key]) -> Result<Stored> {
         check_members(key, members)?;
         let head = self.index_head(members);
-        self.store(key, ticket, head.as_bytes(), &value, ttl).await
+        self.store(key, fill.ticket, head.as_bytes(), &fill.value, fill.ttl)
+            .await
     }
 
-    async fn invalidate(&self, scopes: &[&str]) -> Result<(), CacheError> {
+    async fn invalidate(&self, scopes: &[&str]) -> Result<()> {
         // One script per scope (each touches one slot), sent together.
         let results =
             futures_util::future::join_all(scopes.iter().map(|scope| self.bump(scope, true))).await;
@@ -353,7 +341,7 @@ impl Cache for RedisCache {
         first_error.map_or(Ok(()), Err)
     }
 
-    async fn remove(&self, key: &Key) -> Result<(), CacheError> {
+    async fn remove(&self, key: &Key) -> Result<()> {
         let name = self.value_key(key);
         self.call("remove", |mut c| async move {
             redis::cmd("UNLINK")

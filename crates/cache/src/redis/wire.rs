@@ -2,6 +2,7 @@
 //! CRC-32 that seals every value, an index's members section, and the scripts' flat
 //! answers.
 
+use crate::Result;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -101,7 +102,7 @@ pub(crate) fn raw_lookup(raw: Raw) -> Lookup {
 }
 
 /// A script's flat `state, bytes, state, bytes, ...` answer, in pairs.
-pub(super) fn pairs(values: Vec<Value>) -> Result<Vec<(State, Vec<u8>)>, CacheError> {
+pub(super) fn pairs(values: Vec<Value>) -> Result<Vec<(State, Vec<u8>)>> {
     let bad = || CacheError::Protocol("an answer that is not state and bytes".into());
     let mut out = Vec::with_capacity(values.len() / 2);
     let mut values = values.into_iter();

@@ -1,12 +1,13 @@
 //! The round trips to Redis behind a near miss or an unleased near hit: a single entry,
 //! and an index page with its members.
 
+use crate::Result;
 use std::sync::Arc;
 
 use super::TieredCache;
 use super::copies::{Confirming, NearCopy, NearEntry};
 use crate::redis::{KnownIndex, Raw};
-use crate::{CacheError, IndexLookup, Key, Lookup, Members, Ticket, metrics};
+use crate::{IndexLookup, Key, Lookup, Members, Ticket, metrics};
 
 impl TieredCache {
     /// A lookup that asks Redis, offering the near copy (if any) to be confirmed; a
@@ -18,7 +19,7 @@ impl TieredCache {
         stamp: u64,
         asked: u64,
         _confirming: Option<Confirming>,
-    ) -> Result<Lookup, CacheError> {
+    ) -> Result<Lookup> {
         let raw = self.far.lookup(key, copy.as_ref().map(|c| &*c.tag)).await;
         let result = match raw {
             Ok(Raw::Current) => match copy {
@@ -59,7 +60,7 @@ impl TieredCache {
         stamp: u64,
         asked: u64,
         _confirming: Option<Confirming>,
-    ) -> Result<IndexLookup, CacheError> {
+    ) -> Result<IndexLookup> {
         let name = self.far.value_key(key);
         // The members' names come with the copy (made when it was kept), or are made now.
         let plan = copy.as_ref().and_then(|c| {

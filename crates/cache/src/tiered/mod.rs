@@ -32,12 +32,11 @@ mod far;
 mod front;
 mod listener;
 
+use crate::{Fill, Result};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::task::AbortHandle;
 
 use self::copies::{Confirmation, Near, NearCopy, NearEntry, NearTtl, Unasked};
@@ -46,10 +45,7 @@ use self::front::NEAR_TIERS;
 use self::listener::listen;
 use crate::bus::RedisBus;
 use crate::lease::{self, LeaseConfig, Leases, Message, Waited};
-use crate::{
-    Cache, CacheError, CacheHealth, IndexLookup, Key, Lookup, Members, RedisCache, Stored, Ticket,
-    metrics,
-};
+use crate::{Cache, CacheHealth, IndexLookup, Key, Lookup, Members, RedisCache, Stored, metrics};
 
 /// Settings of the near tier.
 #[derive(Debug, Clone, Copy)]
@@ -105,7 +101,7 @@ impl Drop for TieredCache {
 
 #[async_trait]
 impl Cache for TieredCache {
-    async fn get(&self, key: &Key) -> Result<Lookup, CacheError> {
+    async fn get(&self, key: &Key) -> Result<Lookup> {
         // The lease first: a copy that passes the epochs afterwards has seen every
         // announcement the lease rests on.
         let asked = lease::clock();
@@ -133,16 +129,10 @@ impl Cache for TieredCache {
         Box::pin(self.get_far(key, copy, stamp, asked, confirming)).await
     }
 
-    async fn put(
-        &self,
-        key: &Key,
-        ticket: &Ticket,
-        value: Bytes,
-        ttl: Duration,
-    ) -> Result<Stored, CacheError> {
-        let stamp = self.epochs.now();
-        let asked = lease::clock();
-        let stored = self.far.put(key, ticket, value.clone(), ttl).await?;
+    async fn put(&self, key: &Key, fill: Fill<'_>) -> Result<Stored> {
+        let (stamp, asked) = (self.epochs.now(), lease::clock());
+        let Fill { ticket, value, ttl } = fill.clone();
+        let stored = self.far.put(key, fill).await?;
         if let (Stored::Stored, Some(tag)) = (stored, ticket.tag()) {
             let entry = NearEntry {
                 tag: tag.into(),
@@ -162,14 +152,14 @@ impl Cache for TieredCache {
     /// From Redis alone: a many-key lookup is one round trip that carries the values
     /// either way, and the near tier's saving (not sending a value) would cost one round
     /// trip per key.
-    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Lookup>, CacheError> {
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Lookup>> {
         self.far.get_many(keys).await
     }
 
     /// The index and its members as near copies where the one Redis script confirms
     /// them current (it sends the values of the others only), so a page whose rows did
     /// not change costs one round trip that carries no value.
-    async fn get_index(&self, key: &Key, members: Members<'_>) -> Result<IndexLookup, CacheError> {
+    async fn get_index(&self, key: &Key, members: Members<'_>) -> Result<IndexLookup> {
         let asked = lease::clock();
         let leased = self.holds_lease_at(asked);
         let stamp = self.epochs.now();
@@ -202,20 +192,14 @@ impl Cache for TieredCache {
         Box::pin(self.get_index_far(key, members, copy, stamp, asked, confirming)).await
     }
 
-    async fn put_index(
-        &self,
-        key: &Key,
-        ticket: &Ticket,
-        value: Bytes,
-        members: &[Key],
-        ttl: Duration,
-    ) -> Result<Stored, CacheError> {
-        let stamp = self.epochs.now();
-        let asked = lease::clock();
-        let stored = self
-            .far
-            .put_index(key, ticket, value.clone(), members, ttl)
-            .await?;
+    async fn put_index(&self, key: &Key, fill: Fill<'_>, members: &[Key]) -> Result<Stored> {
+        let (stamp, asked) = (self.epochs.now(), lease::clock());
+        let Fill {
+            ticket,
+            value,
+            ttl: _,
+        } = fill.clone();
+        let stored = self.far.put_index(key, fill, members).await?;
         if let (Stored::Stored, Some(tag)) = (stored, ticket.tag()) {
             let plan = Arc::new(self.plan(key, members));
             let copy = NearCopy {
@@ -232,16 +216,16 @@ impl Cache for TieredCache {
 
     /// Bumps the scopes in Redis, drops them here, and announces them; with leases, waits
     /// until every other lease holder has dropped them or its lease has run out.
-    async fn invalidate(&self, scopes: &[&str]) -> Result<(), CacheError> {
+    async fn invalidate(&self, scopes: &[&str]) -> Result<()> {
         self.invalidate_waited(scopes).await.0
     }
 
     /// Announced, not waited for: every lease holder applies the same feed itself.
-    async fn invalidate_detached(&self, scopes: &[&str]) -> Result<(), CacheError> {
+    async fn invalidate_detached(&self, scopes: &[&str]) -> Result<()> {
         self.invalidate_with(scopes, false).await.0
     }
 
-    async fn remove(&self, key: &Key) -> Result<(), CacheError> {
+    async fn remove(&self, key: &Key) -> Result<()> {
         self.near.invalidate(&self.far.value_key(key));
         self.far.remove(key).await
     }
@@ -355,15 +339,11 @@ impl TieredCache {
 
     /// [`Cache::invalidate`], answering what the write waited for.
     #[doc(hidden)]
-    pub async fn invalidate_waited(&self, scopes: &[&str]) -> (Result<(), CacheError>, Waited) {
+    pub async fn invalidate_waited(&self, scopes: &[&str]) -> (Result<()>, Waited) {
         self.invalidate_with(scopes, true).await
     }
 
-    async fn invalidate_with(
-        &self,
-        scopes: &[&str],
-        wait: bool,
-    ) -> (Result<(), CacheError>, Waited) {
+    async fn invalidate_with(&self, scopes: &[&str], wait: bool) -> (Result<()>, Waited) {
         let result = self.far.invalidate(scopes).await;
         self.epochs.drop_scopes(scopes.iter().copied());
         let mut waited = Waited::default();
