@@ -1,6 +1,10 @@
 //! `RedisCache` against a local Redis Cluster of three masters: keys of one scope share a
 //! hash tag, so no command fails with CROSSSLOT, and scopes spread over the nodes.
 
+mod common;
+
+use common::{detail, fill};
+
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -10,34 +14,25 @@ use letip_cache::{
 };
 use letip_testkit::RedisCluster;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cache_works_across_the_slots_of_a_cluster() {
-    let cluster = RedisCluster::start(3);
-    let cache = RedisCache::new(RedisConfig {
+fn cluster_cache(cluster: &RedisCluster) -> RedisCache {
+    let config = RedisConfig {
         url: cluster.url(),
         connect_timeout: Duration::from_secs(2),
         timeout: Duration::from_millis(500),
         ..RedisConfig::default()
-    })
-    .expect("a cluster URL");
+    };
+    RedisCache::new(config).expect("a cluster URL")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_works_across_the_slots_of_a_cluster() {
+    let cluster = RedisCluster::start(3);
+    let cache = cluster_cache(&cluster);
     assert_eq!(cache.health().await, CacheHealth::Up);
 
-    let keys: Vec<Key> = (0..30)
-        .map(|i| Key::new("detail", format!("detail:{i}"), &[("id", &i.to_string())]))
-        .collect();
+    let keys: Vec<Key> = (0..30).map(|i| detail(&i.to_string())).collect();
     for k in &keys {
-        let Lookup::Miss(t) = cache.get(k).await.expect("lookup") else {
-            panic!("cold")
-        };
-        let stored = cache.put(
-            k,
-            Fill::new(
-                &t,
-                Bytes::from(k.name().to_owned()),
-                Duration::from_secs(60),
-            ),
-        );
-        assert_eq!(stored.await.expect("store"), Stored::Stored);
+        fill(&cache, k, k.name().to_owned()).await;
     }
     for k in &keys {
         assert!(matches!(cache.get(k).await, Ok(Lookup::Hit(b)) if b == k.name()));
@@ -124,25 +119,10 @@ async fn the_cache_works_across_the_slots_of_a_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restored_from_an_older_snapshot_serves_nothing_older() {
     let mut cluster = RedisCluster::start(3);
-    let cache = RedisCache::new(RedisConfig {
-        url: cluster.url(),
-        connect_timeout: Duration::from_secs(2),
-        timeout: Duration::from_millis(500),
-        ..RedisConfig::default()
-    })
-    .expect("a cluster URL");
-    let keys: Vec<Key> = (0..30)
-        .map(|i| Key::new("detail", format!("detail:{i}"), &[("id", &i.to_string())]))
-        .collect();
+    let cache = cluster_cache(&cluster);
+    let keys: Vec<Key> = (0..30).map(|i| detail(&i.to_string())).collect();
     for k in &keys {
-        let Lookup::Miss(t) = cache.get(k).await.expect("lookup") else {
-            panic!("cold")
-        };
-        let stored = cache.put(
-            k,
-            Fill::new(&t, Bytes::from_static(b"old"), Duration::from_secs(60)),
-        );
-        assert_eq!(stored.await.expect("store"), Stored::Stored);
+        fill(&cache, k, "old").await;
     }
     for n in 0..3 {
         assert_eq!(cluster.cli(n, &["save"]), "OK");

@@ -1,28 +1,18 @@
 //! The leased near tier, on private redis-servers: `TieredCache`s stand for instances
 //! sharing one Redis, some behind a proxy that stalls their link or their subscription.
 
-use std::sync::Arc;
+mod common;
+
+use common::*;
 use std::time::Duration;
 
 use bytes::Bytes;
 use letip_cache::{
-    Cache, Fill, IndexLookup, Key, LeaseConfig, Lookup, NearConfig, RedisBus, RedisCache,
-    RedisConfig, Stored, TieredCache,
+    Cache, Fill, IndexLookup, Key, LeaseConfig, Lookup, NearConfig, RedisBus, TieredCache,
 };
 use letip_testkit::{FaultProxy, RedisServer, eventually};
 
-const TTL: Duration = Duration::from_secs(60);
 const CHANNEL: &str = "cache:v1:invalidations";
-
-fn far(url: &str) -> Arc<RedisCache> {
-    Arc::new(
-        RedisCache::new(RedisConfig {
-            url: url.to_owned(),
-            ..RedisConfig::default()
-        })
-        .expect("config"),
-    )
-}
 
 fn lease(ms: u64, wait_for_acks: bool) -> Option<LeaseConfig> {
     Some(LeaseConfig {
@@ -39,25 +29,6 @@ fn instance(data: &str, subscribe: &str, lease: Option<LeaseConfig>) -> TieredCa
         ..NearConfig::default()
     };
     TieredCache::new(far(data), config, Some(bus))
-}
-
-fn detail(id: &str) -> Key {
-    Key::new("detail", format!("detail:{id}"), &[("id", id)])
-}
-
-/// Stores `value` under `k` unless a current entry is there, and answers what is.
-async fn warm(c: &TieredCache, k: &Key, value: &'static [u8]) -> Bytes {
-    match c.get(k).await.expect("lookup") {
-        Lookup::Miss(t) => {
-            let stored = c
-                .put(k, Fill::new(&t, Bytes::from_static(value), TTL))
-                .await
-                .expect("store");
-            assert_eq!(stored, Stored::Stored);
-            Bytes::from_static(value)
-        }
-        Lookup::Hit(b) => b,
-    }
 }
 
 async fn holds_lease(c: &TieredCache) {
@@ -246,20 +217,6 @@ async fn a_silent_subscription_ends_the_lease_and_reads_stay_fresh() {
     // The subscription speaks again: B's lease comes back.
     link.resume();
     holds_lease(&b).await;
-}
-
-fn row(id: u32) -> Key {
-    let id = id.to_string();
-    Key::new("list_row", format!("list|row:{id}"), &[("id", &id)])
-}
-
-fn rows_named(value: &[u8]) -> Option<Vec<Key>> {
-    let text = std::str::from_utf8(value).ok()?;
-    Some(
-        text.split(',')
-            .map(|id| row(id.parse().unwrap_or_default()))
-            .collect(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

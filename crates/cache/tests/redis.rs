@@ -1,5 +1,8 @@
 //! `RedisCache` against a real, private redis-server: storage, generations, faults.
 
+mod common;
+
+use common::*;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,8 +12,6 @@ use letip_cache::{
 };
 use letip_testkit::{FaultProxy, RedisServer, eventually};
 
-const TTL: Duration = Duration::from_secs(60);
-
 fn cache(url: String) -> RedisCache {
     RedisCache::new(RedisConfig {
         url,
@@ -18,24 +19,6 @@ fn cache(url: String) -> RedisCache {
         ..RedisConfig::default()
     })
     .expect("a valid configuration")
-}
-
-async fn miss(c: &RedisCache, k: &Key) -> Ticket {
-    match c.get(k).await.expect("Redis answers") {
-        Lookup::Miss(t) => t,
-        Lookup::Hit(b) => panic!("expected a miss, got {b:?}"),
-    }
-}
-
-async fn hit(c: &RedisCache, k: &Key) -> Bytes {
-    match c.get(k).await.expect("Redis answers") {
-        Lookup::Hit(b) => b,
-        Lookup::Miss(_) => panic!("expected a hit"),
-    }
-}
-
-fn detail(id: &str) -> Key {
-    Key::new("detail", format!("detail:{id}"), &[("id", id)])
 }
 
 /// Connections are made on the runtime the cache was made in; one made in a runtime
@@ -49,15 +32,8 @@ fn a_cache_made_in_a_runtime_that_has_ended_still_connects() {
     let used = tokio::runtime::Runtime::new().expect("a runtime");
     used.block_on(async {
         let k = detail("1");
-        let t = miss(&c, &k).await;
-        let value = Bytes::from_static(b"{\"id\":1}");
-        assert_eq!(
-            c.put(&k, Fill::new(&t, value.clone(), TTL))
-                .await
-                .expect("put"),
-            Stored::Stored
-        );
-        assert_eq!(hit(&c, &k).await, value);
+        fill(&c, &k, "{\"id\":1}").await;
+        assert_eq!(hit(&c, &k).await, &b"{\"id\":1}"[..]);
     });
 }
 
@@ -66,15 +42,11 @@ async fn a_value_put_with_a_current_ticket_is_served_exactly() {
     let redis = RedisServer::start();
     let c = cache(redis.url());
     let k = detail("1");
-    let t = miss(&c, &k).await;
-    let value = Bytes::from_static(b"{\"id\":1,\"name\":\"line\\nbreak\"}");
+    fill(&c, &k, "{\"id\":1,\"name\":\"line\\nbreak\"}").await;
     assert_eq!(
-        c.put(&k, Fill::new(&t, value.clone(), TTL))
-            .await
-            .expect("put"),
-        Stored::Stored
+        hit(&c, &k).await,
+        &b"{\"id\":1,\"name\":\"line\\nbreak\"}"[..]
     );
-    assert_eq!(hit(&c, &k).await, value);
     // What Redis holds: the header, then the value; with the entry's TTL.
     let ttl: i64 = redis
         .cli(&["PTTL", "cache:v1:{detail%3A1}:detail:id=1"])
@@ -115,10 +87,7 @@ async fn invalidating_a_scope_hides_every_entry_of_it_and_nothing_else() {
         .collect();
     let stats = Key::new("stats", "stats", &[]);
     for k in pages.iter().chain([&stats]) {
-        let t = miss(&c, k).await;
-        c.put(k, Fill::new(&t, Bytes::from_static(b"v"), TTL))
-            .await
-            .expect("put");
+        fill(&c, k, "v").await;
     }
     c.invalidate(&["list"]).await.expect("invalidate");
     for k in &pages {
@@ -156,9 +125,10 @@ async fn a_lost_generation_key_makes_entries_misses_never_stale_hits() {
     let c = cache(redis.url());
     let k = detail("3");
     let t = miss(&c, &k).await;
-    c.put(&k, Fill::new(&t, Bytes::from_static(b"v"), TTL))
-        .await
-        .expect("put");
+    let stored = c
+        .put(&k, Fill::new(&t, Bytes::from_static(b"v"), TTL))
+        .await;
+    assert_eq!(stored.expect("put"), Stored::Stored);
     // Eviction or expiry of the generation: the next one is new, never the old value.
     assert_eq!(redis.cli(&["DEL", "cache:v1:{detail%3A3}:#gen"]), "1");
     let t2 = miss(&c, &k).await;
@@ -197,10 +167,7 @@ async fn an_entry_in_a_foreign_format_is_removed_and_reported() {
     miss(&c, &k).await;
 
     // In the format, under the current generation, but not the bytes that were stored.
-    let t = miss(&c, &k).await;
-    c.put(&k, Fill::new(&t, Bytes::from_static(b"{\"ok\":true}"), TTL))
-        .await
-        .expect("put");
+    fill(&c, &k, "{\"ok\":true}").await;
     let name = "cache:v1:{detail%3A9}:detail:id=9";
     let stored = redis.cli(&["GET", name]);
     let (header, sealed) = stored.split_once('\n').expect("a header");
@@ -235,10 +202,7 @@ async fn killed_and_restarted_it_serves_again_and_nothing_old() {
     let mut redis = RedisServer::start();
     let c = cache(redis.url());
     let k = detail("5");
-    let t = miss(&c, &k).await;
-    c.put(&k, Fill::new(&t, Bytes::from_static(b"v"), TTL))
-        .await
-        .expect("put");
+    fill(&c, &k, "v").await;
     redis.kill();
     assert!(
         c.get(&k).await.is_err(),
@@ -255,10 +219,7 @@ async fn a_stalled_redis_costs_a_timeout_then_the_circuit_opens() {
     let proxy = FaultProxy::start(redis.addr()).await;
     let c = cache(proxy.url());
     let k = detail("1");
-    let t = miss(&c, &k).await;
-    c.put(&k, Fill::new(&t, Bytes::from_static(b"v"), TTL))
-        .await
-        .expect("put");
+    fill(&c, &k, "v").await;
 
     proxy.stall();
     for _ in 0..3 {
@@ -286,13 +247,7 @@ async fn after_a_missed_invalidation_no_older_entry_is_ever_served() {
     let proxy = FaultProxy::start(redis.addr()).await;
     let c = cache(proxy.url());
     let k = detail("2");
-    let t = miss(&c, &k).await;
-    c.put(
-        &k,
-        Fill::new(&t, Bytes::from_static(b"before the write"), TTL),
-    )
-    .await
-    .expect("put");
+    fill(&c, &k, "before the write").await;
 
     // The write's invalidation cannot reach Redis.
     proxy.cut();
@@ -302,10 +257,7 @@ async fn after_a_missed_invalidation_no_older_entry_is_ever_served() {
 
     // Redis holds the old entry under a current generation, yet it is never served.
     eventually("the cache answers again", async || c.get(&k).await.is_ok()).await;
-    let t = miss(&c, &k).await;
-    c.put(&k, Fill::new(&t, Bytes::from_static(b"after"), TTL))
-        .await
-        .expect("put");
+    fill(&c, &k, "after").await;
     assert_eq!(hit(&c, &k).await, "after");
 }
 
@@ -315,10 +267,7 @@ async fn a_cut_connection_is_replaced() {
     let proxy = FaultProxy::start(redis.addr()).await;
     let c = cache(proxy.url());
     let k = detail("4");
-    let t = miss(&c, &k).await;
-    c.put(&k, Fill::new(&t, Bytes::from_static(b"v"), TTL))
-        .await
-        .expect("put");
+    fill(&c, &k, "v").await;
     proxy.cut();
     // The first calls may see the dead connections; new ones are made.
     eventually("a new connection serves hits", async || {
@@ -346,10 +295,7 @@ async fn a_password_in_the_url_authenticates_and_a_wrong_one_only_costs_misses()
         good.get(&k).await.is_ok()
     })
     .await;
-    let t = miss(&good, &k).await;
-    good.put(&k, Fill::new(&t, Bytes::from_static(b"v"), TTL))
-        .await
-        .expect("put");
+    fill(&good, &k, "v").await;
     assert_eq!(hit(&good, &k).await, "v");
     assert_eq!(good.health().await, CacheHealth::Up);
 
@@ -376,10 +322,7 @@ async fn rediss_with_a_password_and_a_private_ca_works_and_an_untrusted_server_d
         tls.get(&k).await.is_ok()
     })
     .await;
-    let t = miss(&tls, &k).await;
-    tls.put(&k, Fill::new(&t, Bytes::from_static(b"v"), TTL))
-        .await
-        .expect("put");
+    fill(&tls, &k, "v").await;
     assert_eq!(hit(&tls, &k).await, "v");
     tls.invalidate(&[k.scope()]).await.expect("invalidate");
     assert!(matches!(tls.get(&k).await, Ok(Lookup::Miss(_))));
@@ -401,10 +344,7 @@ async fn a_root_scope_invalidates_its_children_and_a_child_only_itself() {
     let brick = Key::new("list", "list|city=Brick", &[("city", "Brick")]);
     let all = Key::new("list", "list|", &[]);
     for k in [&wall, &brick, &all] {
-        let t = miss(&c, k).await;
-        c.put(k, Fill::new(&t, Bytes::from_static(b"v"), TTL))
-            .await
-            .expect("put");
+        fill(&c, k, "v").await;
     }
     c.invalidate(&["list|city=Wall", "list|"])
         .await
@@ -437,7 +377,7 @@ async fn the_background_probe_closes_the_circuit_and_applies_missed_invalidation
     let c = std::sync::Arc::new(cache(redis.url()));
     let _probe = c.probe_in_background();
     let k = detail("3");
-    miss(&c, &k).await;
+    miss(&*c, &k).await;
     redis.kill();
     // Missed while Redis is away: remembered, and the circuit opens.
     assert!(c.invalidate(&["detail:3"]).await.is_err());
@@ -455,7 +395,7 @@ async fn the_background_probe_closes_the_circuit_and_applies_missed_invalidation
     })
     .await;
     // The first call finds the circuit closed (calls never probe themselves here).
-    miss(&c, &k).await;
+    miss(&*c, &k).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -501,35 +441,8 @@ async fn health_asks_past_the_breaker_and_closes_it_when_redis_is_back() {
     miss(&c, &k).await;
 }
 
-fn row(id: u32) -> Key {
-    Key::new("row", format!("list|row:{id}"), &[("id", &id.to_string())])
-}
-
-/// The row keys a test index names (its value is the ids, comma-separated).
-fn rows_named(value: &[u8]) -> Option<Vec<Key>> {
-    std::str::from_utf8(value)
-        .ok()?
-        .split(',')
-        .map(|id| id.parse().ok().map(row))
-        .collect()
-}
-
 async fn index(c: &RedisCache, k: &Key) -> IndexLookup {
     c.get_index(k, &rows_named).await.expect("Redis answers")
-}
-
-/// Which members hit, and the bytes of those that do.
-fn members(found: &IndexLookup) -> Vec<Option<Bytes>> {
-    match found {
-        IndexLookup::Hit { members, .. } => members
-            .iter()
-            .map(|m| match m {
-                Lookup::Hit(b) => Some(b.clone()),
-                Lookup::Miss(_) => None,
-            })
-            .collect(),
-        IndexLookup::Miss(_) => panic!("expected the index to hit"),
-    }
 }
 
 #[tokio::test]

@@ -4,49 +4,21 @@
 // Printing the measured delays is part of what the delay test is for.
 #![allow(clippy::print_stdout)]
 
-use std::sync::Arc;
+mod common;
+
+use common::*;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use letip_cache::{
-    BusEvent, Cache, Fill, IndexLookup, Key, Lookup, NearConfig, RedisBus, RedisCache, RedisConfig,
-    Stored, TieredCache,
+    BusEvent, Cache, Fill, IndexLookup, Key, Lookup, NearConfig, RedisBus, Stored, TieredCache,
 };
 use letip_testkit::{RedisServer, eventually};
-
-const TTL: Duration = Duration::from_secs(60);
-
-fn far(url: &str) -> Arc<RedisCache> {
-    Arc::new(
-        RedisCache::new(RedisConfig {
-            url: url.to_owned(),
-            ..RedisConfig::default()
-        })
-        .expect("config"),
-    )
-}
 
 fn instance(url: &str, with_bus: bool) -> TieredCache {
     let far = far(url);
     let bus = with_bus.then(|| RedisBus::new(far.clone(), "cache:v1:invalidations"));
     TieredCache::new(far, NearConfig::default(), bus)
-}
-
-async fn warm(c: &TieredCache, k: &Key, value: &'static [u8]) {
-    match c.get(k).await.expect("lookup") {
-        Lookup::Miss(t) => {
-            let stored = c
-                .put(k, Fill::new(&t, Bytes::from_static(value), TTL))
-                .await
-                .expect("store");
-            assert_eq!(stored, Stored::Stored);
-        }
-        Lookup::Hit(_) => {}
-    }
-}
-
-fn detail(id: &str) -> Key {
-    Key::new("detail", format!("detail:{id}"), &[("id", id)])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,32 +145,6 @@ async fn bus_delivery_delay_between_instances() {
     assert_eq!(delays.len(), 200);
 }
 
-fn row(id: u32) -> Key {
-    Key::new("row", format!("list|row:{id}"), &[("id", &id.to_string())])
-}
-
-/// The row keys of a test index (its value is the ids, comma-separated).
-fn rows_named(value: &[u8]) -> Option<Vec<Key>> {
-    std::str::from_utf8(value)
-        .ok()?
-        .split(',')
-        .map(|id| id.parse().ok().map(row))
-        .collect()
-}
-
-fn hits(found: &IndexLookup) -> Vec<Option<Bytes>> {
-    let IndexLookup::Hit { members, .. } = found else {
-        panic!("the index hits")
-    };
-    members
-        .iter()
-        .map(|m| match m {
-            Lookup::Hit(b) => Some(b.clone()),
-            Lookup::Miss(_) => None,
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn near_copies_of_an_index_and_its_members_are_served_once_confirmed_and_never_after_an_invalidation()
  {
@@ -238,19 +184,19 @@ async fn near_copies_of_an_index_and_its_members_are_served_once_confirmed_and_n
     };
     assert_eq!(&value[..], b"1,2");
     assert_eq!(
-        hits(&found),
+        members(&found),
         [Some(Bytes::from("one")), Some(Bytes::from("two"))]
     );
 
     // Row 1 expires in Redis: its near copy is not confirmed any more, row 2's still is.
     redis.cli(&["DEL", "cache:v1:{list}:row:id=1"]);
     let found = b.get_index(&page, &rows_named).await.expect("lookup");
-    assert_eq!(hits(&found), [None, Some(Bytes::from("two"))]);
+    assert_eq!(members(&found), [None, Some(Bytes::from("two"))]);
 
     // Another instance invalidates row 2: B's very next lookup misses it too.
     a.invalidate(&["list|row:2"]).await.expect("invalidate");
     let found = b.get_index(&page, &rows_named).await.expect("lookup");
-    assert_eq!(hits(&found), [None, None]);
+    assert_eq!(members(&found), [None, None]);
     // And the page itself: the index misses.
     a.invalidate(&["list|[null]"]).await.expect("invalidate");
     assert!(matches!(
