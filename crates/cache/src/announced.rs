@@ -5,7 +5,7 @@ use crate::{Fill, Result};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::task::AbortHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::bus::RedisBus;
 use crate::lease::{LeaseConfig, Leases, Waited};
@@ -17,25 +17,12 @@ use crate::{Cache, CacheHealth, IndexLookup, Key, Lookup, Members, RedisCache, S
 /// and answered only once every lease holder dropped it or its lease ran out, exactly as
 /// a leased near tier's own writes. Without it, a near tier's copies would outlive its
 /// writes until the change feed or the holder's next confirmation reached them.
+#[derive(Debug)]
 pub struct AnnouncedCache {
     far: Arc<RedisCache>,
     leases: Arc<Leases>,
     _acks: Arc<RedisBus>,
-    listener: AbortHandle,
-}
-
-impl std::fmt::Debug for AnnouncedCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AnnouncedCache")
-            .field("far", &self.far)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Drop for AnnouncedCache {
-    fn drop(&mut self) {
-        self.listener.abort();
-    }
+    _listener: AbortOnDropHandle<()>,
 }
 
 impl AnnouncedCache {
@@ -49,7 +36,7 @@ impl AnnouncedCache {
             far,
             leases,
             _acks: acks,
-            listener,
+            _listener: listener,
         }
     }
 

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use rand::Rng;
 use tokio::sync::broadcast;
-use tokio::task::AbortHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::RedisCache;
 
@@ -35,26 +35,13 @@ pub enum BusEvent {
 const CAPACITY: usize = 4096;
 
 /// One pub/sub channel, shared by every instance that names it.
+#[derive(Debug)]
 pub struct RedisBus {
     cache: Arc<RedisCache>,
     channel: String,
     tx: broadcast::Sender<BusEvent>,
     connected: Arc<AtomicBool>,
-    subscriber: AbortHandle,
-}
-
-impl std::fmt::Debug for RedisBus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisBus")
-            .field("channel", &self.channel)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Drop for RedisBus {
-    fn drop(&mut self) {
-        self.subscriber.abort();
-    }
+    _subscriber: AbortOnDropHandle<()>,
 }
 
 fn jitter(d: Duration) -> Duration {
@@ -131,19 +118,18 @@ impl RedisBus {
     pub fn new(cache: Arc<RedisCache>, channel: &str) -> Arc<Self> {
         let (tx, _) = broadcast::channel(CAPACITY);
         let connected = Arc::new(AtomicBool::new(false));
-        let subscriber = tokio::spawn(subscribe_forever(
+        let subscriber = AbortOnDropHandle::new(tokio::spawn(subscribe_forever(
             cache.clone(),
             channel.to_owned(),
             tx.clone(),
             connected.clone(),
-        ))
-        .abort_handle();
+        )));
         Arc::new(Self {
             cache,
             channel: channel.to_owned(),
             tx,
             connected,
-            subscriber,
+            _subscriber: subscriber,
         })
     }
 

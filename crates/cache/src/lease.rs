@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use deadpool_redis::redis::{Script, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-use tokio::task::AbortHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::bus::{BusEvent, RedisBus};
 use crate::{RedisCache, metrics};
@@ -322,8 +322,8 @@ impl Leases {
     }
 
     /// Subscribes to this instance's acknowledgement channel and applies what arrives,
-    /// in a task (aborted with the handle). Answers the bus, to be kept alive.
-    pub(crate) fn receive_acks(self: &Arc<Self>) -> (Arc<RedisBus>, AbortHandle) {
+    /// in a task (aborted when the handle is dropped). Answers the bus, to be kept alive.
+    pub(crate) fn receive_acks(self: &Arc<Self>) -> (Arc<RedisBus>, AbortOnDropHandle<()>) {
         let bus = RedisBus::new(self.far.clone(), &self.ack_channel());
         let mut received = bus.subscribe();
         let leases = self.clone();
@@ -336,7 +336,7 @@ impl Leases {
                 }
             }
         });
-        (bus, task.abort_handle())
+        (bus, AbortOnDropHandle::new(task))
     }
 
     /// An acknowledgement arrived on this instance's channel.

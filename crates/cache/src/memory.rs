@@ -217,6 +217,13 @@ mod tests {
 
     const TTL: Duration = Duration::from_secs(60);
 
+    /// Misses `k`, then stores `value` under the miss's ticket.
+    async fn fill(c: &MemoryCache, k: &Key, value: &'static str) {
+        let t = ticket(c, k).await;
+        let stored = c.put(k, Fill::new(&t, value, TTL)).await;
+        assert_eq!(stored.expect("put"), Stored::Stored);
+    }
+
     #[tokio::test]
     async fn a_put_with_a_current_ticket_is_served() {
         let c = cache();
@@ -253,10 +260,7 @@ mod tests {
         let b = Key::new("list", "list", &[("page", "2")]);
         let other = Key::new("stats", "stats", &[]);
         for k in [&a, &b, &other] {
-            let t = ticket(&c, k).await;
-            c.put(k, Fill::new(&t, Bytes::from_static(b"x"), TTL))
-                .await
-                .expect("put");
+            fill(&c, k, "x").await;
         }
         c.invalidate(&["list"]).await.expect("invalidate");
         assert!(matches!(c.get(&a).await, Ok(Lookup::Miss(_))));
@@ -295,10 +299,7 @@ mod tests {
         let wall = Key::new("list", "list|city=Wall", &[("city", "Wall")]);
         let brick = Key::new("list", "list|city=Brick", &[("city", "Brick")]);
         for k in [&wall, &brick] {
-            let t = ticket(&c, k).await;
-            c.put(k, Fill::new(&t, Bytes::from_static(b"v"), TTL))
-                .await
-                .expect("put");
+            fill(&c, k, "v").await;
         }
         c.invalidate(&["list|city=Wall"]).await.expect("invalidate");
         assert!(matches!(c.get(&wall).await, Ok(Lookup::Miss(_))));

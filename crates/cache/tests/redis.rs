@@ -21,6 +21,14 @@ fn cache(url: String) -> RedisCache {
     .expect("a valid configuration")
 }
 
+/// A private Redis behind a fault proxy, and a cache that reaches it through the proxy.
+async fn behind_proxy() -> (RedisServer, FaultProxy, RedisCache) {
+    let redis = RedisServer::start();
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let c = cache(proxy.url());
+    (redis, proxy, c)
+}
+
 /// Connections are made on the runtime the cache was made in; one made in a runtime
 /// that has ended since still connects, from the runtime it is used in.
 #[test]
@@ -215,9 +223,7 @@ async fn killed_and_restarted_it_serves_again_and_nothing_old() {
 
 #[tokio::test]
 async fn a_stalled_redis_costs_a_timeout_then_the_circuit_opens() {
-    let redis = RedisServer::start();
-    let proxy = FaultProxy::start(redis.addr()).await;
-    let c = cache(proxy.url());
+    let (_redis, proxy, c) = behind_proxy().await;
     let k = detail("1");
     fill(&c, &k, "v").await;
 
@@ -243,9 +249,7 @@ async fn a_stalled_redis_costs_a_timeout_then_the_circuit_opens() {
 
 #[tokio::test]
 async fn after_a_missed_invalidation_no_older_entry_is_ever_served() {
-    let redis = RedisServer::start();
-    let proxy = FaultProxy::start(redis.addr()).await;
-    let c = cache(proxy.url());
+    let (_redis, proxy, c) = behind_proxy().await;
     let k = detail("2");
     fill(&c, &k, "before the write").await;
 
@@ -263,9 +267,7 @@ async fn after_a_missed_invalidation_no_older_entry_is_ever_served() {
 
 #[tokio::test]
 async fn a_cut_connection_is_replaced() {
-    let redis = RedisServer::start();
-    let proxy = FaultProxy::start(redis.addr()).await;
-    let c = cache(proxy.url());
+    let (_redis, proxy, c) = behind_proxy().await;
     let k = detail("4");
     fill(&c, &k, "v").await;
     proxy.cut();

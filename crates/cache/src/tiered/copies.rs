@@ -173,19 +173,37 @@ pub(super) struct NearCopy {
     pub(super) asked: u64,
 }
 
+impl NearCopy {
+    pub(super) fn new(
+        tag: Arc<str>,
+        bytes: Bytes,
+        scope: Arc<str>,
+        stamp: u64,
+        asked: u64,
+    ) -> Self {
+        Self {
+            tag,
+            bytes,
+            scope,
+            stamp,
+            asked,
+        }
+    }
+}
+
 impl TieredCache {
     /// Keeps a near copy of an entry Redis answered. The TTL left in Redis is unknown
     /// here; a near copy is confirmed on every use, so a generous one only costs memory.
-    pub(super) async fn keep(&self, name: String, copy: NearCopy) {
-        self.insert(name, copy, None).await;
+    pub(super) fn keep(&self, name: String, copy: NearCopy) {
+        self.insert(name, copy, None);
     }
 
     /// Keeps an index copy with its members' names.
-    pub(super) async fn keep_index(&self, name: String, copy: NearCopy, plan: Arc<IndexPlan>) {
-        self.insert(name, copy, Some(plan)).await;
+    pub(super) fn keep_index(&self, name: String, copy: NearCopy, plan: Arc<IndexPlan>) {
+        self.insert(name, copy, Some(plan));
     }
 
-    pub(super) async fn insert(&self, name: String, copy: NearCopy, plan: Option<Arc<IndexPlan>>) {
+    pub(super) fn insert(&self, name: String, copy: NearCopy, plan: Option<Arc<IndexPlan>>) {
         // The TTL left in Redis is unknown here; the near copy is validated on every
         // use, so a generous one only costs memory.
         let entry = NearEntry {
@@ -252,7 +270,7 @@ impl TieredCache {
     /// Whether the near tier holds a copy of `key` it would offer (for tests and
     /// diagnostics).
     #[doc(hidden)]
-    pub async fn holds_near_copy(&self, key: &Key) -> bool {
+    pub fn holds_near_copy(&self, key: &Key) -> bool {
         self.copy_of(&self.far.value_key(key)).is_some()
     }
 

@@ -4,6 +4,8 @@
 use crate::Result;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use super::TieredCache;
 use super::copies::{Confirming, NearCopy, NearEntry};
 use crate::redis::{KnownIndex, Raw};
@@ -31,14 +33,8 @@ impl TieredCache {
                 None => Ok(Lookup::Miss(Ticket::none())),
             },
             Ok(Raw::Hit { tag, bytes }) => {
-                let copy = NearCopy {
-                    tag,
-                    bytes: bytes.clone(),
-                    scope: key.scope().into(),
-                    stamp,
-                    asked,
-                };
-                self.keep(self.far.value_key(key), copy).await;
+                let copy = NearCopy::new(tag, bytes.clone(), key.scope().into(), stamp, asked);
+                self.keep(self.far.value_key(key), copy);
                 Ok(Lookup::Hit(bytes))
             }
             Ok(Raw::Miss(t)) => {
@@ -74,16 +70,12 @@ impl TieredCache {
         let with_rows = plan
             .as_ref()
             .is_some_and(|p| !p.rows.is_empty() && p.rows.len() == p.names.len());
-        let mut copies = Vec::with_capacity(names.len());
-        if let (true, Some(p)) = (with_rows, &plan) {
-            for (tag, bytes) in &p.rows {
-                copies.push(Some((tag.clone(), bytes.clone())));
-            }
-        } else {
-            for n in names {
-                copies.push(self.copy_of(n).map(|c| (c.tag.clone(), c.bytes.clone())));
-            }
-        }
+        let mut copies: Vec<Option<Row>> = match (with_rows, &plan) {
+            (true, Some(p)) => p.rows.iter().cloned().map(Some).collect(),
+            _ => (names.iter())
+                .map(|n| self.copy_of(n).map(|c| (c.tag.clone(), c.bytes.clone())))
+                .collect(),
+        };
         let tags: Vec<Option<Arc<str>>> = copies
             .iter()
             .map(|c| c.as_ref().map(|(tag, _)| tag.clone()))
@@ -126,14 +118,9 @@ impl TieredCache {
                 // The members are the new index's; no copy of them was offered.
                 let keys = members(&bytes).unwrap_or_default();
                 let plan = Arc::new(self.plan(key, &keys));
-                let copy = NearCopy {
-                    tag: tag.clone(),
-                    bytes: bytes.clone(),
-                    scope: key.scope().into(),
-                    stamp,
-                    asked,
-                };
-                self.keep_index(name.clone(), copy, plan.clone()).await;
+                let copy =
+                    NearCopy::new(tag.clone(), bytes.clone(), key.scope().into(), stamp, asked);
+                self.keep_index(name.clone(), copy, plan.clone());
                 copies = vec![None; plan.names.len()];
                 fresh = plan.names.clone();
                 scopes = plan.scopes.clone();
@@ -147,9 +134,48 @@ impl TieredCache {
             }
         };
         metrics::lookup(key.family(), "hit");
-        let mut found = Vec::with_capacity(raw.members.len());
-        let mut rows = Vec::with_capacity(raw.members.len());
-        for (i, member) in raw.members.into_iter().enumerate() {
+        let offered = Offered {
+            names,
+            copies,
+            scopes,
+            stamp,
+            asked,
+        };
+        let (found, rows, members_changed) = self.answer_members(raw.members, offered);
+        // Every member current now: keep their copies with the index's for next time.
+        if (changed || members_changed)
+            && rows.len() == found.len()
+            && !rows.is_empty()
+            && let Some(keys) = members(&value)
+            && keys.len() == rows.len()
+        {
+            let mut plan = self.plan(key, &keys);
+            plan.hits = rows.iter().map(|(_, b)| Lookup::Hit(b.clone())).collect();
+            plan.rows = rows;
+            let copy = NearCopy::new(tag, value.clone(), key.scope().into(), stamp, asked);
+            self.keep_index(name, copy, Arc::new(plan));
+        }
+        Ok(IndexLookup::Hit {
+            value,
+            members: found.into(),
+        })
+    }
+
+    /// Each member as Redis answered it: a confirmed copy, a new value (kept as a near
+    /// copy), or a miss (its copy dropped). Answers the lookups, the members' rows while
+    /// all are current, and whether anything differs from the copies offered.
+    fn answer_members(&self, raw: Vec<Raw>, a: Offered<'_>) -> (Vec<Lookup>, Vec<Row>, bool) {
+        let Offered {
+            names,
+            mut copies,
+            mut scopes,
+            stamp,
+            asked,
+        } = a;
+        let mut changed = false;
+        let mut found = Vec::with_capacity(raw.len());
+        let mut rows = Vec::with_capacity(raw.len());
+        for (i, member) in raw.into_iter().enumerate() {
             let n = names.get(i).cloned().unwrap_or_default();
             found.push(match member {
                 Raw::Current => match copies.get_mut(i).and_then(Option::take) {
@@ -163,14 +189,8 @@ impl TieredCache {
                     changed = true;
                     rows.push((tag.clone(), bytes.clone()));
                     if let (false, Some(scope)) = (n.is_empty(), scopes.get_mut(i)) {
-                        let copy = NearCopy {
-                            tag,
-                            bytes: bytes.clone(),
-                            scope: std::mem::replace(scope, Arc::from("")),
-                            stamp,
-                            asked,
-                        };
-                        self.keep(n, copy).await;
+                        let scope = std::mem::replace(scope, Arc::from(""));
+                        self.keep(n, NearCopy::new(tag, bytes.clone(), scope, stamp, asked));
                     }
                     Lookup::Hit(bytes)
                 }
@@ -181,28 +201,18 @@ impl TieredCache {
                 }
             });
         }
-        // Every member current now: keep their copies with the index's for next time.
-        if changed
-            && rows.len() == found.len()
-            && !rows.is_empty()
-            && let Some(keys) = members(&value)
-            && keys.len() == rows.len()
-        {
-            let mut plan = self.plan(key, &keys);
-            plan.hits = rows.iter().map(|(_, b)| Lookup::Hit(b.clone())).collect();
-            plan.rows = rows;
-            let copy = NearCopy {
-                tag,
-                bytes: value.clone(),
-                scope: key.scope().into(),
-                stamp,
-                asked,
-            };
-            self.keep_index(name, copy, Arc::new(plan)).await;
-        }
-        Ok(IndexLookup::Hit {
-            value,
-            members: found.into(),
-        })
+        (found, rows, changed)
     }
+}
+
+/// A member's copy: its tag and bytes.
+type Row = (Arc<str>, Bytes);
+
+/// What an index lookup offered for its members, and when it began.
+struct Offered<'a> {
+    names: &'a [String],
+    copies: Vec<Option<Row>>,
+    scopes: Vec<Arc<str>>,
+    stamp: u64,
+    asked: u64,
 }

@@ -37,7 +37,7 @@ use async_trait::async_trait;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::task::AbortHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use self::copies::{Confirmation, Near, NearCopy, NearEntry, NearTtl, Unasked};
 use self::epochs::Epochs;
@@ -75,7 +75,7 @@ pub struct TieredCache {
     bus: Option<Arc<RedisBus>>,
     origin: String,
     /// The listener, the renewer and the acknowledgement listener.
-    tasks: Vec<AbortHandle>,
+    _tasks: Vec<AbortOnDropHandle<()>>,
     epochs: Arc<Epochs>,
     leases: Option<Arc<Leases>>,
     /// This instance's acknowledgement channel, kept subscribed.
@@ -88,14 +88,6 @@ impl std::fmt::Debug for TieredCache {
             .field("far", &self.far)
             .field("near_entries", &self.near.entry_count())
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for TieredCache {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
     }
 }
 
@@ -209,7 +201,7 @@ impl Cache for TieredCache {
                 stamp,
                 asked,
             };
-            self.keep_index(self.far.value_key(key), copy, plan).await;
+            self.keep_index(self.far.value_key(key), copy, plan);
         }
         Ok(stored)
     }
@@ -296,26 +288,21 @@ impl TieredCache {
         let mut acks = None;
         if let Some(bus) = &bus {
             let events = bus.subscribe();
-            tasks.push(
-                tokio::spawn(listen(
-                    events,
-                    near.clone(),
-                    origin.clone(),
-                    epochs.clone(),
-                    leases.clone(),
-                ))
-                .abort_handle(),
-            );
+            tasks.push(AbortOnDropHandle::new(tokio::spawn(listen(
+                events,
+                near.clone(),
+                origin.clone(),
+                epochs.clone(),
+                leases.clone(),
+            ))));
         }
         if let (Some(bus), Some(leases)) = (&bus, &leases) {
             let (ack_bus, receiving) = leases.receive_acks();
             tasks.push(receiving);
             acks = Some(ack_bus);
             let bus = bus.clone();
-            tasks.push(
-                tokio::spawn(leases.clone().renew_forever(move || bus.is_connected()))
-                    .abort_handle(),
-            );
+            let renewing = leases.clone().renew_forever(move || bus.is_connected());
+            tasks.push(AbortOnDropHandle::new(tokio::spawn(renewing)));
         }
         Self {
             far,
@@ -323,7 +310,7 @@ impl TieredCache {
             id: NEAR_TIERS.fetch_add(1, Ordering::Relaxed),
             bus,
             origin,
-            tasks,
+            _tasks: tasks,
             epochs,
             leases,
             _acks: acks,
