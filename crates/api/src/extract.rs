@@ -7,9 +7,12 @@ use actix_web::{FromRequest, HttpRequest};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use futures_util::future::{LocalBoxFuture, Ready, ready};
-use letip_domain::ListQuery;
 use letip_domain::input::schema::NO_NUL;
 use letip_domain::query::{DEFAULT_LIMIT, DEFAULT_PAGE, MAX_LIMIT, MAX_PAGE};
+use letip_domain::{
+    BusinessPatch, EnrichmentRun, ListQuery, MessageStatusUpdate, NewBusiness, NewContact,
+    NewMessage, ValidationError,
+};
 use utoipa::IntoParams;
 use utoipa::openapi::Required;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
@@ -78,6 +81,45 @@ impl FromRequest for JsonBody {
             }
             Ok(Self(body.freeze()))
         })
+    }
+}
+
+/// A request body the domain has parsed into `T`: a [`JsonBody`] read whole, then checked
+/// field by field, so a 400 names the field at fault.
+#[derive(Debug)]
+pub struct Input<T>(pub T);
+
+/// A body the domain parses from JSON bytes (each input type's own `from_json`).
+pub trait FromJson: Sized {
+    fn from_json(bytes: &[u8]) -> Result<Self, ValidationError>;
+}
+
+macro_rules! from_json {
+    ($($input:ty),* $(,)?) => {$(
+        impl FromJson for $input {
+            fn from_json(bytes: &[u8]) -> Result<Self, ValidationError> {
+                <$input>::from_json(bytes)
+            }
+        }
+    )*};
+}
+
+from_json!(
+    NewBusiness,
+    BusinessPatch,
+    EnrichmentRun,
+    NewContact,
+    NewMessage,
+    MessageStatusUpdate,
+);
+
+impl<T: FromJson + 'static> FromRequest for Input<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let body = JsonBody::from_request(req, payload);
+        Box::pin(async move { Ok(Self(T::from_json(&body.await?.0)?)) })
     }
 }
 

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Id, JsonBody, ListParams};
+use crate::extract::{Id, Input, ListParams};
 
 /// The header that tells where a cacheable read was answered from.
 pub const X_CACHE: &str = "x-cache";
@@ -108,9 +108,8 @@ pub async fn business_detail(state: web::Data<AppState>, id: Id) -> Result<HttpR
 )]
 pub async fn create_business(
     state: web::Data<AppState>,
-    body: JsonBody,
+    Input(new): Input<NewBusiness>,
 ) -> Result<HttpResponse, ApiError> {
-    let new = NewBusiness::from_json(&body.0)?;
     Ok(HttpResponse::Created().json(state.repo.create_business(new).await?))
 }
 
@@ -129,9 +128,8 @@ pub async fn create_business(
 pub async fn update_business(
     state: web::Data<AppState>,
     id: Id,
-    body: JsonBody,
+    Input(patch): Input<BusinessPatch>,
 ) -> Result<HttpResponse, ApiError> {
-    let patch = BusinessPatch::from_json(&body.0)?;
     Ok(HttpResponse::Ok().json(state.repo.update_business(id.0, patch).await?))
 }
 
@@ -168,9 +166,8 @@ pub async fn delete_business(state: web::Data<AppState>, id: Id) -> Result<HttpR
 pub async fn enrich(
     state: web::Data<AppState>,
     id: Id,
-    body: JsonBody,
+    Input(run): Input<EnrichmentRun>,
 ) -> Result<HttpResponse, ApiError> {
-    let run = EnrichmentRun::from_json(&body.0)?;
     Ok(HttpResponse::Ok().json(state.repo.enrich(id.0, run).await?))
 }
 
@@ -191,9 +188,8 @@ pub async fn enrich(
 pub async fn create_contact(
     state: web::Data<AppState>,
     id: Id,
-    body: JsonBody,
+    Input(new): Input<NewContact>,
 ) -> Result<HttpResponse, ApiError> {
-    let new = NewContact::from_json(&body.0)?;
     Ok(HttpResponse::Created().json(state.repo.create_contact(id.0, new).await?))
 }
 
@@ -231,9 +227,8 @@ pub async fn delete_contact(state: web::Data<AppState>, id: Id) -> Result<HttpRe
 pub async fn create_message(
     state: web::Data<AppState>,
     id: Id,
-    body: JsonBody,
+    Input(new): Input<NewMessage>,
 ) -> Result<HttpResponse, ApiError> {
-    let new = NewMessage::from_json(&body.0)?;
     Ok(HttpResponse::Created().json(state.repo.create_message(id.0, new).await?))
 }
 
@@ -251,9 +246,8 @@ pub async fn create_message(
 pub async fn update_message(
     state: web::Data<AppState>,
     id: Id,
-    body: JsonBody,
+    Input(update): Input<MessageStatusUpdate>,
 ) -> Result<HttpResponse, ApiError> {
-    let update = MessageStatusUpdate::from_json(&body.0)?;
     Ok(HttpResponse::Ok().json(state.repo.update_message_status(id.0, update).await?))
 }
 

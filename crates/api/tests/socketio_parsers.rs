@@ -6,15 +6,6 @@ use letip_api::socketio::packet::{self, Kind};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-const RESERVED: &[&str] = &[
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
-
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
@@ -42,7 +33,7 @@ proptest! {
 
     #[test]
     fn events_read_back_with_their_name_and_data(name in "\\PC{1,30}", data in json_value()) {
-        prop_assume!(!RESERVED.contains(&name.as_str()));
+        prop_assume!(!packet::RESERVED_EVENTS.contains(&name.as_str()));
         let text = packet::encode_event(&name, Some(&data.to_string()));
         let p = packet::decode(&text).expect("an encoded event reads back");
         prop_assert_eq!(p.kind, Kind::Event);

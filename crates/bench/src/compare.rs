@@ -108,7 +108,7 @@ pub(crate) fn compare(
         (
             "mix p99 at saturation".into(),
             format!("{:.1} ms", before("mix p99 ms")),
-            us(m.p99_us),
+            us(m.wrk.p99_us),
             "<= 50 ms".into(),
         ),
         (
@@ -120,7 +120,7 @@ pub(crate) fn compare(
         (
             "mix req/s at saturation".into(),
             format!("{:.0}", before("mix req/s")),
-            format!("{:.0}", m.rps),
+            format!("{:.0}", m.wrk.rps()),
             String::new(),
         ),
         (

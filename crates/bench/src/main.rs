@@ -174,7 +174,7 @@ pub(crate) async fn main() -> anyhow::Result<()> {
                 println!(
                     "mix {:<22} {:>9.0} req/s hit rates {:?}",
                     mode.label(),
-                    m.rps,
+                    m.wrk.rps(),
                     m.hit_rate
                 );
                 mixes.push((mode, m));

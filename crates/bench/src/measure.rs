@@ -128,13 +128,10 @@ pub(crate) async fn write_wait(
     })
 }
 
-#[derive(Debug, Default)]
+/// The dashboard mix on one mode: wrk's figures, and the cache and database behind them.
+#[derive(Debug)]
 pub(crate) struct Mix {
-    pub(crate) requests: u64,
-    pub(crate) rps: f64,
-    pub(crate) p50_us: u64,
-    pub(crate) p99_us: u64,
-    pub(crate) non2xx: u64,
+    pub(crate) wrk: Wrk,
     pub(crate) hit_rate: BTreeMap<String, f64>,
     /// The detail hit rate the mix's first reads allow (`rate::detail_hit_bound`).
     pub(crate) detail_bound: f64,
@@ -228,11 +225,7 @@ pub(crate) async fn mix(
             .sum::<f64>()
     };
     Ok(Mix {
-        requests: w.requests,
-        rps: w.rps(),
-        p50_us: w.p50_us,
-        p99_us: w.p99_us,
-        non2xx: w.non2xx,
+        wrk: w,
         hit_rate,
         detail_bound: rate::detail_hit_bound(size, w.requests),
         db_queries_per_1000: (q(&after) - q(&before)) / (w.requests.max(1) as f64) * 1000.0,

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use crate::compare::{WHAT_WAS_DONE, compare};
 use crate::load::Ceiling;
 use crate::measure::{Mix, WriteWait};
-use crate::servers::{Endpoint, Mode, endpoints};
+use crate::servers::{Endpoint, Mode, endpoints, proc_kib};
 use crate::{Args, HitRun, Resident, peer, rate};
 
 pub(crate) fn chrono_like_now() -> String {
@@ -19,15 +19,7 @@ pub(crate) fn chrono_like_now() -> String {
 
 pub(crate) fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1048576.0);
+    let mem = proc_kib("/proc/meminfo", "MemTotal:").map_or(0.0, |kb| kb / 1048576.0);
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -271,11 +263,11 @@ pub(crate) fn render(
                 s,
                 "| {} | {} | {:.0} | {} | {} | {} | {} / {} / {} ({:.1}%) | {} | {:.0} |",
                 mode.label(),
-                m.requests,
-                m.rps,
-                us(m.p50_us),
-                us(m.p99_us),
-                m.non2xx,
+                m.wrk.requests,
+                m.wrk.rps(),
+                us(m.wrk.p50_us),
+                us(m.wrk.p99_us),
+                m.wrk.non2xx,
                 rate("stats"),
                 rate("list"),
                 rate("detail"),

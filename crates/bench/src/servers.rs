@@ -226,13 +226,18 @@ pub(crate) async fn start(args: &Args, size: u64, mode: Mode, run: &str) -> anyh
 }
 
 pub(crate) fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+    proc_kib(&format!("/proc/{pid}/status"), "VmRSS:").map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The kB figure of the line starting with `field` in a `/proc` file such as
+/// `/proc/meminfo` (`MemTotal:     16318412 kB`).
+pub(crate) fn proc_kib(path: &str, field: &str) -> Option<f64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }

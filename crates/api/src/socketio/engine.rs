@@ -228,22 +228,23 @@ mod tests {
 
     #[test]
     fn packets_read_as_the_protocol_writes_them() {
-        assert_eq!(decode_packet("2"), Ok(Packet::Ping("")));
-        assert_eq!(decode_packet("2probe"), Ok(Packet::Ping("probe")));
-        assert_eq!(decode_packet("3probe"), Ok(Packet::Pong("probe")));
-        assert_eq!(decode_packet("40"), Ok(Packet::Message("0")));
-        assert_eq!(
-            decode_packet(r#"42["ping"]"#),
-            Ok(Packet::Message(r#"2["ping"]"#))
-        );
-        assert_eq!(decode_packet("1"), Ok(Packet::Close));
-        assert_eq!(decode_packet("5"), Ok(Packet::Upgrade));
-        assert_eq!(decode_packet("6"), Ok(Packet::Noop));
-        assert_eq!(decode_packet("bAQID"), Ok(Packet::Binary));
-        assert_eq!(decode_packet(""), Err(ParseError::Empty));
-        assert_eq!(decode_packet("7"), Err(ParseError::UnknownType));
-        assert_eq!(decode_packet("x"), Err(ParseError::UnknownType));
-        assert_eq!(decode_packet("é"), Err(ParseError::UnknownType));
+        for (text, read) in [
+            ("2", Ok(Packet::Ping(""))),
+            ("2probe", Ok(Packet::Ping("probe"))),
+            ("3probe", Ok(Packet::Pong("probe"))),
+            ("40", Ok(Packet::Message("0"))),
+            (r#"42["ping"]"#, Ok(Packet::Message(r#"2["ping"]"#))),
+            ("1", Ok(Packet::Close)),
+            ("5", Ok(Packet::Upgrade)),
+            ("6", Ok(Packet::Noop)),
+            ("bAQID", Ok(Packet::Binary)),
+            ("", Err(ParseError::Empty)),
+            ("7", Err(ParseError::UnknownType)),
+            ("x", Err(ParseError::UnknownType)),
+            ("é", Err(ParseError::UnknownType)),
+        ] {
+            assert_eq!(decode_packet(text), read, "{text:?}");
+        }
     }
 
     #[test]

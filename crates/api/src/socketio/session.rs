@@ -361,6 +361,13 @@ mod tests {
         )
     }
 
+    /// A session that has joined the default namespace (its answer still queued).
+    fn joined(transport: Transport) -> (Session, Instant) {
+        let (mut s, now) = session(transport);
+        s.receive("40", Via::Main, now).expect("joined");
+        (s, now)
+    }
+
     fn drain(s: &mut Session) -> Vec<String> {
         std::iter::from_fn(|| s.pop_control()).collect()
     }
@@ -411,8 +418,7 @@ mod tests {
 
     #[test]
     fn ping_with_an_ack_is_answered_pong() {
-        let (mut s, now) = session(Transport::WebSocket);
-        s.receive("40", Via::Main, now).expect("joined");
+        let (mut s, now) = joined(Transport::WebSocket);
         drain(&mut s);
         assert_eq!(
             s.receive(r#"4217["ping"]"#, Via::Main, now),
@@ -428,31 +434,25 @@ mod tests {
 
     #[test]
     fn events_before_joining_and_malformed_packets_end_the_session() {
-        let (mut s, now) = session(Transport::WebSocket);
-        assert_eq!(
-            s.receive(r#"42["ping"]"#, Via::Main, now),
-            Err(CloseReason::ProtocolError)
-        );
-        for bad in ["", "9", "4", "49", "42[", r#"42{"a":1}"#, "44{}"] {
+        // An event before joining and a ping from the client are protocol errors; a
+        // close is the client's own.
+        for (text, reason) in [
+            (r#"42["ping"]"#, CloseReason::ProtocolError),
+            ("2", CloseReason::ProtocolError),
+            ("1", CloseReason::ClientClose),
+        ] {
             let (mut s, now) = session(Transport::WebSocket);
-            s.receive("40", Via::Main, now).expect("joined");
+            assert_eq!(s.receive(text, Via::Main, now), Err(reason), "{text:?}");
+        }
+        for bad in ["", "9", "4", "49", "42[", r#"42{"a":1}"#, "44{}"] {
+            let (mut s, now) = joined(Transport::WebSocket);
             assert!(s.receive(bad, Via::Main, now).is_err(), "{bad:?}");
         }
-        let (mut s, now) = session(Transport::WebSocket);
-        assert_eq!(
-            s.receive("2", Via::Main, now),
-            Err(CloseReason::ProtocolError)
-        );
-        assert_eq!(
-            s.receive("1", Via::Main, now),
-            Err(CloseReason::ClientClose)
-        );
     }
 
     #[test]
     fn leaving_stops_events_and_a_later_connect_rejoins() {
-        let (mut s, now) = session(Transport::Polling);
-        s.receive("40", Via::Main, now).expect("joined");
+        let (mut s, now) = joined(Transport::Polling);
         assert_eq!(s.receive("41", Via::Main, now), Ok(Effect::Left));
         assert!(!s.joined());
         assert_eq!(s.receive("40", Via::Main, now), Ok(Effect::Joined));
@@ -460,8 +460,7 @@ mod tests {
 
     #[test]
     fn heartbeats_are_sent_and_a_silent_client_times_out() {
-        let (mut s, start) = session(Transport::WebSocket);
-        s.receive("40", Via::Main, start).expect("joined");
+        let (mut s, start) = joined(Transport::WebSocket);
         drain(&mut s);
         assert_eq!(s.deadline(), start + 100 * MS);
         assert_eq!(s.tick(start + 99 * MS), Ok(Effect::None));
@@ -500,8 +499,7 @@ mod tests {
 
     #[test]
     fn upgrade_probe_then_switch() {
-        let (mut s, now) = session(Transport::Polling);
-        s.receive("40", Via::Main, now).expect("joined");
+        let (mut s, now) = joined(Transport::Polling);
         assert_eq!(s.begin_upgrade(now), Ok(()));
         assert_eq!(
             s.begin_upgrade(now),
@@ -541,8 +539,7 @@ mod tests {
 
     #[test]
     fn unread_acknowledgements_are_bounded() {
-        let (mut s, now) = session(Transport::Polling);
-        s.receive("40", Via::Main, now).expect("joined");
+        let (mut s, now) = joined(Transport::Polling);
         let mut result = Ok(Effect::None);
         for i in 0..=MAX_CONTROL {
             result = s.receive(&format!("42{i}[\"ping\"]"), Via::Main, now);
