@@ -75,20 +75,23 @@ pub fn name() -> Schema {
         .into()
 }
 
-/// `state` of a new business: `null` or absent means `NJ`.
-pub fn state() -> Schema {
-    string(true)
+/// Text that is not blank: it holds a character other than white space.
+fn not_blank(nullable: bool) -> ObjectBuilder {
+    string(nullable)
         .pattern(Some(NOT_BLANK))
         .min_length(Some(1))
+}
+
+/// `state` of a new business: `null` or absent means `NJ`.
+pub fn state() -> Schema {
+    not_blank(true)
         .description(Some("Defaults to `NJ` when absent or `null`; never blank."))
         .into()
 }
 
 /// `state` in a patch: it cannot be cleared.
 pub fn state_patch() -> Schema {
-    string(false)
-        .pattern(Some(NOT_BLANK))
-        .min_length(Some(1))
+    not_blank(false)
         .description(Some(
             "Cannot be cleared: `null` and blank text are refused.",
         ))
@@ -97,9 +100,7 @@ pub fn state_patch() -> Schema {
 
 /// `source` of a new business: `null` or absent means `google_maps`.
 pub fn source() -> Schema {
-    string(true)
-        .pattern(Some(NOT_BLANK))
-        .min_length(Some(1))
+    not_blank(true)
         .description(Some(
             "Defaults to `google_maps` when absent or `null`; never blank.",
         ))
@@ -132,9 +133,7 @@ pub fn email() -> Schema {
 
 /// `service` and `status` of an enrichment log: required, not blank, indexed.
 pub fn log_label() -> Schema {
-    string(false)
-        .pattern(Some(NOT_BLANK))
-        .min_length(Some(1))
+    not_blank(false)
         .max_length(Some(INDEXED_TEXT_MAX))
         .description(Some(format!(
             "Not blank; at most {INDEXED_TEXT_MAX} characters: the column is indexed."
@@ -162,9 +161,7 @@ pub fn log_data() -> Schema {
 }
 
 pub fn message_text() -> Schema {
-    string(false)
-        .pattern(Some(NOT_BLANK))
-        .min_length(Some(1))
+    not_blank(false)
         .description(Some("Not blank; any length."))
         .into()
 }

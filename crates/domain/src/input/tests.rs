@@ -5,15 +5,25 @@ fn err<T: std::fmt::Debug>(r: Result<T, ValidationError>) -> ValidationError {
     r.expect_err("input must be rejected")
 }
 
+/// The field named in the error that `parse` answers for `body`.
+fn refused<T: std::fmt::Debug>(
+    parse: fn(&[u8]) -> Result<T, ValidationError>,
+    body: impl AsRef<[u8]>,
+) -> String {
+    err(parse(body.as_ref())).field
+}
+
+/// `field` is required text: a body without it, or with it blank, is refused by its name.
+fn requires_text<T: std::fmt::Debug>(parse: fn(&[u8]) -> Result<T, ValidationError>, field: &str) {
+    assert_eq!(refused(parse, "{}"), field);
+    assert_eq!(refused(parse, format!(r#"{{"{field}": "   "}}"#)), field);
+}
+
 #[test]
 fn a_new_business_needs_a_name_of_1_to_255_chars_after_trimming() {
-    assert_eq!(err(NewBusiness::from_json(b"{}")).field, "name");
-    assert_eq!(
-        err(NewBusiness::from_json(br#"{"name": "   "}"#)).field,
-        "name"
-    );
+    requires_text(NewBusiness::from_json, "name");
     let long = format!(r#"{{"name": "{}"}}"#, "x".repeat(256));
-    assert_eq!(err(NewBusiness::from_json(long.as_bytes())).field, "name");
+    assert_eq!(refused(NewBusiness::from_json, long), "name");
     let ok = NewBusiness::from_json(br#"{"name": "  Freehold Dental "}"#).expect("valid");
     assert_eq!(ok.name, "Freehold Dental");
     let max = format!(r#"{{"name": "{}"}}"#, "é".repeat(255));
@@ -89,16 +99,13 @@ fn indexed_columns_take_at_most_600_characters() {
     assert!(NewBusiness::from_json(ok.as_bytes()).is_ok());
     for field in ["city", "industry"] {
         let body = serde_json::json!({"name": "A", field: "x".repeat(601)}).to_string();
-        assert_eq!(err(NewBusiness::from_json(body.as_bytes())).field, field);
-        assert_eq!(err(BusinessPatch::from_json(body.as_bytes())).field, field);
+        assert_eq!(refused(NewBusiness::from_json, &body), field);
+        assert_eq!(refused(BusinessPatch::from_json, &body), field);
     }
     let body = serde_json::json!({"status": "failed", "logs": [
         {"service": "s".repeat(601), "status": "ok"}]})
     .to_string();
-    assert_eq!(
-        err(EnrichmentRun::from_json(body.as_bytes())).field,
-        "logs[0].service"
-    );
+    assert_eq!(refused(EnrichmentRun::from_json, body), "logs[0].service");
 }
 
 #[test]
@@ -122,9 +129,9 @@ fn wrong_types_and_malformed_json_name_the_problem() {
     ));
     assert_eq!(e.field, "employee_count");
     assert!(e.message.starts_with("employee_count"), "{}", e.message);
-    assert_eq!(err(NewBusiness::from_json(b"{not json")).field, "body");
-    assert_eq!(err(NewBusiness::from_json(b"[1]")).field, "body");
-    assert_eq!(err(NewBusiness::from_json(b"")).field, "body");
+    assert_eq!(refused(NewBusiness::from_json, b"{not json"), "body");
+    assert_eq!(refused(NewBusiness::from_json, b"[1]"), "body");
+    assert_eq!(refused(NewBusiness::from_json, b""), "body");
     let e = err(NewBusiness::from_json(br#"{"name": 5}"#));
     assert_eq!(e.field, "name");
 }
@@ -172,11 +179,7 @@ fn website_must_be_an_http_url() {
         "http://",
     ] {
         let body = serde_json::json!({"name": "A", "website": bad}).to_string();
-        assert_eq!(
-            err(NewBusiness::from_json(body.as_bytes())).field,
-            "website",
-            "{bad}"
-        );
+        assert_eq!(refused(NewBusiness::from_json, body), "website", "{bad}");
     }
     for good in ["http://example.com", "https://example.com/path?q=1"] {
         let body = serde_json::json!({"name": "A", "website": good}).to_string();
@@ -193,7 +196,7 @@ fn numbers_out_of_range_are_rejected() {
         ("longitude", serde_json::json!(-181)),
     ] {
         let body = serde_json::json!({"name": "A", field: value}).to_string();
-        assert_eq!(err(NewBusiness::from_json(body.as_bytes())).field, field);
+        assert_eq!(refused(NewBusiness::from_json, body), field);
     }
 }
 
@@ -210,10 +213,10 @@ fn a_patch_tells_absent_from_null_and_refuses_to_clear_required_fields() {
     );
     for field in ["name", "state", "source"] {
         let body = format!(r#"{{"{field}": null}}"#);
-        assert_eq!(err(BusinessPatch::from_json(body.as_bytes())).field, field);
+        assert_eq!(refused(BusinessPatch::from_json, body), field);
     }
     assert_eq!(
-        err(BusinessPatch::from_json(br#"{"name": ""}"#)).field,
+        refused(BusinessPatch::from_json, br#"{"name": ""}"#),
         "name"
     );
 }
@@ -224,13 +227,9 @@ fn contacts_need_a_valid_email_when_one_is_given() {
     assert!(NewContact::from_json(br#"{"email": "jane@freehold-dental.com"}"#).is_ok());
     for bad in ["jane", "jane@", "@x.com", "jane@localhost", "a b@c.com"] {
         let body = serde_json::json!({ "email": bad }).to_string();
-        assert_eq!(
-            err(NewContact::from_json(body.as_bytes())).field,
-            "email",
-            "{bad}"
-        );
+        assert_eq!(refused(NewContact::from_json, body), "email", "{bad}");
     }
-    assert_eq!(err(NewContact::from_json(br#"{"id": 3}"#)).field, "id");
+    assert_eq!(refused(NewContact::from_json, br#"{"id": 3}"#), "id");
 }
 
 #[test]
@@ -246,8 +245,11 @@ fn an_enrichment_run_records_enriched_or_failed_only() {
         run.logs.first().and_then(NewEnrichmentLog::request_text),
         Some(r#"{"q":1}"#.to_owned())
     );
-    assert!(err(EnrichmentRun::from_json(br#"{"status": "pending"}"#)).field == "status");
-    assert_eq!(err(EnrichmentRun::from_json(b"{}")).field, "status");
+    assert_eq!(
+        refused(EnrichmentRun::from_json, br#"{"status": "pending"}"#),
+        "status"
+    );
+    assert_eq!(refused(EnrichmentRun::from_json, b"{}"), "status");
     let e = err(EnrichmentRun::from_json(
         br#"{"status": "failed", "contacts": [{"email": "nope"}]}"#,
     ));
@@ -282,24 +284,20 @@ fn log_data_is_stored_as_text_a_string_verbatim() {
 
 #[test]
 fn messages_need_text_and_move_only_to_sent_or_failed() {
-    assert_eq!(err(NewMessage::from_json(b"{}")).field, "message_text");
-    assert_eq!(
-        err(NewMessage::from_json(br#"{"message_text": " "}"#)).field,
-        "message_text"
-    );
+    requires_text(NewMessage::from_json, "message_text");
     let m = NewMessage::from_json(br#"{"message_text": "Hi", "contact_id": 4}"#).expect("ok");
     assert_eq!(m.contact_id, Some(4));
     let s = MessageStatusUpdate::from_json(br#"{"status": "sent"}"#).expect("ok");
     assert_eq!(s.status(), MessageStatus::Sent);
     assert_eq!(
-        err(MessageStatusUpdate::from_json(
+        refused(
+            MessageStatusUpdate::from_json,
             br#"{"status": "generated"}"#
-        ))
-        .field,
+        ),
         "status"
     );
     assert_eq!(
-        err(MessageStatusUpdate::from_json(br#"{"status": "bogus"}"#)).field,
+        refused(MessageStatusUpdate::from_json, br#"{"status": "bogus"}"#),
         "status"
     );
 }

@@ -169,6 +169,22 @@ SELECT sum(businesses)::int8 AS total_businesses, sum(enriched)::int8 AS enriche
        sum(messages_generated)::int8 AS messages_pending
 FROM letip_stats";
 
+/// The select list that `DETAIL_SQL` and `LISTED_SQL` share: the business's columns, in
+/// `BusinessRow`'s order, and its contacts as a JSON array of rows, oldest first. A macro
+/// rather than a constant because `concat!` takes only literals.
+macro_rules! business_and_contacts_columns {
+    () => {
+        r#"
+SELECT b.id, b.name, b.address, b.city, b.state, b.zip, b.phone, b.website, b.business_type,
+       b.industry, b.employee_count, b.year_founded, b.google_maps_url, b.latitude,
+       b.longitude, b.enrichment_status, b.source, b.created_at, b.updated_at,
+       (SELECT coalesce(json_agg(c ORDER BY c.id), '[]')::text
+        FROM (SELECT id, business_id, name, title, email, email_verified, phone,
+                     linkedin_url, is_primary, created_at, updated_at
+              FROM contact WHERE business_id = b.id) AS c) AS contacts"#
+    };
+}
+
 /// A business and its children, as one statement answers them: the business's columns,
 /// and its contacts, newest logs and newest messages as JSON arrays of rows (built by
 /// PostgreSQL's `json_agg`). These tables hold no floating-point column, so JSON carries
@@ -187,14 +203,9 @@ pub(super) struct DetailRow {
 
 /// One statement, so one snapshot and one round trip, whatever the number of children:
 /// every contact, the 10 newest logs and the 5 newest messages.
-pub(super) const DETAIL_SQL: &str = r#"
-SELECT b.id, b.name, b.address, b.city, b.state, b.zip, b.phone, b.website, b.business_type,
-       b.industry, b.employee_count, b.year_founded, b.google_maps_url, b.latitude,
-       b.longitude, b.enrichment_status, b.source, b.created_at, b.updated_at,
-       (SELECT coalesce(json_agg(c ORDER BY c.id), '[]')::text
-        FROM (SELECT id, business_id, name, title, email, email_verified, phone,
-                     linkedin_url, is_primary, created_at, updated_at
-              FROM contact WHERE business_id = b.id) AS c) AS contacts,
+pub(super) const DETAIL_SQL: &str = concat!(
+    business_and_contacts_columns!(),
+    r#",
        (SELECT coalesce(json_agg(l ORDER BY l.created_at DESC, l.id DESC), '[]')::text
         FROM (SELECT id, business_id, service, status, request_data, response_data,
                      error_message, created_at
@@ -204,7 +215,8 @@ SELECT b.id, b.name, b.address, b.city, b.state, b.zip, b.phone, b.website, b.bu
         FROM (SELECT id, business_id, contact_id, message_text, generated_at, sent_at, status
               FROM outreach_message WHERE business_id = b.id
               ORDER BY generated_at DESC, id DESC LIMIT 5) AS m) AS messages
-FROM business AS b WHERE b.id = $1"#;
+FROM business AS b WHERE b.id = $1"#
+);
 
 /// A listed row as one statement answers it: the business's columns and its contacts as
 /// a JSON array of rows.
@@ -217,15 +229,10 @@ pub(super) struct ListedRow {
 }
 
 /// The listed rows of some businesses by id, with their contacts: one statement.
-pub(super) const LISTED_SQL: &str = r#"
-SELECT b.id, b.name, b.address, b.city, b.state, b.zip, b.phone, b.website, b.business_type,
-       b.industry, b.employee_count, b.year_founded, b.google_maps_url, b.latitude,
-       b.longitude, b.enrichment_status, b.source, b.created_at, b.updated_at,
-       (SELECT coalesce(json_agg(c ORDER BY c.id), '[]')::text
-        FROM (SELECT id, business_id, name, title, email, email_verified, phone,
-                     linkedin_url, is_primary, created_at, updated_at
-              FROM contact WHERE business_id = b.id) AS c) AS contacts
-FROM business AS b WHERE b.id = ANY($1)"#;
+pub(super) const LISTED_SQL: &str = concat!(
+    business_and_contacts_columns!(),
+    "\nFROM business AS b WHERE b.id = ANY($1)"
+);
 
 /// The listed rows of `ids`, in the order of `ids` (absent ones left out).
 pub(super) async fn load_listed(

@@ -15,7 +15,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 use crate::SetupError;
-use crate::db::PgPool;
+use crate::db::{PgConn, PgPool};
 
 use data::{Batch, generate};
 
@@ -122,19 +122,23 @@ async fn reserve_ids(
 }
 
 /// Maps positions within a batch to the ids the database gave.
-fn remap(positions: &mut [i32], ids: &[i32]) {
-    for p in positions.iter_mut() {
+fn remap<'a>(positions: impl IntoIterator<Item = &'a mut i32>, ids: &[i32]) {
+    for p in positions {
         if let Some(&id) = usize::try_from(*p).ok().and_then(|i| ids.get(i)) {
             *p = id;
         }
     }
 }
 
-async fn write(pool: &PgPool, mut b: Batch) -> Result<SeedReport, SetupError> {
-    let mut conn = pool
-        .get()
+/// A connection from `pool`, its failure a setup error.
+async fn connection(pool: &PgPool) -> Result<PgConn, SetupError> {
+    pool.get()
         .await
-        .map_err(|e| SetupError::Pool(e.to_string()))?;
+        .map_err(|e| SetupError::Pool(e.to_string()))
+}
+
+async fn write(pool: &PgPool, mut b: Batch) -> Result<SeedReport, SetupError> {
+    let mut conn = connection(pool).await?;
     let report = SeedReport {
         businesses: b.name.len() as u64,
         contacts: b.c_business.len() as u64,
@@ -151,11 +155,7 @@ async fn write(pool: &PgPool, mut b: Batch) -> Result<SeedReport, SetupError> {
         remap(&mut b.c_business, &business_ids);
         remap(&mut b.l_business, &business_ids);
         remap(&mut b.m_business, &business_ids);
-        for c in b.m_contact.iter_mut().flatten() {
-            if let Some(&id) = usize::try_from(*c).ok().and_then(|i| contact_ids.get(i)) {
-                *c = id;
-            }
-        }
+        remap(b.m_contact.iter_mut().flatten(), &contact_ids);
         diesel::sql_query(INSERT_BUSINESSES)
             .bind::<Array<Int4>, _>(&b.ids)
             .bind::<Array<Text>, _>(&b.name)
@@ -213,10 +213,7 @@ async fn write(pool: &PgPool, mut b: Batch) -> Result<SeedReport, SetupError> {
 
 /// Whether the database holds no business yet.
 pub async fn is_empty(pool: &PgPool) -> Result<bool, SetupError> {
-    let mut conn = pool
-        .get()
-        .await
-        .map_err(|e| SetupError::Pool(e.to_string()))?;
+    let mut conn = connection(pool).await?;
     let rows: Vec<Id> = diesel::sql_query("SELECT id FROM business LIMIT 1")
         .load(&mut conn)
         .await?;
@@ -253,10 +250,7 @@ pub async fn seed(
     drop(writes);
     // Fresh statistics for the planner and a visibility map for index-only scans: the
     // stats query counts millions of rows from indexes alone once this has run.
-    let mut conn = pool
-        .get()
-        .await
-        .map_err(|e| SetupError::Pool(e.to_string()))?;
+    let mut conn = connection(pool).await?;
     crate::changes::announce_reset(&mut conn).await?;
     diesel::sql_query("VACUUM (ANALYZE) business, contact, enrichment_log, outreach_message")
         .execute(&mut conn)
