@@ -5,7 +5,7 @@
 pub mod config;
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -160,10 +160,14 @@ pub async fn start_with(
     // Events between instances, with Redis.
     let bus = caching.bus("events");
     let follows_feed = cache.is_enabled();
-    let cached = Arc::new(
+    let events = EventHub::new();
+    // The live events read the stats they publish through the cached repository.
+    let cached = Arc::new_cyclic(|me: &Weak<CachedRepository>| {
+        let stats: Weak<dyn Repository> = me.clone();
         CachedRepository::new(store, cache, config.ttls())
-            .with_list_max_page(config.cache_list_max_page),
-    );
+            .with_list_max_page(config.cache_list_max_page)
+            .with_hook(Notifying::new(stats, events.clone(), bus))
+    });
     // Writes by other instances (one that cannot reach Redis, say) and by other clients
     // of the database reach this instance's cache through the change feed.
     let feed = if follows_feed {
@@ -172,9 +176,7 @@ pub async fn start_with(
     } else {
         None
     };
-    let cached: Arc<dyn Repository> = cached;
-    let events = EventHub::new();
-    let repo: Arc<dyn Repository> = Notifying::new(cached, events.clone(), bus);
+    let repo: Arc<dyn Repository> = cached;
     let state = AppState {
         repo,
         events: events.clone(),

@@ -6,16 +6,11 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use letip_cache::{BusEvent, RedisBus};
-
-use async_trait::async_trait;
-use futures_util::future::BoxFuture;
-use letip_domain::{
-    Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch, BusinessWithContacts,
-    Contact, EnrichmentRun, Fetched, Health, ListQuery, MessageStatusUpdate, NewBusiness,
-    NewContact, NewMessage, OutreachMessage, RepoError, Repository, Stats,
-};
+use letip_domain::{Fetched, Repository};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast, watch};
+
+use crate::written::{WriteHook, Written};
 
 /// How many events a slow subscriber may fall behind before it misses some.
 const HUB_CAPACITY: usize = 1024;
@@ -95,11 +90,11 @@ struct Remote {
     frame: Option<String>,
 }
 
-/// A repository that announces its mutations on an [`EventHub`], and, with a bus, to the
-/// hubs of every other instance.
+/// A [`WriteHook`] that announces each write on an [`EventHub`], and, with a bus, to the
+/// hubs of every other instance; and recomputes the stats after writes from `stats`.
 #[derive(Debug)]
 pub struct Notifying {
-    inner: Arc<dyn Repository>,
+    stats: Weak<dyn Repository>,
     hub: EventHub,
     stats_dirty: Arc<Notify>,
     bus: Option<Arc<RedisBus>>,
@@ -107,12 +102,17 @@ pub struct Notifying {
 }
 
 impl Notifying {
-    /// Wraps `inner`; must be called inside a Tokio runtime, where it starts the task that
-    /// publishes `stats:updated` (and, with a bus, the one that relays other instances'
-    /// events). The tasks end when the returned repository is dropped.
-    pub fn new(inner: Arc<dyn Repository>, hub: EventHub, bus: Option<Arc<RedisBus>>) -> Arc<Self> {
+    /// Publishes `stats:updated` with what `stats` reads (the repository the hook is
+    /// added to, typically). Must be called inside a Tokio runtime, where it starts the
+    /// task that publishes them (and, with a bus, the one that relays other instances'
+    /// events). The tasks end when the returned hook is dropped.
+    pub fn new(
+        stats: Weak<dyn Repository>,
+        hub: EventHub,
+        bus: Option<Arc<RedisBus>>,
+    ) -> Arc<Self> {
         let this = Arc::new(Self {
-            inner,
+            stats,
             hub,
             stats_dirty: Arc::new(Notify::new()),
             origin: process_origin(),
@@ -193,12 +193,15 @@ async fn publish_stats(repo: Weak<Notifying>, dirty: Arc<Notify>) {
     loop {
         dirty.notified().await;
         let Some(repo) = repo.upgrade() else { return };
-        match repo.inner.stats().await.map(Fetched::into_value) {
+        let Some(source) = repo.stats.upgrade() else {
+            return;
+        };
+        match source.stats().await.map(Fetched::into_value) {
             Ok(Ok(stats)) => repo.hub.publish(Event::new("stats:updated", &stats)),
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot decode stats for stats:updated"),
             Err(e) => tracing::warn!(error = %e, "cannot read stats for stats:updated"),
         }
-        drop(repo);
+        drop((repo, source));
         tokio::time::sleep(STATS_COALESCE).await;
     }
 }
@@ -208,122 +211,14 @@ struct Deleted {
     id: i32,
 }
 
-/// The reads are the inner repository's futures as they are: a forwarding `async fn`
-/// would box and poll one more future on every hit.
-#[async_trait]
-impl Repository for Notifying {
-    fn stats<'s, 'f>(&'s self) -> BoxFuture<'f, Result<Fetched<Stats>, RepoError>>
-    where
-        's: 'f,
-        Self: 'f,
-    {
-        self.inner.stats()
-    }
-
-    fn list_businesses<'s, 'q, 'f>(
-        &'s self,
-        query: &'q ListQuery,
-    ) -> BoxFuture<'f, Result<Fetched<BusinessPage>, RepoError>>
-    where
-        's: 'f,
-        'q: 'f,
-        Self: 'f,
-    {
-        self.inner.list_businesses(query)
-    }
-
-    async fn count_businesses(&self, filter: &BusinessFilter) -> Result<i64, RepoError> {
-        self.inner.count_businesses(filter).await
-    }
-
-    async fn list_page(
-        &self,
-        query: &ListQuery,
-        total: i64,
-    ) -> Result<Fetched<BusinessPage>, RepoError> {
-        self.inner.list_page(query, total).await
-    }
-
-    async fn page_ids(&self, query: &ListQuery, total: i64) -> Result<Vec<i32>, RepoError> {
-        self.inner.page_ids(query, total).await
-    }
-
-    async fn listed_rows(&self, ids: &[i32]) -> Result<Vec<BusinessWithContacts>, RepoError> {
-        self.inner.listed_rows(ids).await
-    }
-
-    fn business_detail<'s, 'f>(
-        &'s self,
-        id: i32,
-    ) -> BoxFuture<'f, Result<Fetched<BusinessDetail>, RepoError>>
-    where
-        's: 'f,
-        Self: 'f,
-    {
-        self.inner.business_detail(id)
-    }
-
-    async fn create_business(&self, new: NewBusiness) -> Result<Business, RepoError> {
-        let b = self.inner.create_business(new).await?;
-        self.changed(Some(Event::new("business:created", &b)));
-        Ok(b)
-    }
-
-    async fn update_business(&self, id: i32, patch: BusinessPatch) -> Result<Business, RepoError> {
-        let b = self.inner.update_business(id, patch).await?;
-        self.changed(Some(Event::new("business:updated", &b)));
-        Ok(b)
-    }
-
-    async fn delete_business(&self, id: i32) -> Result<(), RepoError> {
-        self.inner.delete_business(id).await?;
-        self.changed(Some(Event::new("business:deleted", &Deleted { id })));
-        Ok(())
-    }
-
-    async fn enrich(&self, id: i32, run: EnrichmentRun) -> Result<BusinessDetail, RepoError> {
-        let d = self.inner.enrich(id, run).await?;
-        self.changed(Some(Event::new("business:enriched", &d.business)));
-        Ok(d)
-    }
-
-    async fn create_contact(
-        &self,
-        business_id: i32,
-        new: NewContact,
-    ) -> Result<Contact, RepoError> {
-        let c = self.inner.create_contact(business_id, new).await?;
-        self.changed(None);
-        Ok(c)
-    }
-
-    async fn delete_contact(&self, id: i32) -> Result<Contact, RepoError> {
-        let c = self.inner.delete_contact(id).await?;
-        self.changed(None);
-        Ok(c)
-    }
-
-    async fn create_message(
-        &self,
-        business_id: i32,
-        new: NewMessage,
-    ) -> Result<OutreachMessage, RepoError> {
-        let m = self.inner.create_message(business_id, new).await?;
-        self.changed(None);
-        Ok(m)
-    }
-
-    async fn update_message_status(
-        &self,
-        id: i32,
-        update: MessageStatusUpdate,
-    ) -> Result<OutreachMessage, RepoError> {
-        let m = self.inner.update_message_status(id, update).await?;
-        self.changed(None);
-        Ok(m)
-    }
-
-    async fn health(&self) -> Health {
-        self.inner.health().await
+impl WriteHook for Notifying {
+    fn written(&self, write: Written<'_>) {
+        self.changed(match write {
+            Written::Created(b) => Some(Event::new("business:created", b)),
+            Written::Updated { business, .. } => Some(Event::new("business:updated", business)),
+            Written::Deleted { id } => Some(Event::new("business:deleted", &Deleted { id })),
+            Written::Enriched(b) => Some(Event::new("business:enriched", b)),
+            Written::Contact { .. } | Written::Message { .. } => None,
+        });
     }
 }

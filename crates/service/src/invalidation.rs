@@ -1,10 +1,11 @@
-//! What each mutation invalidates: the [`Change`]s the cached repository makes of it,
-//! which `keys::scopes_of` turns into scopes. The table in the README is [`table`]'s
+//! What each mutation invalidates: the [`Change`]s the cached repository makes of what
+//! it wrote ([`of`]), which `keys::scopes_of` turns into scopes. The table in the README is [`table`]'s
 //! output, and a test holds the two together.
 
 use letip_domain::{Business, Change, EnrichmentStatus, Facets, RowChange};
 
 use crate::keys;
+use crate::written::Written;
 
 /// The filter values of `b` under each of `statuses`.
 fn facets(b: &Business, statuses: &[EnrichmentStatus]) -> Vec<Facets> {
@@ -18,8 +19,20 @@ fn facets(b: &Business, statuses: &[EnrichmentStatus]) -> Vec<Facets> {
         .collect()
 }
 
+/// What `write` changed.
+pub(crate) fn of(write: Written<'_>) -> Vec<Change> {
+    match write {
+        Written::Created(b) => created(b),
+        Written::Updated { business, moved } => updated(business, moved),
+        Written::Deleted { id } => deleted(id),
+        Written::Enriched(b) => enriched(b),
+        Written::Contact { business_id } => vec![Change::Contact { business_id }],
+        Written::Message { business_id } => vec![Change::Message { business_id }],
+    }
+}
+
 /// A business created: the lists its values match, their totals, stats.
-pub(crate) fn created(b: &Business) -> Vec<Change> {
+fn created(b: &Business) -> Vec<Change> {
     vec![Change::Business {
         id: b.id,
         row: RowChange::Inserted,
@@ -28,12 +41,12 @@ pub(crate) fn created(b: &Business) -> Vec<Change> {
 }
 
 /// A business updated. Its old city and industry are not known here: if the patch sent
-/// either (`moves`), the business may have left any list.
-pub(crate) fn updated(b: &Business, moves: bool) -> Vec<Change> {
+/// either (`moved`), the business may have left any list.
+fn updated(b: &Business, moved: bool) -> Vec<Change> {
     vec![Change::Business {
         id: b.id,
         row: RowChange::Updated,
-        facets: if moves {
+        facets: if moved {
             Vec::new()
         } else {
             facets(b, b.enrichment_status.known().as_slice())
@@ -42,7 +55,7 @@ pub(crate) fn updated(b: &Business, moves: bool) -> Vec<Change> {
 }
 
 /// A business deleted (its contacts, logs and messages with it).
-pub(crate) fn deleted(id: i32) -> Vec<Change> {
+fn deleted(id: i32) -> Vec<Change> {
     vec![Change::Business {
         id,
         row: RowChange::Deleted,
@@ -52,7 +65,7 @@ pub(crate) fn deleted(id: i32) -> Vec<Change> {
 
 /// An enrichment recorded. The status the business had before is not known here: the
 /// lists of every status that can show it. City and industry do not change.
-pub(crate) fn enriched(b: &Business) -> Vec<Change> {
+fn enriched(b: &Business) -> Vec<Change> {
     vec![
         Change::Business {
             id: b.id,
@@ -61,16 +74,6 @@ pub(crate) fn enriched(b: &Business) -> Vec<Change> {
         },
         Change::EnrichmentLog { business_id: b.id },
     ]
-}
-
-/// A contact of `business_id` created or deleted.
-pub(crate) fn contact(business_id: i32) -> Vec<Change> {
-    vec![Change::Contact { business_id }]
-}
-
-/// A message of `business_id` created or its status changed.
-pub(crate) fn message(business_id: i32) -> Vec<Change> {
-    vec![Change::Message { business_id }]
 }
 
 /// The README's table of what each mutation invalidates, made from the functions above
@@ -85,27 +88,49 @@ pub fn table() -> String {
         "created_at": "2026-11-25T18:31:25.123Z", "updated_at": "2026-11-25T18:31:25.123Z"
     }))
     .expect("the sample business is a business");
-    let rows: [(&str, Vec<Change>); 9] = [
-        ("`POST /api/businesses`", created(&b)),
-        ("`PATCH /api/businesses/{id}`", updated(&b, false)),
+    let id = b.id;
+    let rows = [
+        ("`POST /api/businesses`", Written::Created(&b)),
+        (
+            "`PATCH /api/businesses/{id}`",
+            Written::Updated {
+                business: &b,
+                moved: false,
+            },
+        ),
         (
             "`PATCH /api/businesses/{id}` sending `city` or `industry`",
-            updated(&b, true),
+            Written::Updated {
+                business: &b,
+                moved: true,
+            },
         ),
-        ("`DELETE /api/businesses/{id}`", deleted(b.id)),
-        ("`POST /api/enrich/{id}`", enriched(&b)),
-        ("`POST /api/businesses/{id}/contacts`", contact(b.id)),
-        ("`DELETE /api/contacts/{id}`", contact(b.id)),
-        ("`POST /api/businesses/{id}/messages`", message(b.id)),
-        ("`PATCH /api/messages/{id}`", message(b.id)),
+        ("`DELETE /api/businesses/{id}`", Written::Deleted { id }),
+        ("`POST /api/enrich/{id}`", Written::Enriched(&b)),
+        (
+            "`POST /api/businesses/{id}/contacts`",
+            Written::Contact { business_id: id },
+        ),
+        (
+            "`DELETE /api/contacts/{id}`",
+            Written::Contact { business_id: id },
+        ),
+        (
+            "`POST /api/businesses/{id}/messages`",
+            Written::Message { business_id: id },
+        ),
+        (
+            "`PATCH /api/messages/{id}`",
+            Written::Message { business_id: id },
+        ),
     ];
     let mut out = String::from(
         "| mutation | stats | list pages | list totals | its row (in every list) | its detail |\n\
          |---|---|---|---|---|---|\n",
     );
-    for (mutation, changes) in rows {
+    for (mutation, write) in rows {
         let scopes: std::collections::BTreeSet<String> =
-            changes.iter().flat_map(keys::scopes_of).collect();
+            of(write).iter().flat_map(keys::scopes_of).collect();
         let has = |s: &str| scopes.contains(s);
         let lists = |root: &str| {
             let children = scopes

@@ -34,6 +34,7 @@ use serde::Serialize;
 use serde::de::IgnoredAny;
 
 use crate::pages::Pages;
+use crate::written::{WriteHook, Written};
 use crate::{invalidation, keys};
 
 /// How long each family of entries lives.
@@ -79,6 +80,8 @@ pub struct CachedRepository {
     /// List pages assembled from hits, answered again while the cache answers the same
     /// bytes.
     pages: Pages,
+    /// Run after each write's invalidation, in order.
+    hooks: Vec<Arc<dyn WriteHook>>,
 }
 
 const FEED_NONE: u8 = 0;
@@ -147,7 +150,15 @@ impl CachedRepository {
             list_max_page: u32::MAX,
             feed: AtomicU8::new(FEED_NONE),
             pages: Pages::default(),
+            hooks: Vec::new(),
         }
+    }
+
+    /// Runs `hook` after each write, once the cache no longer holds what it changed.
+    #[must_use]
+    pub fn with_hook(mut self, hook: Arc<dyn WriteHook>) -> Self {
+        self.hooks.push(hook);
+        self
     }
 
     /// Caches list pages up to `page` only; deeper ones are read from the inner
@@ -191,11 +202,14 @@ impl CachedRepository {
         Ok(answered(loaded))
     }
 
-    /// Makes what a committed mutation changed unreachable in the cache. A failure is
-    /// the cache's to remember (it refuses to serve until it has recovered); the write
-    /// itself succeeded and is answered as such.
-    async fn changed(&self, changes: &[Change]) {
-        self.invalidate(changes, false).await;
+    /// Makes what a committed mutation changed unreachable in the cache, then runs the
+    /// write hooks. A failure is the cache's to remember (it refuses to serve until it
+    /// has recovered); the write itself succeeded and is answered as such.
+    async fn changed(&self, written: Written<'_>) {
+        self.invalidate(&invalidation::of(written), false).await;
+        for hook in &self.hooks {
+            hook.written(written);
+        }
     }
 
     /// Invalidates what `changes` made stale; `detached` for changes no answer waits on
@@ -306,26 +320,30 @@ impl Repository for CachedRepository {
 
     async fn create_business(&self, new: NewBusiness) -> Result<Business, RepoError> {
         let b = self.inner.create_business(new).await?;
-        self.changed(&invalidation::created(&b)).await;
+        self.changed(Written::Created(&b)).await;
         Ok(b)
     }
 
     async fn update_business(&self, id: i32, patch: BusinessPatch) -> Result<Business, RepoError> {
-        let moves = patch.city.is_some() || patch.industry.is_some();
+        let moved = patch.city.is_some() || patch.industry.is_some();
         let b = self.inner.update_business(id, patch).await?;
-        self.changed(&invalidation::updated(&b, moves)).await;
+        self.changed(Written::Updated {
+            business: &b,
+            moved,
+        })
+        .await;
         Ok(b)
     }
 
     async fn delete_business(&self, id: i32) -> Result<(), RepoError> {
         self.inner.delete_business(id).await?;
-        self.changed(&invalidation::deleted(id)).await;
+        self.changed(Written::Deleted { id }).await;
         Ok(())
     }
 
     async fn enrich(&self, id: i32, run: EnrichmentRun) -> Result<BusinessDetail, RepoError> {
         let d = self.inner.enrich(id, run).await?;
-        self.changed(&invalidation::enriched(&d.business)).await;
+        self.changed(Written::Enriched(&d.business)).await;
         Ok(d)
     }
 
@@ -335,13 +353,16 @@ impl Repository for CachedRepository {
         new: NewContact,
     ) -> Result<Contact, RepoError> {
         let c = self.inner.create_contact(business_id, new).await?;
-        self.changed(&invalidation::contact(business_id)).await;
+        self.changed(Written::Contact { business_id }).await;
         Ok(c)
     }
 
     async fn delete_contact(&self, id: i32) -> Result<Contact, RepoError> {
         let c = self.inner.delete_contact(id).await?;
-        self.changed(&invalidation::contact(c.business_id)).await;
+        self.changed(Written::Contact {
+            business_id: c.business_id,
+        })
+        .await;
         Ok(c)
     }
 
@@ -351,7 +372,7 @@ impl Repository for CachedRepository {
         new: NewMessage,
     ) -> Result<OutreachMessage, RepoError> {
         let m = self.inner.create_message(business_id, new).await?;
-        self.changed(&invalidation::message(business_id)).await;
+        self.changed(Written::Message { business_id }).await;
         Ok(m)
     }
 
@@ -361,7 +382,10 @@ impl Repository for CachedRepository {
         update: MessageStatusUpdate,
     ) -> Result<OutreachMessage, RepoError> {
         let m = self.inner.update_message_status(id, update).await?;
-        self.changed(&invalidation::message(m.business_id)).await;
+        self.changed(Written::Message {
+            business_id: m.business_id,
+        })
+        .await;
         Ok(m)
     }
 
