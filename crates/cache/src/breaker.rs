@@ -176,6 +176,13 @@ mod tests {
         })
     }
 
+    /// Fails `b` as often as opens it.
+    fn trip(b: &Breaker) {
+        for _ in 0..3 {
+            b.failure();
+        }
+    }
+
     #[test]
     fn opens_after_consecutive_failures_only() {
         let b = breaker();
@@ -193,9 +200,7 @@ mod tests {
     #[test]
     fn lets_one_probe_through_after_the_backoff_and_closes_on_success() {
         let b = breaker();
-        for _ in 0..3 {
-            b.failure();
-        }
+        trip(&b);
         std::thread::sleep(Duration::from_millis(25));
         assert!(b.allow(), "the probe");
         assert!(!b.allow(), "only one probe at a time");
@@ -209,9 +214,7 @@ mod tests {
         let b = breaker();
         b.probe_in_background(true);
         assert_eq!(b.probe_due_in(), None);
-        for _ in 0..3 {
-            b.failure();
-        }
+        trip(&b);
         assert!(b.probe_due_in().is_some_and(|d| d > Duration::ZERO));
         assert!(!b.try_probe(), "not before the backoff is over");
         std::thread::sleep(Duration::from_millis(25));
@@ -226,9 +229,7 @@ mod tests {
     #[test]
     fn a_failed_probe_reopens_for_longer_up_to_the_cap() {
         let b = breaker();
-        for _ in 0..3 {
-            b.failure();
-        }
+        trip(&b);
         for _ in 0..4 {
             std::thread::sleep(Duration::from_millis(85));
             assert!(b.allow());
