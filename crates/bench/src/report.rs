@@ -81,11 +81,10 @@ pub(crate) fn render(
 
     for &size in &args.sizes {
         let _ = writeln!(s, "## {size} businesses\n");
-        let _ = writeln!(
-            s,
-            "| endpoint | mode | req/s | p50 | p99 | p99.9 | non-2xx | speedup vs uncached (req/s) |"
+        header(
+            &mut s,
+            "endpoint | mode | >req/s | >p50 | >p99 | >p99.9 | >non-2xx | >speedup vs uncached (req/s)",
         );
-        let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|");
         for Endpoint { name, .. } in endpoints(size) {
             let uncached = results
                 .iter()
@@ -123,11 +122,10 @@ pub(crate) fn render(
          of a value of the same size, {} clients. Ratios are of the {largest}-business cache hits.\n",
         args.connections
     );
-    let _ = writeln!(
-        s,
-        "| endpoint | body | actix from memory | Redis hit | Redis hit / ceiling | near-tier hit (leased) | near / ceiling | near-tier hit, confirmed | confirmed / ceiling | redis-benchmark GET | Redis hit / redis-benchmark |"
+    header(
+        &mut s,
+        "endpoint | >body | >actix from memory | >Redis hit | >Redis hit / ceiling | >near-tier hit (leased) | >near / ceiling | >near-tier hit, confirmed | >confirmed / ceiling | >redis-benchmark GET | >Redis hit / redis-benchmark",
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (
         name,
         Ceiling {
@@ -168,11 +166,10 @@ pub(crate) fn render(
              letip's hits in the same run.\n",
             args.peer_workers, args.connections, args.seconds
         );
-        let _ = writeln!(
-            s,
-            "| endpoint | NestJS hit | NestJS p99 | letip Redis hit | letip near (leased) | Redis / NestJS | near / NestJS |"
+        header(
+            &mut s,
+            "endpoint | >NestJS hit | >NestJS p99 | >letip Redis hit | >letip near (leased) | >Redis / NestJS | >near / NestJS",
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
         for (name, w) in peer {
             let find = |mode| {
                 results
@@ -208,11 +205,10 @@ pub(crate) fn render(
              acknowledgement (or lease end) a write waited for; the figures are the upper \
              bounds of the histogram buckets that hold them.\n"
         );
-        let _ = writeln!(
-            s,
-            "| instances | connections | PATCH req/s | PATCH p50 | PATCH p99 | writes waited | wait p50 | wait p99 | slowest wait | lease ends waited out |"
+        header(
+            &mut s,
+            ">instances | >connections | >PATCH req/s | >PATCH p50 | >PATCH p99 | >writes waited | >wait p50 | >wait p99 | >slowest wait | >lease ends waited out",
         );
-        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for w in writes {
             let _ = writeln!(
                 s,
@@ -232,27 +228,24 @@ pub(crate) fn render(
     }
 
     if !mixes.is_empty() {
-        let _ = writeln!(
-            s,
-            "\n## Dashboard mix ({largest} businesses, {} s per mode)\n",
+        let title = format!(
+            "Dashboard mix ({largest} businesses, {} s per mode)",
             args.mix_seconds
         );
-        let _ = writeln!(
-            s,
-            "Zipf-distributed reads (s = 1.1 over business ids, over filter combinations and \
+        let intro = "Zipf-distributed reads (s = 1.1 over business ids, over filter combinations and \
              pages 1 to 10): 19% stats, 40% lists, 40% details, and 1% writes (PATCH of a \
              Zipf-chosen business's phone). A hit is a read answered whole from the cache \
              (`X-Cache: HIT`; a list page with one row fetched from PostgreSQL is a miss), \
              counted with the database statements from `/metrics` before and after. The \
              detail bound is the best detail hit rate the same number of draws allows from \
              a cold cache: a business's first read, and its first read after a write, miss \
-             in any cache.\n"
+             in any cache.";
+        section(
+            &mut s,
+            &title,
+            intro,
+            "mode | >requests | >req/s | >p50 | >p99 | >non-2xx | hit rate stats / list / detail (bound) | >hit rate of all reads | >DB statements per 1,000 requests",
         );
-        let _ = writeln!(
-            s,
-            "| mode | requests | req/s | p50 | p99 | non-2xx | hit rate stats / list / detail (bound) | hit rate of all reads | DB statements per 1,000 requests |"
-        );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---|---:|---:|");
         for (mode, m) in mixes {
             let rate = |f: &str| {
                 m.hit_rate
@@ -279,26 +272,23 @@ pub(crate) fn render(
     }
 
     if !rates.is_empty() {
-        let _ = writeln!(
-            s,
-            "\n## Constant rate ({largest} businesses, {} s per rate and mode)\n",
+        let title = format!(
+            "Constant rate ({largest} businesses, {} s per rate and mode)",
             args.rate_seconds
         );
-        let _ = writeln!(
-            s,
-            "The same mix sent on a fixed schedule (an open loop on 256 kept-alive \
+        let intro = "The same mix sent on a fixed schedule (an open loop on 256 kept-alive \
              connections, so at most 256 requests in flight), right after the mode's mix above: each latency is counted from when \
              its request was due, so a server that falls behind is charged for the queue \
              it causes (corrected for coordinated omission, as wrk2 does). \"failed\" counts \
              answers that were not 2xx, requests unanswered within 10 s, and requests \
              that could not be sent within 10 s of when they were due (a mode far below \
-             the rate: its latencies then say only that it could not keep up).\n"
+             the rate: its latencies then say only that it could not keep up).";
+        section(
+            &mut s,
+            &title,
+            intro,
+            "mode | >rate asked | >answered req/s | endpoint | >requests | >p50 | >p99 | >p99.9 | >failed",
         );
-        let _ = writeln!(
-            s,
-            "| mode | rate asked | answered req/s | endpoint | requests | p50 | p99 | p99.9 | failed |"
-        );
-        let _ = writeln!(s, "|---|---:|---:|---|---:|---:|---:|---:|---:|");
         for (mode, run) in rates {
             let rows = std::iter::once(("mix", run.all))
                 .chain(run.endpoints.iter().map(|(e, p)| (*e, *p)));
@@ -371,4 +361,22 @@ pub(crate) fn us(v: u64) -> String {
     } else {
         format!("{v} µs")
     }
+}
+
+/// Writes a section: its title, a paragraph, and the header of its table.
+fn section(s: &mut String, title: &str, intro: &str, columns: &str) {
+    let _ = writeln!(s, "\n## {title}\n\n{intro}\n");
+    header(s, columns);
+}
+
+/// Writes a Markdown table's header from its columns' names, separated by ` | `, each
+/// aligned right when written with a leading `>`.
+fn header(s: &mut String, columns: &str) {
+    let columns: Vec<&str> = columns.split(" | ").collect();
+    let names: Vec<&str> = columns.iter().map(|c| c.trim_start_matches('>')).collect();
+    let aligns: Vec<&str> = (columns.iter())
+        .map(|c| if c.starts_with('>') { "---:" } else { "---" })
+        .collect();
+    let _ = writeln!(s, "| {} |", names.join(" | "));
+    let _ = writeln!(s, "|{}|", aligns.join("|"));
 }

@@ -217,24 +217,21 @@ mod tests {
 
     const TTL: Duration = Duration::from_secs(60);
 
-    /// Misses `k`, then stores `value` under the miss's ticket.
-    async fn fill(c: &MemoryCache, k: &Key, value: &'static str) {
+    /// Misses `k`, then puts `value` under the miss's ticket: what the put did.
+    async fn store(c: &MemoryCache, k: &Key, value: impl Into<Bytes>, ttl: Duration) -> Stored {
         let t = ticket(c, k).await;
-        let stored = c.put(k, Fill::new(&t, value, TTL)).await;
-        assert_eq!(stored.expect("put"), Stored::Stored);
+        c.put(k, Fill::new(&t, value, ttl)).await.expect("put")
+    }
+
+    async fn fill(c: &MemoryCache, k: &Key, value: &'static str) {
+        assert_eq!(store(c, k, value, TTL).await, Stored::Stored);
     }
 
     #[tokio::test]
     async fn a_put_with_a_current_ticket_is_served() {
         let c = cache();
         let k = Key::new("detail", "detail:1", &[("id", "1")]);
-        let t = ticket(&c, &k).await;
-        assert_eq!(
-            c.put(&k, Fill::new(&t, Bytes::from_static(b"v1"), TTL))
-                .await
-                .expect("put"),
-            Stored::Stored
-        );
+        fill(&c, &k, "v1").await;
         assert!(matches!(c.get(&k).await, Ok(Lookup::Hit(b)) if b == "v1"));
     }
 
@@ -272,19 +269,10 @@ mod tests {
     async fn large_values_and_expired_entries_are_not_served() {
         let c = cache();
         let k = Key::new("list", "list", &[]);
-        let t = ticket(&c, &k).await;
-        let big = Bytes::from(vec![b'x'; 17]);
-        assert_eq!(
-            c.put(&k, Fill::new(&t, big, TTL)).await.expect("put"),
-            Stored::TooLarge
-        );
-        let t = ticket(&c, &k).await;
-        c.put(
-            &k,
-            Fill::new(&t, Bytes::from_static(b"short"), Duration::from_millis(30)),
-        )
-        .await
-        .expect("put");
+        let big = vec![b'x'; 17];
+        assert_eq!(store(&c, &k, big, TTL).await, Stored::TooLarge);
+        let brief = Duration::from_millis(30);
+        assert_eq!(store(&c, &k, "short", brief).await, Stored::Stored);
         assert!(matches!(c.get(&k).await, Ok(Lookup::Hit(_))));
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert!(matches!(c.get(&k).await, Ok(Lookup::Miss(_))));

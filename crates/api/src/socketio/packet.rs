@@ -273,35 +273,38 @@ mod tests {
 
     #[test]
     fn malformed_packets_are_refused_with_the_reason() {
-        for (text, error) in [
-            // A connect carries an object or nothing.
-            ("0[]", DecodeError::InvalidPayload),
-            ("0\"x\"", DecodeError::InvalidPayload),
-            // An event is an array whose first element is not a reserved name; an
-            // acknowledgement is an array.
-            ("2[]", DecodeError::InvalidPayload),
-            ("2{}", DecodeError::InvalidPayload),
-            ("2", DecodeError::InvalidPayload),
-            (r#"2["disconnect"]"#, DecodeError::InvalidPayload),
-            ("3{}", DecodeError::InvalidPayload),
-            // Data that is not JSON.
-            ("2[\"a\"", DecodeError::InvalidJson),
-            // An acknowledgement id a JavaScript number cannot hold exactly.
-            ("299999999999999999999[\"a\"]", DecodeError::BadAckId),
-            ("29007199254740992[\"a\"]", DecodeError::BadAckId),
-            // A disconnect carries nothing; a connect error, an object or a string.
-            ("1{}", DecodeError::InvalidPayload),
-            ("4", DecodeError::InvalidPayload),
-            // A binary packet names its attachments: `5<count>-`.
-            ("5[\"a\"]", DecodeError::BadAttachments),
-            ("5x-[\"a\"]", DecodeError::BadAttachments),
-            ("5-[\"a\"]", DecodeError::BadAttachments),
-            // No packet type, or one that is not 0 to 6.
-            ("", DecodeError::UnknownType),
-            ("7", DecodeError::UnknownType),
-            ("é", DecodeError::UnknownType),
+        // A connect carries an object or nothing; an event is an array whose first
+        // element is not a reserved name; an acknowledgement is an array; a disconnect
+        // carries nothing; a connect error, an object or a string.
+        let payloads = [
+            "0[]",
+            "0\"x\"",
+            "2[]",
+            "2{}",
+            "2",
+            r#"2["disconnect"]"#,
+            "3{}",
+            "1{}",
+            "4",
+        ];
+        // Data that is not JSON.
+        let json = ["2[\"a\""];
+        // An acknowledgement id a JavaScript number cannot hold exactly.
+        let ack_ids = ["299999999999999999999[\"a\"]", "29007199254740992[\"a\"]"];
+        // A binary packet names its attachments: `5<count>-`.
+        let attachments = ["5[\"a\"]", "5x-[\"a\"]", "5-[\"a\"]"];
+        // No packet type, or one that is not 0 to 6.
+        let types = ["", "7", "é"];
+        for (texts, error) in [
+            (&payloads[..], DecodeError::InvalidPayload),
+            (&json, DecodeError::InvalidJson),
+            (&ack_ids, DecodeError::BadAckId),
+            (&attachments, DecodeError::BadAttachments),
+            (&types, DecodeError::UnknownType),
         ] {
-            assert_eq!(decode(text), Err(error), "{text:?}");
+            for &text in texts {
+                assert_eq!(decode(text), Err(error), "{text:?}");
+            }
         }
     }
 

@@ -10,7 +10,7 @@ use deadpool_redis::redis::{self, Value};
 use super::RedisCache;
 use super::connection::unavailable;
 use super::health::Gate;
-use super::scripts::State;
+use super::scripts::{INVALIDATE_SCRIPT, LOOKUP_MANY_SCRIPT, LOOKUP_SCRIPT, STORE_SCRIPT, State};
 use super::wire::{Raw, pairs, raw_lookup, seal, split_scope, tagged, unseal};
 use crate::{Cache, CacheError, Key, Lookup, Stored, Ticket, metrics};
 
@@ -25,8 +25,7 @@ impl RedisCache {
         let known = known.unwrap_or("");
         let (state, bytes): (i64, Vec<u8>) = self
             .call("lookup", |mut c| async move {
-                self.scripts
-                    .lookup
+                LOOKUP_SCRIPT
                     .key(&keys[..])
                     .arg(ttl)
                     .arg(self.history.floor())
@@ -72,8 +71,7 @@ impl RedisCache {
         let sealed = seal(head, value);
         let stored: Result<i64, _> = self
             .call("store", |mut c| async move {
-                self.scripts
-                    .store
+                STORE_SCRIPT
                     .key(&keys[..])
                     .arg(tag)
                     .arg(&sealed[..])
@@ -170,8 +168,7 @@ impl RedisCache {
         let timeout = self.config.invalidate_timeout.max(self.config.timeout);
         let gate = if for_write { Gate::Past } else { Gate::Breaker };
         self.call_within("invalidate", timeout, gate, |mut c| async move {
-            self.scripts
-                .invalidate
+            INVALIDATE_SCRIPT
                 .key(key)
                 .arg(ttl)
                 .arg(self.history.floor())
@@ -208,8 +205,7 @@ impl RedisCache {
                 .collect();
             async move {
                 self.call("lookup_many", |mut c| async move {
-                    self.scripts
-                        .lookup_many
+                    LOOKUP_MANY_SCRIPT
                         .key(&names[..])
                         .arg(ttl)
                         .arg(self.history.floor())

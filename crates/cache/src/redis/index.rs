@@ -9,7 +9,7 @@ use bytes::Bytes;
 use deadpool_redis::redis::{self, Value};
 
 use super::RedisCache;
-use super::scripts::State;
+use super::scripts::{LOOKUP_INDEX_SCRIPT, State};
 use super::wire::{
     INDEX_MARK, Raw, has_tag_header, index_members, index_value, is_tag, pairs, raw_lookup, tagged,
     unseal,
@@ -120,8 +120,7 @@ impl RedisCache {
             .unwrap_or_default();
         let answer: Vec<Value> = self
             .call("lookup_index", |mut c| async move {
-                self.scripts
-                    .lookup_index
+                LOOKUP_INDEX_SCRIPT
                     .key(&keys[..])
                     .arg(ttl)
                     .arg(self.history.floor())

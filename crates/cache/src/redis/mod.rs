@@ -61,7 +61,6 @@ use health::Pending;
 use health::Probed;
 use identity::History;
 use index::IndexMemo;
-use scripts::Scripts;
 
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -92,7 +91,6 @@ pub struct RedisCache {
     /// Bumped each time Redis answers after a failure, so subscriptions waiting out a
     /// backoff reconnect at once.
     answering_again: tokio::sync::watch::Sender<u64>,
-    scripts: Scripts,
     /// The history this process trusts: the floor every script is given, and what to
     /// drop when a connection finds a server that may have forgotten acknowledged writes.
     history: History,
@@ -133,7 +131,6 @@ impl RedisCache {
             slots: (0..connections).map(|_| RwLock::new(None)).collect(),
             next_slot: AtomicUsize::new(0),
             breaker: Breaker::new(BreakerConfig::default()),
-            scripts: Scripts::new(),
             history: History::default(),
             pending: Mutex::new(Pending::default()),
             indexes: IndexMemo::cache(),

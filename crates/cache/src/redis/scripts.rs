@@ -2,6 +2,8 @@
 //! and the codes they answer. The scripts are the `.lua` files in `lua/`; each opens
 //! with the comment that documents it, repeated here.
 
+use std::sync::LazyLock;
+
 use deadpool_redis::redis::Script;
 
 /// The lookups of entries inside a script. `gen(key)` answers a scope's generation,
@@ -48,24 +50,17 @@ pub(super) const STORE: &str = include_str!("lua/store.lua");
 /// current value, the clock and the floor.
 pub(super) const INVALIDATE: &str = include_str!("lua/invalidate.lua");
 
-pub(super) struct Scripts {
-    pub(super) lookup: Script,
-    pub(super) lookup_many: Script,
-    pub(super) lookup_index: Script,
-    pub(super) store: Script,
-    pub(super) invalidate: Script,
-}
+/// The scripts, each made (its SHA-1 taken) once per process.
+pub(super) static LOOKUP_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_entry_fns(LOOKUP));
+pub(super) static LOOKUP_MANY_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| with_entry_fns(LOOKUP_MANY));
+pub(super) static LOOKUP_INDEX_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| with_entry_fns(LOOKUP_INDEX));
+pub(super) static STORE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(STORE));
+pub(super) static INVALIDATE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(INVALIDATE));
 
-impl Scripts {
-    pub(super) fn new() -> Self {
-        Self {
-            lookup: Script::new(&format!("{ENTRY_FNS}{LOOKUP}")),
-            lookup_many: Script::new(&format!("{ENTRY_FNS}{LOOKUP_MANY}")),
-            lookup_index: Script::new(&format!("{ENTRY_FNS}{LOOKUP_INDEX}")),
-            store: Script::new(STORE),
-            invalidate: Script::new(INVALIDATE),
-        }
-    }
+fn with_entry_fns(body: &str) -> Script {
+    Script::new(&format!("{ENTRY_FNS}{body}"))
 }
 
 /// What a lookup script answers of one entry (the first of its `state, bytes` pair).
