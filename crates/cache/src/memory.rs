@@ -242,9 +242,7 @@ mod tests {
         let t = ticket(&c, &k).await;
         c.invalidate(&["detail:1"]).await.expect("invalidate");
         assert_eq!(
-            c.put(&k, Fill::new(&t, Bytes::from_static(b"old"), TTL))
-                .await
-                .expect("put"),
+            c.put(&k, Fill::new(&t, "old", TTL)).await.expect("put"),
             Stored::Stale
         );
         assert!(matches!(c.get(&k).await, Ok(Lookup::Miss(_))));

@@ -42,8 +42,6 @@ impl Cache for NoopCache {
 mod tests {
     use std::time::Duration;
 
-    use bytes::Bytes;
-
     use super::*;
 
     #[tokio::test]
@@ -53,10 +51,7 @@ mod tests {
         let Lookup::Miss(t) = cache.get(&key).await.expect("get") else {
             panic!("a noop cache never hits")
         };
-        let stored = cache.put(
-            &key,
-            Fill::new(&t, Bytes::from_static(b"v"), Duration::from_secs(9)),
-        );
+        let stored = cache.put(&key, Fill::new(&t, "v", Duration::from_secs(9)));
         assert_eq!(stored.await.expect("put"), Stored::Skipped);
         assert!(matches!(cache.get(&key).await, Ok(Lookup::Miss(_))));
         assert_eq!(cache.health().await, CacheHealth::Disabled);

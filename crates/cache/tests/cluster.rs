@@ -81,11 +81,7 @@ async fn the_cache_works_across_the_slots_of_a_cluster() {
     let IndexLookup::Miss(t) = cache.get_index(&page, &named).await.expect("lookup") else {
         panic!("cold")
     };
-    let stored = cache.put_index(
-        &page,
-        Fill::new(&t, Bytes::from_static(b"page"), Duration::from_secs(60)),
-        &rows,
-    );
+    let stored = cache.put_index(&page, Fill::new(&t, "page", Duration::from_secs(60)), &rows);
     assert_eq!(stored.await.expect("store"), Stored::Stored);
     cache.invalidate(&["list|row:7"]).await.expect("invalidate");
     // Every row hits with its own value, but those invalidated.
@@ -141,10 +137,7 @@ async fn a_node_restored_from_an_older_snapshot_serves_nothing_older() {
                     // A ticket taken on another node before this process saw the new
                     // history is below its floor, and stores nothing: the next lookup
                     // hands out a current one.
-                    let stored = cache.put(
-                        k,
-                        Fill::new(&t, Bytes::from_static(b"new"), Duration::from_secs(60)),
-                    );
+                    let stored = cache.put(k, Fill::new(&t, "new", Duration::from_secs(60)));
                     answered[i] = stored.await.is_ok_and(|s| s == Stored::Stored);
                 }
                 Err(_) => {}

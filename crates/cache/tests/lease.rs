@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-use bytes::Bytes;
 use letip_cache::{
     Cache, Fill, IndexLookup, Key, LeaseConfig, Lookup, NearConfig, RedisBus, TieredCache,
 };
@@ -228,20 +227,14 @@ async fn a_page_under_a_lease_is_served_whole_and_never_after_a_write_to_one_of_
     let Ok(IndexLookup::Miss(t)) = b.get_index(&page, &rows_named).await else {
         panic!("a cold page")
     };
-    b.put_index(
-        &page,
-        Fill::new(&t, Bytes::from_static(b"1,2,3"), TTL),
-        &members,
-    )
-    .await
-    .expect("store");
+    b.put_index(&page, Fill::new(&t, "1,2,3", TTL), &members)
+        .await
+        .expect("store");
     for m in &members {
         let Ok(Lookup::Miss(t)) = b.get(m).await else {
             panic!("a cold row")
         };
-        b.put(m, Fill::new(&t, Bytes::from_static(b"r0"), TTL))
-            .await
-            .expect("store");
+        b.put(m, Fill::new(&t, "r0", TTL)).await.expect("store");
     }
     // One confirmed lookup keeps the rows with the page; the next is served unasked.
     let hits = |found: &IndexLookup| match found {

@@ -21,12 +21,25 @@ fn cache(url: String) -> RedisCache {
     .expect("a valid configuration")
 }
 
-/// A private Redis behind a fault proxy, and a cache that reaches it through the proxy.
-async fn behind_proxy() -> (RedisServer, FaultProxy, RedisCache) {
+/// A private Redis, and a cache on it.
+fn started() -> (RedisServer, RedisCache) {
+    let redis = RedisServer::start();
+    let c = cache(redis.url());
+    (redis, c)
+}
+
+/// A private Redis behind a fault proxy, a cache that reaches it through the proxy, and
+/// the key of detail `id`, stored in it as `value`.
+async fn stored_behind_proxy(
+    id: &str,
+    value: &'static str,
+) -> (RedisServer, FaultProxy, RedisCache, Key) {
     let redis = RedisServer::start();
     let proxy = FaultProxy::start(redis.addr()).await;
     let c = cache(proxy.url());
-    (redis, proxy, c)
+    let k = detail(id);
+    fill(&c, &k, value).await;
+    (redis, proxy, c, k)
 }
 
 /// Connections are made on the runtime the cache was made in; one made in a runtime
@@ -47,8 +60,7 @@ fn a_cache_made_in_a_runtime_that_has_ended_still_connects() {
 
 #[tokio::test]
 async fn a_value_put_with_a_current_ticket_is_served_exactly() {
-    let redis = RedisServer::start();
-    let c = cache(redis.url());
+    let (redis, c) = started();
     let k = detail("1");
     fill(&c, &k, "{\"id\":1,\"name\":\"line\\nbreak\"}").await;
     assert_eq!(
@@ -66,21 +78,16 @@ async fn a_value_put_with_a_current_ticket_is_served_exactly() {
 
 #[tokio::test]
 async fn a_put_after_an_invalidation_is_refused() {
-    let redis = RedisServer::start();
-    let c = cache(redis.url());
+    let (_redis, c) = started();
     let k = detail("7");
     let before = miss(&c, &k).await;
     c.invalidate(&["detail:7"]).await.expect("invalidate");
-    let stored = c
-        .put(&k, Fill::new(&before, Bytes::from_static(b"old"), TTL))
-        .await;
+    let stored = c.put(&k, Fill::new(&before, "old", TTL)).await;
     assert_eq!(stored.expect("put"), Stored::Stale);
     let after = miss(&c, &k).await;
     assert_ne!(before, after);
     assert_eq!(
-        c.put(&k, Fill::new(&after, Bytes::from_static(b"new"), TTL))
-            .await
-            .expect("put"),
+        c.put(&k, Fill::new(&after, "new", TTL)).await.expect("put"),
         Stored::Stored
     );
     assert_eq!(hit(&c, &k).await, "new");
@@ -88,8 +95,7 @@ async fn a_put_after_an_invalidation_is_refused() {
 
 #[tokio::test]
 async fn invalidating_a_scope_hides_every_entry_of_it_and_nothing_else() {
-    let redis = RedisServer::start();
-    let c = cache(redis.url());
+    let (_redis, c) = started();
     let pages: Vec<Key> = (1..=3)
         .map(|p| Key::new("list", "list", &[("page", &p.to_string())]))
         .collect();
@@ -106,8 +112,7 @@ async fn invalidating_a_scope_hides_every_entry_of_it_and_nothing_else() {
 
 #[tokio::test]
 async fn too_large_values_are_not_stored_and_entries_expire() {
-    let redis = RedisServer::start();
-    let c = cache(redis.url());
+    let (_redis, c) = started();
     let k = Key::new("list", "list", &[]);
     let t = miss(&c, &k).await;
     let big = Bytes::from(vec![b'x'; 1025]);
@@ -116,12 +121,9 @@ async fn too_large_values_are_not_stored_and_entries_expire() {
         Stored::TooLarge
     );
     miss(&c, &k).await;
-    c.put(
-        &k,
-        Fill::new(&t, Bytes::from_static(b"brief"), Duration::from_millis(50)),
-    )
-    .await
-    .expect("put");
+    c.put(&k, Fill::new(&t, "brief", Duration::from_millis(50)))
+        .await
+        .expect("put");
     assert_eq!(hit(&c, &k).await, "brief");
     tokio::time::sleep(Duration::from_millis(120)).await;
     miss(&c, &k).await;
@@ -129,13 +131,10 @@ async fn too_large_values_are_not_stored_and_entries_expire() {
 
 #[tokio::test]
 async fn a_lost_generation_key_makes_entries_misses_never_stale_hits() {
-    let redis = RedisServer::start();
-    let c = cache(redis.url());
+    let (redis, c) = started();
     let k = detail("3");
     let t = miss(&c, &k).await;
-    let stored = c
-        .put(&k, Fill::new(&t, Bytes::from_static(b"v"), TTL))
-        .await;
+    let stored = c.put(&k, Fill::new(&t, "v", TTL)).await;
     assert_eq!(stored.expect("put"), Stored::Stored);
     // Eviction or expiry of the generation: the next one is new, never the old value.
     assert_eq!(redis.cli(&["DEL", "cache:v1:{detail%3A3}:#gen"]), "1");
@@ -158,8 +157,7 @@ async fn a_lost_generation_key_makes_entries_misses_never_stale_hits() {
 
 #[tokio::test]
 async fn an_entry_in_a_foreign_format_is_removed_and_reported() {
-    let redis = RedisServer::start();
-    let c = cache(redis.url());
+    let (redis, c) = started();
     let k = detail("9");
     redis.cli(&[
         "SET",
@@ -195,7 +193,7 @@ async fn down_at_start_then_up_reconnects_by_itself() {
     assert_eq!(c.health().await, CacheHealth::Down);
     let t = Ticket::none();
     assert!(
-        c.put(&k, Fill::new(&t, Bytes::from_static(b"v"), TTL))
+        c.put(&k, Fill::new(&t, "v", TTL))
             .await
             .is_ok_and(|s| s == Stored::Stale)
     );
@@ -207,8 +205,7 @@ async fn down_at_start_then_up_reconnects_by_itself() {
 
 #[tokio::test]
 async fn killed_and_restarted_it_serves_again_and_nothing_old() {
-    let mut redis = RedisServer::start();
-    let c = cache(redis.url());
+    let (mut redis, c) = started();
     let k = detail("5");
     fill(&c, &k, "v").await;
     redis.kill();
@@ -223,9 +220,7 @@ async fn killed_and_restarted_it_serves_again_and_nothing_old() {
 
 #[tokio::test]
 async fn a_stalled_redis_costs_a_timeout_then_the_circuit_opens() {
-    let (_redis, proxy, c) = behind_proxy().await;
-    let k = detail("1");
-    fill(&c, &k, "v").await;
+    let (_redis, proxy, c, k) = stored_behind_proxy("1", "v").await;
 
     proxy.stall();
     for _ in 0..3 {
@@ -249,9 +244,7 @@ async fn a_stalled_redis_costs_a_timeout_then_the_circuit_opens() {
 
 #[tokio::test]
 async fn after_a_missed_invalidation_no_older_entry_is_ever_served() {
-    let (_redis, proxy, c) = behind_proxy().await;
-    let k = detail("2");
-    fill(&c, &k, "before the write").await;
+    let (_redis, proxy, c, k) = stored_behind_proxy("2", "before the write").await;
 
     // The write's invalidation cannot reach Redis.
     proxy.cut();
@@ -267,9 +260,7 @@ async fn after_a_missed_invalidation_no_older_entry_is_ever_served() {
 
 #[tokio::test]
 async fn a_cut_connection_is_replaced() {
-    let (_redis, proxy, c) = behind_proxy().await;
-    let k = detail("4");
-    fill(&c, &k, "v").await;
+    let (_redis, proxy, c, k) = stored_behind_proxy("4", "v").await;
     proxy.cut();
     // The first calls may see the dead connections; new ones are made.
     eventually("a new connection serves hits", async || {
@@ -340,8 +331,7 @@ async fn rediss_with_a_password_and_a_private_ca_works_and_an_untrusted_server_d
 
 #[tokio::test]
 async fn a_root_scope_invalidates_its_children_and_a_child_only_itself() {
-    let redis = RedisServer::start();
-    let c = cache(redis.url());
+    let (redis, c) = started();
     let wall = Key::new("list", "list|city=Wall", &[("city", "Wall")]);
     let brick = Key::new("list", "list|city=Brick", &[("city", "Brick")]);
     let all = Key::new("list", "list|", &[]);
@@ -357,9 +347,7 @@ async fn a_root_scope_invalidates_its_children_and_a_child_only_itself() {
     // A reader of a child that loaded before the root moved cannot store afterwards.
     let t = miss(&c, &wall).await;
     c.invalidate(&["list"]).await.expect("invalidate");
-    let stored = c
-        .put(&wall, Fill::new(&t, Bytes::from_static(b"old"), TTL))
-        .await;
+    let stored = c.put(&wall, Fill::new(&t, "old", TTL)).await;
     assert_eq!(stored.expect("put"), Stored::Stale);
     miss(&c, &brick).await;
     // Every key of the family shares the root's hash tag (beside the record of which
@@ -425,8 +413,7 @@ async fn concurrent_health_checks_send_one_probe_at_a_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_asks_past_the_breaker_and_closes_it_when_redis_is_back() {
-    let mut redis = RedisServer::start();
-    let c = cache(redis.url());
+    let (mut redis, c) = started();
     let k = detail("1");
     miss(&c, &k).await;
     redis.kill();
@@ -449,8 +436,7 @@ async fn index(c: &RedisCache, k: &Key) -> IndexLookup {
 
 #[tokio::test]
 async fn an_index_and_its_members_are_one_lookup_each_member_against_its_own_scope() {
-    let redis = RedisServer::start();
-    let c = cache(redis.url());
+    let (redis, c) = started();
     let page = Key::new("list", "list|[null]", &[("page", "1")]);
     let rows = [row(1), row(2), row(3)];
     let IndexLookup::Miss(ticket) = index(&c, &page).await else {
@@ -468,11 +454,7 @@ async fn an_index_and_its_members_are_one_lookup_each_member_against_its_own_sco
             );
         }
     }
-    let stored = c.put_index(
-        &page,
-        Fill::new(&ticket, Bytes::from_static(b"1,2,3"), TTL),
-        &rows,
-    );
+    let stored = c.put_index(&page, Fill::new(&ticket, "1,2,3", TTL), &rows);
     assert_eq!(stored.await.expect("put"), Stored::Stored);
     let found = index(&c, &page).await;
     let IndexLookup::Hit { value, members: m } = &found else {
@@ -513,24 +495,16 @@ async fn an_index_and_its_members_are_one_lookup_each_member_against_its_own_sco
         panic!("cold")
     };
     assert!(matches!(
-        c.put_index(
-            &page,
-            Fill::new(&t, Bytes::from_static(b"9"), TTL),
-            &[detail("9")]
-        )
-        .await,
+        c.put_index(&page, Fill::new(&t, "9", TTL), &[detail("9")])
+            .await,
         Err(CacheError::Config(_))
     ));
 
     // A damaged index is removed, reported, and never followed.
     assert_eq!(
-        c.put_index(
-            &page,
-            Fill::new(&t, Bytes::from_static(b"1,2,3"), TTL),
-            &rows
-        )
-        .await
-        .expect("put"),
+        c.put_index(&page, Fill::new(&t, "1,2,3", TTL), &rows)
+            .await
+            .expect("put"),
         Stored::Stored
     );
     let name = "cache:v1:{list}:list:page=1";

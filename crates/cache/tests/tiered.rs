@@ -54,9 +54,7 @@ async fn another_instance_s_invalidation_is_never_hidden_by_a_near_copy() {
         let Ok(Lookup::Miss(t)) = b.get(&k).await else {
             panic!("round {round}: B served a copy older than A's invalidation")
         };
-        b.put(&k, Fill::new(&t, Bytes::from_static(b"v1"), TTL))
-            .await
-            .expect("store");
+        b.put(&k, Fill::new(&t, "v1", TTL)).await.expect("store");
         assert!(matches!(b.get(&k).await, Ok(Lookup::Hit(v)) if v == "v1"));
     }
 }
@@ -156,7 +154,7 @@ async fn near_copies_of_an_index_and_its_members_are_served_once_confirmed_and_n
     let IndexLookup::Miss(t) = b.get_index(&page, &rows_named).await.expect("lookup") else {
         panic!("cold")
     };
-    let stored = b.put_index(&page, Fill::new(&t, Bytes::from_static(b"1,2"), TTL), &rows);
+    let stored = b.put_index(&page, Fill::new(&t, "1,2", TTL), &rows);
     assert_eq!(stored.await.expect("store"), Stored::Stored);
 
     // Rewrite every stored value behind the cache's back, keeping the headers: only near

@@ -236,18 +236,11 @@ impl RedisCache {
         if names.is_empty() || confirm.tags.len() != names.len() + 1 {
             return Ok(None);
         }
+        let mut pipe = generations_and_existence(&confirm.gens, index);
+        pipe.cmd("MGET").arg(names);
         let (gens, exists, values): MemoAnswer = self
             .call("index_memo", |mut c| async move {
-                redis::pipe()
-                    .atomic()
-                    .cmd("MGET")
-                    .arg(&confirm.gens[..])
-                    .cmd("EXISTS")
-                    .arg(index)
-                    .cmd("MGET")
-                    .arg(names)
-                    .query_async(&mut c)
-                    .await
+                pipe.query_async(&mut c).await
             })
             .await?;
         if exists != 1 || gens.len() != confirm.gens.len() || values.len() != names.len() {
@@ -332,16 +325,10 @@ impl RedisCache {
         {
             return Ok(None);
         }
+        let pipe = generations_and_existence(&confirm.gens, &confirm.values);
         let (found, exist): (Vec<Option<String>>, usize) = self
             .call("confirm_index", |mut c| async move {
-                redis::pipe()
-                    .atomic()
-                    .cmd("MGET")
-                    .arg(&confirm.gens[..])
-                    .cmd("EXISTS")
-                    .arg(&confirm.values[..])
-                    .query_async(&mut c)
-                    .await
+                pipe.query_async(&mut c).await
             })
             .await?;
         if exist != n + 1 || found.len() != confirm.gens.len() {
@@ -376,4 +363,12 @@ impl RedisCache {
         }
         head
     }
+}
+
+/// `MULTI`, `MGET` of the generations `gens`, `EXISTS` of `keys`: what tells whether
+/// copies are still current (their tags against the generations) and unexpired.
+fn generations_and_existence(gens: &[String], keys: impl redis::ToRedisArgs) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.atomic().cmd("MGET").arg(gens).cmd("EXISTS").arg(keys);
+    pipe
 }
