@@ -44,7 +44,7 @@ pub trait CacheExt: Cache {
         value: &T,
         ttl: Duration,
     ) -> Result<Stored> {
-        let bytes = serde_json::to_vec(value).map_err(|e| CacheError::Protocol(e.to_string()))?;
+        let bytes = serde_json::to_vec(value).map_err(|e| CacheError::Protocol(e.into()))?;
         self.put(key, Fill::new(ticket, Bytes::from(bytes), ttl))
             .await
     }

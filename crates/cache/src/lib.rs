@@ -55,6 +55,7 @@ mod aside;
 mod breaker;
 mod builder;
 mod bus;
+mod error;
 mod flight;
 mod json;
 mod key;
@@ -74,6 +75,7 @@ use bytes::Bytes;
 // What an embedder needs first: the builder, the cache-aside call, keys and settings.
 pub use aside::{CacheAside, IndexRead, Loaded, Source};
 pub use builder::{CacheBuilder, Caching};
+pub use error::{CacheError, Cause};
 pub use flight::LoadError;
 pub use key::Key;
 pub use lease::LeaseConfig;
@@ -90,20 +92,6 @@ pub use memory::MemoryCache;
 pub use noop::NoopCache;
 pub use redis::{BackgroundProbe, RedisCache};
 pub use tiered::TieredCache;
-
-/// Why a cache call did not succeed. Callers fall back to the source of truth.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum CacheError {
-    /// The backend did not answer in time, failed, or is known to be down.
-    #[error("cache unavailable: {0}")]
-    Unavailable(String),
-    /// The backend answered something the cache cannot use.
-    #[error("cache protocol error: {0}")]
-    Protocol(String),
-    /// The configuration cannot work (a malformed URL, say).
-    #[error("cache configuration: {0}")]
-    Config(String),
-}
 
 /// Whether the cache can currently be used; reported by health checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,10 +206,13 @@ pub(crate) fn check_members(key: &Key, members: &[Key]) -> Result<()> {
     let root = |k: &Key| redis::split_scope(k.scope()).0.to_owned();
     let own = root(key);
     match members.iter().find(|m| root(m) != own) {
-        Some(m) => Err(CacheError::Config(format!(
-            "index member {} is not in the root scope {own} of its index",
-            m.name()
-        ))),
+        Some(m) => Err(CacheError::Config(
+            format!(
+                "index member {} is not in the root scope {own} of its index",
+                m.name()
+            )
+            .into(),
+        )),
         None => Ok(()),
     }
 }

@@ -18,7 +18,7 @@ use super::config::{RedisConfig, client, cluster_nodes};
 use super::health::Gate;
 use super::identity::{self, Reset};
 use crate::breaker::Transition;
-use crate::{CacheError, metrics};
+use crate::{CacheError, Cause, metrics};
 
 /// A shared connection to one server or to a cluster; cloning it is cheap and every clone
 /// multiplexes onto the same sockets.
@@ -91,29 +91,31 @@ impl Pools {
                 .recycle_timeout(Some(config.connect_timeout))
                 .runtime(Runtime::Tokio1)
         }
-        let bad = |e: &dyn std::fmt::Display| CacheError::Config(e.to_string());
+        fn bad(e: impl std::error::Error + Send + Sync + 'static) -> CacheError {
+            CacheError::Config(Cause::new(e))
+        }
         Ok(if let Some(nodes) = cluster_nodes(&config.url) {
             if nodes.is_empty() {
                 return Err(CacheError::Config("a cluster URL names no node".into()));
             }
             for node in &nodes {
-                redis::Client::open(node.as_str()).map_err(|e| bad(&e))?;
+                redis::Client::open(node.as_str()).map_err(bad)?;
             }
-            let manager = ClusterManager::new(nodes).map_err(|e| bad(&e))?;
+            let manager = ClusterManager::new(nodes).map_err(bad)?;
             Pools::Cluster(
                 bounded(ClusterPool::builder(manager), config)
                     .build()
-                    .map_err(|e| bad(&e))?,
+                    .map_err(bad)?,
             )
         } else {
             // A URL the client cannot parse fails here rather than on every request.
-            let client = client(&config.url, config.tls_ca_pem.as_deref()).map_err(|e| bad(&e))?;
-            let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())
-                .map_err(|e| bad(&e))?;
+            let client = client(&config.url, config.tls_ca_pem.as_deref()).map_err(bad)?;
+            let manager =
+                deadpool_redis::Manager::new(client.get_connection_info().clone()).map_err(bad)?;
             Pools::Single(
                 bounded(deadpool_redis::Pool::builder(manager), config)
                     .build()
-                    .map_err(|e| bad(&e))?,
+                    .map_err(bad)?,
             )
         })
     }
@@ -145,8 +147,8 @@ impl Pooled {
 /// A slot holding one shared connection, or nothing until the next call makes one.
 pub(super) type Slot = RwLock<Option<Pooled>>;
 
-pub(super) fn unavailable(e: impl std::fmt::Display) -> CacheError {
-    CacheError::Unavailable(e.to_string())
+pub(super) fn unavailable(cause: impl Into<Cause>) -> CacheError {
+    CacheError::Unavailable(cause.into())
 }
 
 /// Whether the connection that returned `e` should be replaced.
