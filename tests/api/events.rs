@@ -112,3 +112,32 @@ async fn a_burst_of_writes_sends_few_stats_recomputations() {
         "{frames} stats frames for {writes} writes"
     );
 }
+
+/// An event is published once the cache no longer holds what the write changed: a client
+/// that reads on the event, before the write's own answer, already sees the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_made_on_an_event_sees_the_write() {
+    let redis = letip_testkit::RedisServer::start();
+    let app = TestApp::spawn_redis(&redis.url()).await;
+    let mut ws = connect(&app).await;
+    let b = app.business(json!({"name": "Before"})).await;
+    let path = format!("/api/businesses/{}", id(&b));
+    for round in 0..20 {
+        // Cached under its current generation.
+        app.get(&path).await;
+        assert_eq!(app.get(&path).await.header("x-cache"), Some("HIT"));
+        let name = format!("After {round}");
+        let patch = app
+            .client
+            .patch(app.url(&path))
+            .json(&json!({"name": name}));
+        let write = tokio::spawn(patch.send());
+        next_event(&mut ws, "business:updated").await;
+        let read = app.get(&path).await;
+        assert_eq!(read.body["name"], name.as_str(), "round {round}");
+        write
+            .await
+            .expect("the write ran")
+            .expect("the write answered");
+    }
+}
