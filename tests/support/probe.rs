@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
+use letip_domain::RepoResult;
 use letip_domain::{
     Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch, BusinessWithContacts,
     Contact, EnrichmentRun, Fetched, Health, ListQuery, MessageStatusUpdate, NewBusiness,
-    NewContact, NewMessage, OutreachMessage, RepoError, Repository, Stats,
+    NewContact, NewMessage, OutreachMessage, Repository, Stats,
 };
 use tokio::sync::{Mutex, oneshot};
 
@@ -77,41 +78,37 @@ impl Probe {
 
 #[async_trait]
 impl Repository for Probe {
-    async fn stats(&self) -> Result<Fetched<Stats>, RepoError> {
+    async fn stats(&self) -> RepoResult<Fetched<Stats>> {
         self.stats_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.stats().await
     }
 
-    async fn list_businesses(&self, query: &ListQuery) -> Result<Fetched<BusinessPage>, RepoError> {
+    async fn list_businesses(&self, query: &ListQuery) -> RepoResult<Fetched<BusinessPage>> {
         self.list_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.list_businesses(query).await
     }
 
-    async fn count_businesses(&self, filter: &BusinessFilter) -> Result<i64, RepoError> {
+    async fn count_businesses(&self, filter: &BusinessFilter) -> RepoResult<i64> {
         self.count_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.count_businesses(filter).await
     }
 
-    async fn list_page(
-        &self,
-        query: &ListQuery,
-        total: i64,
-    ) -> Result<Fetched<BusinessPage>, RepoError> {
+    async fn list_page(&self, query: &ListQuery, total: i64) -> RepoResult<Fetched<BusinessPage>> {
         self.list_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.list_page(query, total).await
     }
 
-    async fn page_ids(&self, query: &ListQuery, total: i64) -> Result<Vec<i32>, RepoError> {
+    async fn page_ids(&self, query: &ListQuery, total: i64) -> RepoResult<Vec<i32>> {
         self.list_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.page_ids(query, total).await
     }
 
-    async fn listed_rows(&self, ids: &[i32]) -> Result<Vec<BusinessWithContacts>, RepoError> {
+    async fn listed_rows(&self, ids: &[i32]) -> RepoResult<Vec<BusinessWithContacts>> {
         self.row_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.listed_rows(ids).await
     }
 
-    async fn business_detail(&self, id: i32) -> Result<Fetched<BusinessDetail>, RepoError> {
+    async fn business_detail(&self, id: i32) -> RepoResult<Fetched<BusinessDetail>> {
         self.detail_reads.fetch_add(1, Ordering::SeqCst);
         let read = self.inner.business_detail(id).await;
         let pause = self.pause.lock().await.take();
@@ -122,31 +119,27 @@ impl Repository for Probe {
         read
     }
 
-    async fn create_business(&self, new: NewBusiness) -> Result<Business, RepoError> {
+    async fn create_business(&self, new: NewBusiness) -> RepoResult<Business> {
         self.inner.create_business(new).await
     }
 
-    async fn update_business(&self, id: i32, patch: BusinessPatch) -> Result<Business, RepoError> {
+    async fn update_business(&self, id: i32, patch: BusinessPatch) -> RepoResult<Business> {
         self.inner.update_business(id, patch).await
     }
 
-    async fn delete_business(&self, id: i32) -> Result<(), RepoError> {
+    async fn delete_business(&self, id: i32) -> RepoResult<()> {
         self.inner.delete_business(id).await
     }
 
-    async fn enrich(&self, id: i32, run: EnrichmentRun) -> Result<BusinessDetail, RepoError> {
+    async fn enrich(&self, id: i32, run: EnrichmentRun) -> RepoResult<BusinessDetail> {
         self.inner.enrich(id, run).await
     }
 
-    async fn create_contact(
-        &self,
-        business_id: i32,
-        new: NewContact,
-    ) -> Result<Contact, RepoError> {
+    async fn create_contact(&self, business_id: i32, new: NewContact) -> RepoResult<Contact> {
         self.inner.create_contact(business_id, new).await
     }
 
-    async fn delete_contact(&self, id: i32) -> Result<Contact, RepoError> {
+    async fn delete_contact(&self, id: i32) -> RepoResult<Contact> {
         self.inner.delete_contact(id).await
     }
 
@@ -154,7 +147,7 @@ impl Repository for Probe {
         &self,
         business_id: i32,
         new: NewMessage,
-    ) -> Result<OutreachMessage, RepoError> {
+    ) -> RepoResult<OutreachMessage> {
         self.inner.create_message(business_id, new).await
     }
 
@@ -162,7 +155,7 @@ impl Repository for Probe {
         &self,
         id: i32,
         update: MessageStatusUpdate,
-    ) -> Result<OutreachMessage, RepoError> {
+    ) -> RepoResult<OutreachMessage> {
         self.inner.update_message_status(id, update).await
     }
 

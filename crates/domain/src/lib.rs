@@ -24,6 +24,6 @@ pub use model::{
     Business, BusinessDetail, BusinessPage, BusinessWithContacts, Contact, EnrichmentLog,
     EnrichmentStatus, MessageStatus, OutreachMessage, PageMeta, Stats, StatusValue, Stored,
 };
-pub use ports::{Cause, Entity, Health, RepoError, Repository};
+pub use ports::{Cause, Entity, Health, RepoError, RepoResult, Repository};
 pub use query::{BusinessFilter, ListQuery};
 pub use validation::ValidationError;

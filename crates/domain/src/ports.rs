@@ -28,6 +28,9 @@ impl Entity {
     }
 }
 
+/// What a repository call answers.
+pub type RepoResult<T> = Result<T, RepoError>;
+
 /// Why a repository call failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RepoError {
@@ -97,50 +100,45 @@ pub struct Health {
 /// came from and hand over bytes it already holds.
 #[async_trait]
 pub trait Repository: Send + Sync + std::fmt::Debug + 'static {
-    async fn stats(&self) -> Result<Fetched<Stats>, RepoError>;
+    async fn stats(&self) -> RepoResult<Fetched<Stats>>;
     /// One page of the list, with `meta.total` counted in the same snapshot.
-    async fn list_businesses(&self, query: &ListQuery) -> Result<Fetched<BusinessPage>, RepoError>;
+    async fn list_businesses(&self, query: &ListQuery) -> RepoResult<Fetched<BusinessPage>>;
     /// How many businesses `filter` selects: the `meta.total` of its list pages.
-    async fn count_businesses(&self, filter: &BusinessFilter) -> Result<i64, RepoError>;
+    async fn count_businesses(&self, filter: &BusinessFilter) -> RepoResult<i64>;
     /// One page of the list when its total is already known, so that walking many pages
     /// of one filter costs one count, not one per page. `total` must have been counted
     /// after every write the caller must see (a cache entry still current, say); the
     /// rows themselves are read now.
-    async fn list_page(
-        &self,
-        query: &ListQuery,
-        total: i64,
-    ) -> Result<Fetched<BusinessPage>, RepoError>;
+    async fn list_page(&self, query: &ListQuery, total: i64) -> RepoResult<Fetched<BusinessPage>>;
     /// The ids of one list page, in list order, when the filter's total is known (as for
     /// `list_page`). Only the ids are read: an index-only scan.
-    async fn page_ids(&self, query: &ListQuery, total: i64) -> Result<Vec<i32>, RepoError>;
+    async fn page_ids(&self, query: &ListQuery, total: i64) -> RepoResult<Vec<i32>>;
     /// The listed rows (each business with its contacts, as a list page shows it) of
     /// `ids`, in the order of `ids`, read now; an id with no business is left out.
-    async fn listed_rows(&self, ids: &[i32]) -> Result<Vec<BusinessWithContacts>, RepoError>;
-    async fn business_detail(&self, id: i32) -> Result<Fetched<BusinessDetail>, RepoError>;
+    async fn listed_rows(&self, ids: &[i32]) -> RepoResult<Vec<BusinessWithContacts>>;
+    async fn business_detail(&self, id: i32) -> RepoResult<Fetched<BusinessDetail>>;
 
-    async fn create_business(&self, new: NewBusiness) -> Result<Business, RepoError>;
-    async fn update_business(&self, id: i32, patch: BusinessPatch) -> Result<Business, RepoError>;
-    async fn delete_business(&self, id: i32) -> Result<(), RepoError>;
+    async fn create_business(&self, new: NewBusiness) -> RepoResult<Business>;
+    async fn update_business(&self, id: i32, patch: BusinessPatch) -> RepoResult<Business>;
+    async fn delete_business(&self, id: i32) -> RepoResult<()>;
     /// Records one enrichment run in one transaction; answers the business as its detail
     /// shows it afterwards.
-    async fn enrich(&self, id: i32, run: EnrichmentRun) -> Result<BusinessDetail, RepoError>;
+    async fn enrich(&self, id: i32, run: EnrichmentRun) -> RepoResult<BusinessDetail>;
 
-    async fn create_contact(&self, business_id: i32, new: NewContact)
-    -> Result<Contact, RepoError>;
+    async fn create_contact(&self, business_id: i32, new: NewContact) -> RepoResult<Contact>;
     /// Deletes a contact and answers it as it was, so callers know its business.
-    async fn delete_contact(&self, id: i32) -> Result<Contact, RepoError>;
+    async fn delete_contact(&self, id: i32) -> RepoResult<Contact>;
 
     async fn create_message(
         &self,
         business_id: i32,
         new: NewMessage,
-    ) -> Result<OutreachMessage, RepoError>;
+    ) -> RepoResult<OutreachMessage>;
     async fn update_message_status(
         &self,
         id: i32,
         update: MessageStatusUpdate,
-    ) -> Result<OutreachMessage, RepoError>;
+    ) -> RepoResult<OutreachMessage>;
 
     async fn health(&self) -> Health;
 }

@@ -362,9 +362,11 @@ mod tests {
     }
 
     /// A session that has joined the default namespace (its answer still queued).
+    /// A session that joined the main namespace, its answer to the join already sent.
     fn joined(transport: Transport) -> (Session, Instant) {
         let (mut s, now) = session(transport);
         s.receive("40", Via::Main, now).expect("joined");
+        drain(&mut s);
         (s, now)
     }
 
@@ -419,7 +421,6 @@ mod tests {
     #[test]
     fn ping_with_an_ack_is_answered_pong() {
         let (mut s, now) = joined(Transport::WebSocket);
-        drain(&mut s);
         assert_eq!(
             s.receive(r#"4217["ping"]"#, Via::Main, now),
             Ok(Effect::None)
@@ -461,7 +462,6 @@ mod tests {
     #[test]
     fn heartbeats_are_sent_and_a_silent_client_times_out() {
         let (mut s, start) = joined(Transport::WebSocket);
-        drain(&mut s);
         assert_eq!(s.deadline(), start + 100 * MS);
         assert_eq!(s.tick(start + 99 * MS), Ok(Effect::None));
         assert!(!s.has_control());

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use letip_cache::{CacheAside, IndexRead, Key, Lookup, Ticket};
+use letip_domain::RepoResult;
 use letip_domain::{
     Body, BusinessFilter, BusinessPage, CacheStatus, Cause, Fetched, ListQuery, PageMeta,
     RepoError, Repository,
@@ -34,7 +35,7 @@ impl Totals {
         &self,
         repo: &Arc<dyn Repository>,
         filter: &BusinessFilter,
-    ) -> Result<Option<i64>, RepoError> {
+    ) -> RepoResult<Option<i64>> {
         let key = keys::list_total(filter);
         let count = || {
             let (repo, filter) = (repo.clone(), filter.clone());
@@ -114,7 +115,7 @@ pub(super) fn page_members(value: &[u8]) -> Option<Vec<Key>> {
     Some(page.ids.iter().map(|&id| keys::row(id)).collect())
 }
 
-pub(super) fn page_meta(total: i64, q: &ListQuery) -> Result<Bytes, RepoError> {
+pub(super) fn page_meta(total: i64, q: &ListQuery) -> RepoResult<Bytes> {
     serde_json::to_vec(&PageMeta::new(total, q.page, q.limit))
         .map(Bytes::from)
         .map_err(|e| RepoError::Internal(Cause::new(e)))
@@ -174,7 +175,7 @@ impl CachedRepository {
         page: &IdPage,
         members: &[Lookup],
         page_hit: bool,
-    ) -> Result<Fetched<BusinessPage>, RepoError> {
+    ) -> RepoResult<Fetched<BusinessPage>> {
         let mut rows: Vec<Option<Bytes>> = Vec::with_capacity(page.ids.len());
         let mut missing: Vec<(usize, i32, Ticket)> = Vec::new();
         for (i, (&id, member)) in page.ids.iter().zip(members).enumerate() {
@@ -228,7 +229,7 @@ impl CachedRepository {
     pub(super) async fn load_rows(
         &self,
         missing: &[(usize, i32, Ticket)],
-    ) -> Result<Vec<Bytes>, RepoError> {
+    ) -> RepoResult<Vec<Bytes>> {
         let wanted: Vec<(Key, Ticket)> = missing
             .iter()
             .map(|(_, id, t)| (keys::row(*id), t.clone()))
@@ -253,7 +254,7 @@ impl CachedRepository {
 
     /// A list page: its ids from an index entry (loaded under the page's generation on
     /// a miss), its rows from their own entries, assembled as JSON without decoding.
-    pub(super) async fn list(&self, query: &ListQuery) -> Result<Fetched<BusinessPage>, RepoError> {
+    pub(super) async fn list(&self, query: &ListQuery) -> RepoResult<Fetched<BusinessPage>> {
         let key = keys::list(query);
         if query.page > self.list_max_page {
             return self.bypass(&key, self.page_load(query)).await;

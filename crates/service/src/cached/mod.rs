@@ -24,6 +24,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt};
 use letip_cache::{Cache, CacheAside, CacheHealth, Key, LoadError, Loaded, Source};
+use letip_domain::RepoResult;
 use letip_domain::{
     Body, Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch,
     BusinessWithContacts, CacheStatus, Cause, Change, Contact, EnrichmentRun, FeedEvent, Fetched,
@@ -88,16 +89,13 @@ const FEED_NONE: u8 = 0;
 const FEED_UP: u8 = 1;
 const FEED_DOWN: u8 = 2;
 
-type Load =
-    Box<dyn FnOnce(Arc<dyn Repository>) -> BoxFuture<'static, Result<Bytes, RepoError>> + Send>;
+type Load = Box<dyn FnOnce(Arc<dyn Repository>) -> BoxFuture<'static, RepoResult<Bytes>> + Send>;
 
 /// Loads a read from the inner repository as JSON bytes.
 fn load<T, F>(read: F) -> Load
 where
     T: Serialize + serde::de::DeserializeOwned + Send + 'static,
-    F: FnOnce(Arc<dyn Repository>) -> BoxFuture<'static, Result<Fetched<T>, RepoError>>
-        + Send
-        + 'static,
+    F: FnOnce(Arc<dyn Repository>) -> BoxFuture<'static, RepoResult<Fetched<T>>> + Send + 'static,
 {
     Box::new(move |repo| {
         Box::pin(async move {
@@ -178,7 +176,7 @@ impl CachedRepository {
     /// Reads through the source of truth when the cache cannot be asked, or for reads
     /// not cached: concurrent reads of a key share only a load that had not started when
     /// they arrived, so each sees every write answered before it began, on any instance.
-    async fn bypass<T>(&self, key: &Key, load: Load) -> Result<Fetched<T>, RepoError> {
+    async fn bypass<T>(&self, key: &Key, load: Load) -> RepoResult<Fetched<T>> {
         let loaded = self
             .aside
             .load_fresh(key, load(self.inner.clone()))
@@ -193,13 +191,24 @@ impl CachedRepository {
         key: &Key,
         ttl: Duration,
         load: impl FnOnce() -> Load + Send,
-    ) -> Result<Fetched<T>, RepoError> {
+    ) -> RepoResult<Fetched<T>> {
         let loaded = self
             .aside
             .get_or_load(key, ttl, || load()(self.inner.clone()))
             .await
             .map_err(repo_error)?;
         Ok(answered(loaded))
+    }
+
+    /// Runs `write`, then [`Self::changed`] with what `written` makes of its answer.
+    async fn write<T>(
+        &self,
+        write: impl Future<Output = RepoResult<T>>,
+        written: impl for<'a> FnOnce(&'a T) -> Written<'a>,
+    ) -> RepoResult<T> {
+        let answer = write.await?;
+        self.changed(written(&answer)).await;
+        Ok(answer)
     }
 
     /// Makes what a committed mutation changed unreachable in the cache, then runs the
@@ -263,7 +272,7 @@ impl CachedRepository {
 
 #[async_trait]
 impl Repository for CachedRepository {
-    async fn stats(&self) -> Result<Fetched<Stats>, RepoError> {
+    async fn stats(&self) -> RepoResult<Fetched<Stats>> {
         if !self.cache.is_enabled() {
             return self.inner.stats().await;
         }
@@ -272,14 +281,14 @@ impl Repository for CachedRepository {
         self.read(&STATS, self.ttls.stats, load).await
     }
 
-    async fn list_businesses(&self, query: &ListQuery) -> Result<Fetched<BusinessPage>, RepoError> {
+    async fn list_businesses(&self, query: &ListQuery) -> RepoResult<Fetched<BusinessPage>> {
         if !self.cache.is_enabled() {
             return self.inner.list_businesses(query).await;
         }
         self.list(query).await
     }
 
-    async fn count_businesses(&self, filter: &BusinessFilter) -> Result<i64, RepoError> {
+    async fn count_businesses(&self, filter: &BusinessFilter) -> RepoResult<i64> {
         if !self.cache.is_enabled() {
             return self.inner.count_businesses(filter).await;
         }
@@ -289,24 +298,20 @@ impl Repository for CachedRepository {
         }
     }
 
-    async fn list_page(
-        &self,
-        query: &ListQuery,
-        total: i64,
-    ) -> Result<Fetched<BusinessPage>, RepoError> {
+    async fn list_page(&self, query: &ListQuery, total: i64) -> RepoResult<Fetched<BusinessPage>> {
         // The caller vouches for the total; nothing here is worth caching under it.
         self.inner.list_page(query, total).await
     }
 
-    async fn page_ids(&self, query: &ListQuery, total: i64) -> Result<Vec<i32>, RepoError> {
+    async fn page_ids(&self, query: &ListQuery, total: i64) -> RepoResult<Vec<i32>> {
         self.inner.page_ids(query, total).await
     }
 
-    async fn listed_rows(&self, ids: &[i32]) -> Result<Vec<BusinessWithContacts>, RepoError> {
+    async fn listed_rows(&self, ids: &[i32]) -> RepoResult<Vec<BusinessWithContacts>> {
         self.inner.listed_rows(ids).await
     }
 
-    async fn business_detail(&self, id: i32) -> Result<Fetched<BusinessDetail>, RepoError> {
+    async fn business_detail(&self, id: i32) -> RepoResult<Fetched<BusinessDetail>> {
         if !self.cache.is_enabled() {
             return self.inner.business_detail(id).await;
         }
@@ -318,75 +323,62 @@ impl Repository for CachedRepository {
         self.read(&keys::detail(id), self.ttls.detail, load).await
     }
 
-    async fn create_business(&self, new: NewBusiness) -> Result<Business, RepoError> {
-        let b = self.inner.create_business(new).await?;
-        self.changed(Written::Created(&b)).await;
-        Ok(b)
+    async fn create_business(&self, new: NewBusiness) -> RepoResult<Business> {
+        let write = self.inner.create_business(new);
+        self.write(write, |b| Written::Created(b)).await
     }
 
-    async fn update_business(&self, id: i32, patch: BusinessPatch) -> Result<Business, RepoError> {
+    async fn update_business(&self, id: i32, patch: BusinessPatch) -> RepoResult<Business> {
         let moved = patch.city.is_some() || patch.industry.is_some();
-        let b = self.inner.update_business(id, patch).await?;
-        self.changed(Written::Updated {
-            business: &b,
-            moved,
-        })
-        .await;
-        Ok(b)
+        let write = self.inner.update_business(id, patch);
+        self.write(write, |b| Written::Updated { business: b, moved })
+            .await
     }
 
-    async fn delete_business(&self, id: i32) -> Result<(), RepoError> {
-        self.inner.delete_business(id).await?;
-        self.changed(Written::Deleted { id }).await;
-        Ok(())
+    async fn delete_business(&self, id: i32) -> RepoResult<()> {
+        let write = self.inner.delete_business(id);
+        self.write(write, |_| Written::Deleted { id }).await
     }
 
-    async fn enrich(&self, id: i32, run: EnrichmentRun) -> Result<BusinessDetail, RepoError> {
-        let d = self.inner.enrich(id, run).await?;
-        self.changed(Written::Enriched(&d.business)).await;
-        Ok(d)
+    async fn enrich(&self, id: i32, run: EnrichmentRun) -> RepoResult<BusinessDetail> {
+        let write = self.inner.enrich(id, run);
+        self.write(write, |d| Written::Enriched(&d.business)).await
     }
 
-    async fn create_contact(
-        &self,
-        business_id: i32,
-        new: NewContact,
-    ) -> Result<Contact, RepoError> {
-        let c = self.inner.create_contact(business_id, new).await?;
-        self.changed(Written::Contact { business_id }).await;
-        Ok(c)
+    async fn create_contact(&self, business_id: i32, new: NewContact) -> RepoResult<Contact> {
+        let write = self.inner.create_contact(business_id, new);
+        self.write(write, |_| Written::Contact { business_id })
+            .await
     }
 
-    async fn delete_contact(&self, id: i32) -> Result<Contact, RepoError> {
-        let c = self.inner.delete_contact(id).await?;
-        self.changed(Written::Contact {
+    async fn delete_contact(&self, id: i32) -> RepoResult<Contact> {
+        let write = self.inner.delete_contact(id);
+        self.write(write, |c| Written::Contact {
             business_id: c.business_id,
         })
-        .await;
-        Ok(c)
+        .await
     }
 
     async fn create_message(
         &self,
         business_id: i32,
         new: NewMessage,
-    ) -> Result<OutreachMessage, RepoError> {
-        let m = self.inner.create_message(business_id, new).await?;
-        self.changed(Written::Message { business_id }).await;
-        Ok(m)
+    ) -> RepoResult<OutreachMessage> {
+        let write = self.inner.create_message(business_id, new);
+        self.write(write, |_| Written::Message { business_id })
+            .await
     }
 
     async fn update_message_status(
         &self,
         id: i32,
         update: MessageStatusUpdate,
-    ) -> Result<OutreachMessage, RepoError> {
-        let m = self.inner.update_message_status(id, update).await?;
-        self.changed(Written::Message {
+    ) -> RepoResult<OutreachMessage> {
+        let write = self.inner.update_message_status(id, update);
+        self.write(write, |m| Written::Message {
             business_id: m.business_id,
         })
-        .await;
-        Ok(m)
+        .await
     }
 
     async fn health(&self) -> Health {

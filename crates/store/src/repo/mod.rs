@@ -18,6 +18,7 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sql_types::{Nullable, Timestamp};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use letip_domain::RepoResult;
 use letip_domain::{
     Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch, BusinessWithContacts,
     Cause, Contact, EnrichmentRun, Entity, Fetched, Health, ListQuery, MessageStatus,
@@ -58,7 +59,7 @@ impl PgStore {
         &self.pool
     }
 
-    async fn conn(&self) -> Result<PgConn, RepoError> {
+    async fn conn(&self) -> RepoResult<PgConn> {
         self.pool
             .get()
             .await
@@ -68,7 +69,7 @@ impl PgStore {
     /// Runs the call `make` makes on a pooled connection. A connection that turns out to
     /// be dead (its session was ended while it sat in the pool) is thrown away and a new
     /// call runs on a new one, when [`retryable`] allows, until every pooled connection could have been replaced.
-    async fn run<T, F, M>(&self, op: Op, make: M) -> Result<T, RepoError>
+    async fn run<T, F, M>(&self, op: Op, make: M) -> RepoResult<T>
     where
         M: Fn() -> F + Send,
         for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> QueryResult<T>
@@ -119,7 +120,7 @@ impl PgStore {
 
 #[async_trait]
 impl Repository for PgStore {
-    async fn stats(&self) -> Result<Fetched<Stats>, RepoError> {
+    async fn stats(&self) -> RepoResult<Fetched<Stats>> {
         queried("stats", 1);
         let r: StatsRow = self
             .run(Op::Read, || {
@@ -136,7 +137,7 @@ impl Repository for PgStore {
         }))
     }
 
-    async fn list_businesses(&self, query: &ListQuery) -> Result<Fetched<BusinessPage>, RepoError> {
+    async fn list_businesses(&self, query: &ListQuery) -> RepoResult<Fetched<BusinessPage>> {
         let (total, (rows, contacts, statements)) = self
             .run(Op::Read, || {
                 async |conn| {
@@ -156,17 +157,13 @@ impl Repository for PgStore {
         page_from_rows(query, total, rows, contacts)
     }
 
-    async fn count_businesses(&self, filter: &BusinessFilter) -> Result<i64, RepoError> {
+    async fn count_businesses(&self, filter: &BusinessFilter) -> RepoResult<i64> {
         queried("count", 1);
         self.run(Op::Read, || async |conn| count_filtered(conn, filter).await)
             .await
     }
 
-    async fn list_page(
-        &self,
-        query: &ListQuery,
-        total: i64,
-    ) -> Result<Fetched<BusinessPage>, RepoError> {
+    async fn list_page(&self, query: &ListQuery, total: i64) -> RepoResult<Fetched<BusinessPage>> {
         let (rows, contacts, statements) = self
             .run(Op::Read, || {
                 async |conn| {
@@ -182,7 +179,7 @@ impl Repository for PgStore {
         page_from_rows(query, total, rows, contacts)
     }
 
-    async fn page_ids(&self, query: &ListQuery, total: i64) -> Result<Vec<i32>, RepoError> {
+    async fn page_ids(&self, query: &ListQuery, total: i64) -> RepoResult<Vec<i32>> {
         if query.offset() < total {
             queried("page_ids", 1);
         }
@@ -192,7 +189,7 @@ impl Repository for PgStore {
         .await
     }
 
-    async fn listed_rows(&self, ids: &[i32]) -> Result<Vec<BusinessWithContacts>, RepoError> {
+    async fn listed_rows(&self, ids: &[i32]) -> RepoResult<Vec<BusinessWithContacts>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -201,7 +198,7 @@ impl Repository for PgStore {
             .await
     }
 
-    async fn business_detail(&self, id: i32) -> Result<Fetched<BusinessDetail>, RepoError> {
+    async fn business_detail(&self, id: i32) -> RepoResult<Fetched<BusinessDetail>> {
         queried("detail", 1);
         let rows = self
             .run(Op::Read, || async |conn| load_detail(conn, id).await)
@@ -210,7 +207,7 @@ impl Repository for PgStore {
         Ok(Fetched::bypass(detail_from_rows(rows)))
     }
 
-    async fn create_business(&self, new: NewBusiness) -> Result<Business, RepoError> {
+    async fn create_business(&self, new: NewBusiness) -> RepoResult<Business> {
         queried("create_business", 1);
         let row: BusinessRow = self
             .run(Op::Write, || {
@@ -231,7 +228,7 @@ impl Repository for PgStore {
         Ok(row.into())
     }
 
-    async fn update_business(&self, id: i32, patch: BusinessPatch) -> Result<Business, RepoError> {
+    async fn update_business(&self, id: i32, patch: BusinessPatch) -> RepoResult<Business> {
         queried("update_business", 1);
         let changes = (!patch.is_empty()).then(|| BusinessChanges::from(patch));
         let row: Option<BusinessRow> = self
@@ -257,7 +254,7 @@ impl Repository for PgStore {
             .ok_or(RepoError::not_found(Entity::Business, id))
     }
 
-    async fn delete_business(&self, id: i32) -> Result<(), RepoError> {
+    async fn delete_business(&self, id: i32) -> RepoResult<()> {
         queried("delete_business", 1);
         let deleted = self
             .run(Op::Write, || {
@@ -270,7 +267,7 @@ impl Repository for PgStore {
         Ok(())
     }
 
-    async fn enrich(&self, id: i32, run: EnrichmentRun) -> Result<BusinessDetail, RepoError> {
+    async fn enrich(&self, id: i32, run: EnrichmentRun) -> RepoResult<BusinessDetail> {
         let status = run.status().as_str();
         let rows = self
             .run(Op::Write, || {
@@ -322,11 +319,7 @@ impl Repository for PgStore {
         Ok(detail_from_rows(rows))
     }
 
-    async fn create_contact(
-        &self,
-        business_id: i32,
-        new: NewContact,
-    ) -> Result<Contact, RepoError> {
+    async fn create_contact(&self, business_id: i32, new: NewContact) -> RepoResult<Contact> {
         queried("create_contact", 1);
         self.run(Op::Write, || {
             async |conn| {
@@ -352,7 +345,7 @@ impl Repository for PgStore {
         .await?
     }
 
-    async fn delete_contact(&self, id: i32) -> Result<Contact, RepoError> {
+    async fn delete_contact(&self, id: i32) -> RepoResult<Contact> {
         queried("delete_contact", 1);
         self.run(Op::Write, || {
             async |conn| {
@@ -372,7 +365,7 @@ impl Repository for PgStore {
         &self,
         business_id: i32,
         new: NewMessage,
-    ) -> Result<OutreachMessage, RepoError> {
+    ) -> RepoResult<OutreachMessage> {
         queried("create_message", 3);
         let outcome = self
             .run(Op::Write, || {
@@ -428,7 +421,7 @@ impl Repository for PgStore {
         &self,
         id: i32,
         update: MessageStatusUpdate,
-    ) -> Result<OutreachMessage, RepoError> {
+    ) -> RepoResult<OutreachMessage> {
         queried("update_message", 1);
         let status = update.status();
         let row = self

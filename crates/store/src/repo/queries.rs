@@ -6,9 +6,10 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sql_types::BigInt;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use letip_domain::RepoResult;
 use letip_domain::{
     Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessWithContacts, Contact,
-    EnrichmentStatus, Fetched, ListQuery, OutreachMessage, PageMeta, RepoError,
+    EnrichmentStatus, Fetched, ListQuery, OutreachMessage, PageMeta,
 };
 
 use crate::rows::{BusinessRow, ContactRow, EnrichmentLogRow, MessageRow};
@@ -123,7 +124,7 @@ pub(super) fn page_from_rows(
     total: i64,
     rows: Vec<BusinessRow>,
     contacts: Vec<ContactRow>,
-) -> Result<Fetched<BusinessPage>, RepoError> {
+) -> RepoResult<Fetched<BusinessPage>> {
     let mut by_business: HashMap<i32, Vec<Contact>> = HashMap::new();
     for c in contacts {
         let c = Contact::from(c);
