@@ -10,6 +10,8 @@
 //! | `cache_corrupt_total` | `family` | entries found unusable and removed |
 //! | `cache_near_hits_total` | `family` | hits served from the near tier once Redis confirmed them (also counted as hits) |
 //! | `cache_near_leased_hits_total` | `family` | hits served from the near tier under a lease, without a round trip (also counted as hits) |
+//! | `cache_near_bytes` | `namespace` | bytes of keys and values the near tier holds (at most its `max_bytes`), updated every second |
+//! | `cache_near_entries` | `namespace` | copies the near tier holds |
 //! | `cache_lease_renewals_total` | | leases renewed and proven by their heartbeat |
 //! | `cache_lease_losses_total` | | leases that ended unrenewed or were revoked (subscription lost) |
 //! | `cache_lease_valid` | | 1 while this instance holds a lease |
@@ -157,6 +159,12 @@ pub(crate) fn near_hit(family: &'static str) {
 pub(crate) fn leased_hit(family: &'static str) {
     count("cache_near_leased_hits_total", family, "");
     lookup(family, "hit");
+}
+
+pub(crate) fn near_size(namespace: &str, bytes: u64, entries: u64) {
+    let namespace = namespace.to_owned();
+    metrics::gauge!("cache_near_bytes", "namespace" => namespace.clone()).set(bytes as f64);
+    metrics::gauge!("cache_near_entries", "namespace" => namespace).set(entries as f64);
 }
 
 pub(crate) fn lease_renewed() {

@@ -167,10 +167,17 @@ async fn without_the_wait_an_unreachable_holder_serves_a_stale_copy_after_the_wr
     holds_lease(&b).await;
     assert!(matches!(b.get(&k).await, Ok(Lookup::Hit(v)) if v == old));
     link.stall();
+    let began = std::time::Instant::now();
     let (result, waited) = careful.invalidate_waited(&["detail:3"]).await;
+    let took = began.elapsed();
     result.expect("invalidate");
-    // The other writer answered; B, unreachable, was waited out.
+    // The other writer answered; B, unreachable, was waited out: for no longer than its
+    // lease, lengthened by the drift margin (a tenth), plus the write's round trips.
     assert_eq!(waited.expired, 1, "{waited:?}");
+    assert!(
+        took <= Duration::from_millis(3300 + 1500),
+        "a write waited {took:?} for a holder whose lease is 3 s"
+    );
     assert_eq!(waited.acked + 1, waited.holders, "{waited:?}");
     assert!(
         !b.holds_lease(),

@@ -199,3 +199,34 @@ async fn near_copies_of_an_index_and_its_members_are_served_once_confirmed_and_n
         Ok(IndexLookup::Miss(_))
     ));
 }
+
+/// The near tier never holds more than its setting, whatever is read through it: the
+/// copies it lets go are the least used, and what it holds is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_near_tier_holds_at_most_its_max_bytes() {
+    let redis = RedisServer::start();
+    let max_bytes = 64 * 1024;
+    let config = NearConfig {
+        max_bytes,
+        ..NearConfig::default()
+    };
+    let c = TieredCache::new(far(&redis.url()), config, None);
+    let value = vec![b'x'; 4096];
+    // Sixteen times what it may hold.
+    for id in 0..256 {
+        let k = detail(&id.to_string());
+        fill(&c, &k, value.clone()).await;
+        let (bytes, _) = c.near_size();
+        assert!(
+            bytes <= max_bytes,
+            "after {id} copies the near tier held {bytes} bytes"
+        );
+    }
+    let (bytes, entries) = c.near_size();
+    assert!(
+        bytes > max_bytes / 2 && entries >= 8,
+        "it still keeps copies up to its bound: {bytes} bytes in {entries} copies"
+    );
+    // What it let go is read from Redis, whole.
+    assert_eq!(hit(&c, &detail("0")).await, value);
+}

@@ -284,7 +284,10 @@ impl TieredCache {
                 true
             }));
         }
-        let mut tasks = Vec::new();
+        let mut tasks = vec![AbortOnDropHandle::new(tokio::spawn(report_size(
+            near.clone(),
+            far.namespace().to_owned(),
+        )))];
         let mut acks = None;
         if let Some(bus) = &bus {
             let events = bus.subscribe();
@@ -315,6 +318,13 @@ impl TieredCache {
             leases,
             _acks: acks,
         }
+    }
+
+    /// Bytes of keys and values the near tier holds once its pending evictions ran (at
+    /// most [`NearConfig::max_bytes`]), and how many copies.
+    pub fn near_size(&self) -> (u64, u64) {
+        self.near.run_pending_tasks();
+        (self.near.weighted_size(), self.near.entry_count())
     }
 
     /// Whether this instance holds a lease now, so that near copies are served without
@@ -348,5 +358,16 @@ impl TieredCache {
             }
         }
         (result, waited)
+    }
+}
+
+/// Every second: runs the near tier's pending evictions and reports its size.
+async fn report_size(near: Near, namespace: String) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        near.run_pending_tasks();
+        metrics::near_size(&namespace, near.weighted_size(), near.entry_count());
     }
 }
