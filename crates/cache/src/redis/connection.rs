@@ -1,6 +1,16 @@
 //! Connections: a few multiplexed ones shared by every call (no pool checkout on the hot
-//! path), each checked before it serves anything (`identity.rs`), and every call bounded
-//! by a timeout and counted by the breaker.
+//! path), and one of its own for each thread of a current-thread runtime (an HTTP
+//! worker's), each checked before it serves anything (`identity.rs`); every call is
+//! bounded by a timeout and counted by the breaker.
+//!
+//! **Why a worker has its own.** A multiplexed connection's reader is a task of the
+//! runtime that made it. A call from an HTTP worker over a shared connection (made on
+//! the main runtime) passes two threads: the worker wakes the reader's thread to write,
+//! and the reader wakes the worker with the answer; each wake is a futex call and, on
+//! an idle machine, a sleeping thread scheduled again. Over the worker's own connection
+//! the call stays on its thread: the worker's event loop writes it and reads the answer.
+//! Only the thread that made such a connection uses it, so its reader is never held up
+//! by another thread's requests (a shared connection made on a worker would be).
 
 use crate::Result;
 use std::sync::RwLock;
@@ -147,6 +157,63 @@ impl Pooled {
 /// A slot holding one shared connection, or nothing until the next call makes one.
 pub(super) type Slot = RwLock<Option<Pooled>>;
 
+/// Which connection a call used, to replace it if it failed.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Held {
+    /// The shared connection of this slot.
+    Shared(usize),
+    /// This thread's own.
+    Own,
+}
+
+/// A thread's own connection to one cache's Redis.
+struct Own {
+    /// [`RedisCache::id`] of the cache.
+    cache: u64,
+    /// `None` on a thread that uses the shared connections (a multi-threaded runtime's),
+    /// or until the next call makes one.
+    conn: Option<MultiplexedConnection>,
+    /// Whether this thread makes its own.
+    makes: bool,
+}
+
+/// Caches a thread keeps its own connection to; one more replaces the oldest.
+const OWN_PER_THREAD: usize = 8;
+
+thread_local! {
+    static OWN: std::cell::RefCell<Vec<Own>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// What this thread holds for `cache`: its connection, or whether it should make one
+/// (decided once per thread: on the thread of a current-thread runtime).
+fn own_connection(cache: u64) -> (Option<MultiplexedConnection>, bool) {
+    OWN.with_borrow_mut(|own| {
+        if let Some(o) = own.iter().find(|o| o.cache == cache) {
+            return (o.conn.clone(), o.makes);
+        }
+        let makes = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+        if own.len() >= OWN_PER_THREAD {
+            own.remove(0);
+        }
+        own.push(Own {
+            cache,
+            conn: None,
+            makes,
+        });
+        (None, makes)
+    })
+}
+
+/// Keeps (or, with `None`, drops) this thread's own connection to `cache`.
+fn keep_own(cache: u64, conn: Option<MultiplexedConnection>) {
+    OWN.with_borrow_mut(|own| {
+        if let Some(o) = own.iter_mut().find(|o| o.cache == cache) {
+            o.conn = conn;
+        }
+    });
+}
+
 pub(super) fn unavailable(cause: impl Into<Cause>) -> CacheError {
     CacheError::Unavailable(cause.into())
 }
@@ -176,8 +243,35 @@ impl RedisCache {
         self.answering_again.subscribe()
     }
 
+    /// This thread's own connection on the thread of a current-thread runtime (made if
+    /// it has none), else a shared one.
+    pub(super) async fn connection(&self) -> Result<(Held, Conn)> {
+        if let Pools::Single(pool) = &self.pools {
+            match own_connection(self.id) {
+                (Some(conn), _) => return Ok((Held::Own, Conn::Single(conn))),
+                (None, true) => {
+                    let made = tokio::time::timeout(
+                        self.config.connect_timeout,
+                        deadpool::managed::Manager::create(pool.manager()),
+                    )
+                    .await
+                    .map_err(|_| unavailable("connecting to Redis timed out"))?
+                    .map_err(unavailable)?;
+                    let mut conn = Conn::Single(made.clone());
+                    self.check_history(&mut conn).await?;
+                    keep_own(self.id, Some(made));
+                    return Ok((Held::Own, conn));
+                }
+                (None, false) => {}
+            }
+        }
+        self.shared_connection()
+            .await
+            .map(|(i, conn)| (Held::Shared(i), conn))
+    }
+
     /// A shared connection, made if its slot is empty.
-    pub(super) async fn connection(&self) -> Result<(usize, Conn)> {
+    async fn shared_connection(&self) -> Result<(usize, Conn)> {
         let i = self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let slot = self
             .slots
@@ -253,11 +347,16 @@ impl RedisCache {
     }
 
     /// Drops a connection that failed so the next call makes a new one.
-    pub(super) fn discard(&self, i: usize) {
-        if let Some(slot) = self.slots.get(i)
-            && let Some(pooled) = slot.write().unwrap_or_else(|p| p.into_inner()).take()
-        {
-            pooled.discard();
+    pub(super) fn discard(&self, held: Held) {
+        match held {
+            Held::Own => keep_own(self.id, None),
+            Held::Shared(i) => {
+                if let Some(slot) = self.slots.get(i)
+                    && let Some(pooled) = slot.write().unwrap_or_else(|p| p.into_inner()).take()
+                {
+                    pooled.discard();
+                }
+            }
         }
     }
 

@@ -22,7 +22,8 @@
 //! or was evicted is made again with a value no older entry carries.
 //!
 //! The hot path takes no pool checkout: a few multiplexed connections, made and replaced
-//! by deadpool-redis, are shared by every request.
+//! by deadpool-redis, are shared by every request, and each HTTP worker thread uses one
+//! of its own (`connection.rs`).
 //!
 //! | file | holds |
 //! |---|---|
@@ -63,7 +64,7 @@ use identity::History;
 use index::IndexMemo;
 
 use async_trait::async_trait;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -77,6 +78,8 @@ use crate::{
 
 /// The Redis cache. Cheap to share: wrap it in an `Arc`.
 pub struct RedisCache {
+    /// Tells caches apart in the threads' own connections.
+    id: u64,
     pools: Pools,
     slots: Vec<Slot>,
     next_slot: AtomicUsize,
@@ -126,7 +129,9 @@ impl RedisCache {
         let connections = config.connections.max(1);
         let pools = Pools::new(&config)?;
         let ns = config.namespace.clone();
+        static CACHES: AtomicU64 = AtomicU64::new(1);
         Ok(Self {
+            id: CACHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             pools,
             slots: (0..connections).map(|_| RwLock::new(None)).collect(),
             next_slot: AtomicUsize::new(0),
