@@ -250,6 +250,69 @@ async fn the_near_tier_never_serves_a_value_written_on(writer: CacheBackend) {
     );
 }
 
+/// A rolling upgrade from `CACHE_BACKEND=redis` to the default (the leased near tier):
+/// the instances are replaced one at a time, and at every step a write answered by
+/// either instance shows in the next read on the other, detail and list page alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_upgrade_from_redis_to_the_default_stays_strict() {
+    let redis = RedisServer::start();
+    let on = |backend: CacheBackend| {
+        let url = redis.url();
+        move |c: &mut letip_server::Config| {
+            c.cache_backend = backend;
+            c.redis_url = url;
+        }
+    };
+    let mut a = TestApp::spawn_with(on(CacheBackend::Redis)).await;
+    let mut b = a.spawn_beside(on(CacheBackend::Redis)).await;
+    let biz = a
+        .business(json!({"name": "v0", "city": "Upgrade Town"}))
+        .await;
+    let detail = format!("/api/businesses/{}", id(&biz));
+    let list = "/api/businesses?city=Upgrade%20Town";
+    let (mut version, mut stale) = (0, Vec::new());
+    for step in ["both on redis", "B on the default", "both on the default"] {
+        match step {
+            "B on the default" => {
+                let old = std::mem::replace(&mut b, a.spawn_beside(on(CacheBackend::Tiered)).await);
+                old.stop().await;
+            }
+            "both on the default" => {
+                let old = std::mem::replace(&mut a, b.spawn_beside(on(CacheBackend::Tiered)).await);
+                old.stop().await;
+            }
+            _ => {}
+        }
+        for round in 0..40 {
+            let (writer, reader) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+            // The reader holds the page and the detail (near copies, on the default)...
+            for _ in 0..2 {
+                reader.get(&detail).await;
+                reader.get(list).await;
+            }
+            // ...the writer changes the name and answers...
+            version += 1;
+            let name = format!("v{version}");
+            let res = writer.patch(&detail, json!({"name": name})).await;
+            assert_eq!(res.status, 200, "{}", res.text);
+            // ...and the reader's next reads show it.
+            let shown = reader.get(&detail).await.body["name"].clone();
+            let row = reader.get(list).await.body["data"][0]["name"].clone();
+            if shown != name.as_str() || row != name.as_str() {
+                stale.push(format!(
+                    "{step}, round {round}: wrote {name}, read {shown} and {row}"
+                ));
+            }
+        }
+    }
+    assert!(stale.is_empty(), "stale reads: {stale:#?}");
+    let metrics = a.get("/metrics").await.text;
+    assert!(
+        metrics.contains("cache_near_leased_hits_total"),
+        "the upgraded instances served near hits under their leases"
+    );
+}
+
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 

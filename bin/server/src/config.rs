@@ -44,11 +44,12 @@ pub struct SeedArgs {
 /// Which cache the server reads through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CacheBackend {
-    /// Redis, shared by every instance.
+    /// Redis alone, shared by every instance: every hit is one round trip.
     Redis,
-    /// An in-process near tier in front of Redis, as fresh as `redis` across instances:
-    /// near hits are served under a lease (writes wait for every holder to drop what
-    /// they change), or confirmed by Redis one by one with `CACHE_NEAR_LEASE_MS=0`.
+    /// The default: an in-process near tier in front of Redis, as fresh as `redis`
+    /// across instances: near hits are served under a lease (writes wait for every
+    /// holder to drop what they change), or confirmed by Redis one by one with
+    /// `CACHE_NEAR_LEASE_MS=0`.
     Tiered,
     /// In-process memory: one instance only.
     Memory,
@@ -86,7 +87,7 @@ pub struct Config {
         long,
         env = "CACHE_BACKEND",
         value_enum,
-        default_value = "redis",
+        default_value = "tiered",
         global = true
     )]
     pub cache_backend: CacheBackend,
@@ -103,7 +104,7 @@ pub struct Config {
     )]
     pub cache_invalidate_timeout_ms: u64,
     /// Values larger than this are not cached (and counted).
-    #[arg(long, env = "CACHE_MAX_VALUE_BYTES", default_value_t = 1024 * 1024, global = true)]
+    #[arg(long, env = "CACHE_MAX_VALUE_BYTES", default_value_t = 8 * 1024 * 1024, global = true)]
     pub cache_max_value_bytes: usize,
     /// Prefix of every Redis key; change the version to start afresh.
     #[arg(
@@ -384,6 +385,13 @@ mod tests {
         );
         assert!(with("dash.example.com").cors_origins().is_err());
         assert!(with("file:///tmp/x").cors_origins().is_err());
+    }
+
+    #[test]
+    fn the_default_cache_is_the_leased_near_tier() {
+        let cli = Cli::parse_from(["letip", "serve"]);
+        assert_eq!(cli.config.cache_backend, CacheBackend::Tiered);
+        assert_eq!(cli.config.cache_near_lease_ms, 500);
     }
 
     #[test]
