@@ -60,3 +60,53 @@ async fn seeding_is_deterministic_and_respects_if_empty() {
             .is_none()
     );
 }
+
+/// The seed's first business has 5,000 contacts: its detail (over a megabyte) and the
+/// list page that shows it are cached and answered whole, on the default cache and on
+/// Redis alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_business_with_thousands_of_contacts_is_cached_and_answered_whole() {
+    let db = std::sync::Arc::new(TestDb::new());
+    let args = SeedArgs {
+        businesses: 30,
+        seed: 42,
+        if_empty: false,
+    };
+    letip_server::seed(&config(&db), &args, &|_| {})
+        .await
+        .expect("seeds")
+        .expect("writes");
+    let redis = letip_testkit::RedisServer::start();
+    for backend in [
+        letip_server::CacheBackend::Tiered,
+        letip_server::CacheBackend::Redis,
+    ] {
+        let app = letip_tests::TestApp::spawn_on_db(db.clone(), |c| {
+            c.cache_backend = backend;
+            c.redis_url = redis.url();
+            c.cache_namespace = format!("large-{backend:?}:v1");
+        })
+        .await;
+        let page = app.get("/api/businesses?limit=50").await;
+        let largest = page.body["data"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .max_by_key(|r| r["contacts"].as_array().map_or(0, Vec::len))
+            .expect("a row")
+            .clone();
+        assert_eq!(largest["contacts"].as_array().map(Vec::len), Some(5_000));
+        let path = format!("/api/businesses/{}", letip_tests::id(&largest));
+        let first = app.get(&path).await;
+        assert_eq!(first.status, 200);
+        assert!(first.text.len() > 1_000_000, "{} bytes", first.text.len());
+        assert_eq!(first.body["contacts"].as_array().map(Vec::len), Some(5_000));
+        let second = app.get(&path).await;
+        assert_eq!(second.header("x-cache"), Some("HIT"), "{backend:?}");
+        assert_eq!(second.text, first.text, "{backend:?}: answered whole");
+        let again = app.get("/api/businesses?limit=50").await;
+        assert_eq!(again.header("x-cache"), Some("HIT"), "{backend:?}");
+        assert_eq!(again.text, page.text);
+        app.stop().await;
+    }
+}

@@ -278,8 +278,17 @@ mod tests {
     }
 
     #[test]
+    fn the_first_business_has_thousands_of_contacts() {
+        let b = generate(7, 0, 3, Utc::now());
+        let of = |pos: i32| b.c_business.iter().filter(|&&p| p == pos).count();
+        assert_eq!(of(0), data::LARGEST_CONTACTS);
+        assert!(of(1) <= 4 && of(2) <= 4);
+    }
+
+    #[test]
     fn the_mix_is_realistic() {
-        let b = generate(1, 0, 10_000, Utc::now());
+        // From the second business on: the first is the one with thousands of contacts.
+        let b = generate(1, 1, 10_000, Utc::now());
         let share = |s: &str| b.status.iter().filter(|v| *v == s).count() as f64 / 10_000.0;
         assert!((share("pending") - 0.60).abs() < 0.03);
         assert!((share("enriched") - 0.35).abs() < 0.03);
