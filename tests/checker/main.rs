@@ -59,7 +59,7 @@ const READERS: usize = 6;
 const OWNED: usize = 8;
 const CITIES: [&str; 4] = ["Asbury Park", "Red Bank", "Freehold", "Ocean Grove"];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Fault {
     Calm,
     RedisKilled,
@@ -130,6 +130,8 @@ struct Model {
 #[derive(Debug, Default)]
 struct Report {
     writes: u64,
+    /// How long each write took to be answered (ms), by the fault of its slot.
+    write_ms: HashMap<Fault, Vec<f64>>,
     reads: HashMap<&'static str, u64>,
     server_errors: Vec<String>,
     /// Requests that got no answer: the request, the instance and the fault slot.
@@ -245,6 +247,15 @@ impl Run {
     }
 
     /// Records a write answered at `done`, for violation reports.
+    /// Counts a write sent at `sent` and answered (or failed) at `done`.
+    fn wrote(&self, sent: Instant, done: Instant) {
+        let fault = self.slot.lock().unwrap_or_else(|p| p.into_inner()).1;
+        let mut report = self.report.lock().unwrap_or_else(|p| p.into_inner());
+        report.writes += 1;
+        let ms = done.duration_since(sent).as_secs_f64() * 1e3;
+        report.write_ms.entry(fault).or_default().push(ms);
+    }
+
     fn record_answer(&self, done: Instant, app: &TestApp, what: &str) {
         let (slot, fault) = *self.slot.lock().unwrap_or_else(|p| p.into_inner());
         let line = format!(
@@ -355,6 +366,7 @@ async fn writer(run: Arc<Run>, seed: u64) {
         if owned.len() < OWNED {
             let city = CITIES[rng.random_range(0..CITIES.len())];
             let app = run.app(&mut rng);
+            let sent = Instant::now();
             let res = app
                 .try_post(
                     "/api/businesses",
@@ -362,7 +374,7 @@ async fn writer(run: Arc<Run>, seed: u64) {
                 )
                 .await;
             let done = Instant::now();
-            run.report.lock().unwrap_or_else(|p| p.into_inner()).writes += 1;
+            run.wrote(sent, done);
             let Some(res) = run.answered(app, "POST /api/businesses", res) else {
                 continue;
             };
@@ -395,6 +407,7 @@ async fn writer(run: Arc<Run>, seed: u64) {
         let app = run.app(&mut rng);
         let path = format!("/api/businesses/{id}");
         let mut moved_to = None;
+        let sent = Instant::now();
         // (request, counts in detail score, counts in list score)
         let (res, detail, list, kind) = {
             {
@@ -452,7 +465,7 @@ async fn writer(run: Arc<Run>, seed: u64) {
             }
         };
         let done = Instant::now();
-        run.report.lock().unwrap_or_else(|p| p.into_inner()).writes += 1;
+        run.wrote(sent, done);
         let res = run.answered(app, &format!("{kind} of business {id}"), res);
         let failed = res
             .as_ref()
@@ -1054,6 +1067,22 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
         operations as f64 / elapsed
     );
     println!("list reads by X-Cache: {:?}", report.list_cache);
+    // What a write waits: bounded by one lease (500 ms) beyond its own work, for a
+    // holder that is stopped or cut off as for one that answers.
+    let mut by_fault: Vec<_> = report.write_ms.iter().collect();
+    by_fault.sort_by_key(|(f, _)| format!("{f:?}"));
+    for (fault, ms) in by_fault {
+        let mut ms = ms.clone();
+        ms.sort_by(f64::total_cmp);
+        let at = |p: usize| ms[(ms.len() * p / 100).min(ms.len() - 1)];
+        println!(
+            "writes in {fault:?} slots: {}, answered in p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            ms.len(),
+            at(50),
+            at(99),
+            ms[ms.len() - 1]
+        );
+    }
     for line in &leases {
         println!("{line}");
     }

@@ -23,6 +23,7 @@ use crate::servers::{
 };
 
 mod compare;
+mod footprint;
 mod load;
 mod measure;
 mod peer;
@@ -123,6 +124,7 @@ pub(crate) async fn main() -> anyhow::Result<()> {
     let mut mixes: Vec<(Mode, Mix)> = Vec::new();
     let mut rates: Vec<(Mode, rate::RateRun)> = Vec::new();
     let mut memory = String::new();
+    let mut footprints: Vec<footprint::Footprint> = Vec::new();
     let mut perf = String::new();
     let largest = args.sizes.iter().copied().max().unwrap_or(0);
 
@@ -130,7 +132,13 @@ pub(crate) async fn main() -> anyhow::Result<()> {
         seed(&args, size).await?;
         for mode in Mode::ALL {
             let server = start(&args, size, mode, &run).await?;
-            for Endpoint { name, family, path } in endpoints(size) {
+            for Endpoint {
+                name,
+                family,
+                path,
+                connections,
+            } in endpoints(size)
+            {
                 let url = server.url(&path);
                 // Two reads: the first fills the cache, the second proves it answers.
                 let body = reqwest::get(&url).await?.bytes().await?;
@@ -139,7 +147,8 @@ pub(crate) async fn main() -> anyhow::Result<()> {
                     bodies.entry(name).or_insert_with(|| body.to_vec());
                 }
                 let _ = family;
-                let w = warm_wrk(&url, args.seconds, args.connections, &report_lua).await?;
+                let c = connections.unwrap_or(args.connections);
+                let w = warm_wrk(&url, args.seconds, c, &report_lua).await?;
                 println!(
                     "{size:>8} {:<22} {name:<20} {:>9.0} req/s  p50 {:>8} µs  p99 {:>8} µs  non-2xx {}",
                     mode.label(),
@@ -169,15 +178,42 @@ pub(crate) async fn main() -> anyhow::Result<()> {
                         .unwrap_or_else(|e| format!("(profiling failed: {e})"));
                 }
             }
-            if size == largest && matches!(mode, Mode::Redis | Mode::Tiered | Mode::Uncached) {
+            // The mix on every dataset in the cached modes (for what they cost in memory
+            // after it), in the uncached one on the largest.
+            let mixed = matches!(mode, Mode::Redis | Mode::Tiered)
+                || (size == largest && mode == Mode::Uncached);
+            if mixed {
                 let m = mix(&args, &server, size, &mix_lua).await?;
                 println!(
-                    "mix {:<22} {:>9.0} req/s hit rates {:?}",
+                    "mix {size:>8} {:<22} {:>9.0} req/s hit rates {:?}",
                     mode.label(),
                     m.wrk.rps(),
                     m.hit_rate
                 );
-                mixes.push((mode, m));
+                if matches!(mode, Mode::Redis | Mode::Tiered) {
+                    let f = footprint::measure(
+                        &args.redis,
+                        &server,
+                        size,
+                        mode,
+                        &servers::namespace(&run, size, mode),
+                        &measure::metrics(&server).await?,
+                    )
+                    .await?;
+                    println!(
+                        "memory {size:>8} {:<22} RSS {:.0} MiB, Redis {:.1} MiB in {} families",
+                        mode.label(),
+                        f.rss_mib,
+                        f.redis_bytes() as f64 / 1048576.0,
+                        f.families.len()
+                    );
+                    footprints.push(f);
+                }
+                if size == largest {
+                    mixes.push((mode, m));
+                }
+            }
+            if size == largest && matches!(mode, Mode::Redis | Mode::Tiered | Mode::Uncached) {
                 for &r in &args.rates {
                     let run = rate::run(&server.url(""), r, args.rate_seconds, size).await?;
                     println!(
@@ -231,6 +267,11 @@ pub(crate) async fn main() -> anyhow::Result<()> {
     // The ceilings, measured with the bodies of the largest dataset.
     let mut ceilings: BTreeMap<&'static str, Ceiling> = BTreeMap::new();
     for (name, body) in &bodies {
+        let connections = endpoints(largest)
+            .iter()
+            .find(|e| e.name == *name)
+            .and_then(|e| e.connections)
+            .unwrap_or(args.connections);
         let file = out_dir.join(".ceiling-body.json");
         std::fs::write(&file, body)?;
         let port = free_port()?;
@@ -243,12 +284,12 @@ pub(crate) async fn main() -> anyhow::Result<()> {
         let w = warm_wrk(
             &format!("http://127.0.0.1:{port}/"),
             args.seconds,
-            args.connections,
+            connections,
             &report_lua,
         )
         .await?;
         let _ = child.kill().await;
-        let r = redis_benchmark(&args.redis, body.len(), args.connections).await?;
+        let r = redis_benchmark(&args.redis, body.len(), connections).await?;
         println!(
             "ceiling {name:<20} actix from memory {:>9.0} req/s   redis-benchmark GET {:>9.0} req/s",
             w.rps(),
@@ -310,6 +351,7 @@ pub(crate) async fn main() -> anyhow::Result<()> {
 
     let plot_path = out_dir.join("benchmarks-latency.svg");
     plot::latency(&plot_path, largest, &results)?;
+    plot::memory(&out_dir.join("benchmarks-memory.svg"), &footprints)?;
     let report = render(
         &args,
         &started,
@@ -321,6 +363,7 @@ pub(crate) async fn main() -> anyhow::Result<()> {
         &rates,
         &writes,
         &memory,
+        &footprints,
         &perf,
         largest,
     );

@@ -90,3 +90,73 @@ pub(crate) fn latency(path: &Path, size: u64, results: &[HitRun]) -> anyhow::Res
     root.present()?;
     Ok(())
 }
+
+/// Memory by dataset size, log-log: Redis (the mode's namespace) and the server's
+/// resident memory, per mode.
+pub(crate) fn memory(path: &Path, all: &[crate::footprint::Footprint]) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let min_size = all.iter().map(|f| f.size).min().unwrap_or(1).max(1);
+    let max_size = all
+        .iter()
+        .map(|f| f.size)
+        .max()
+        .unwrap_or(10)
+        .max(min_size * 10);
+    let mib = |b: f64| (b / 1048576.0).max(0.1);
+    let top = all
+        .iter()
+        .map(|f| mib(f.redis_bytes() as f64).max(f.rss_mib))
+        .fold(1.0, f64::max)
+        * 2.0;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Memory after the dashboard mix, by dataset size (log-log)",
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(
+            (min_size as f64 / 2.0..max_size as f64 * 2.0).log_scale(),
+            (0.1f64..top).log_scale(),
+        )?;
+    chart
+        .configure_mesh()
+        .x_desc("businesses")
+        .y_desc("MiB")
+        .draw()?;
+    let colors = [RGBColor(31, 119, 180), RGBColor(44, 160, 44)];
+    let mut modes: Vec<Mode> = all.iter().map(|f| f.mode).collect();
+    modes.sort();
+    modes.dedup();
+    for (m, mode) in modes.iter().enumerate() {
+        let color = colors.get(m).copied().unwrap_or(BLACK);
+        let of: Vec<_> = all.iter().filter(|f| f.mode == *mode).collect();
+        let redis: Vec<(f64, f64)> = of
+            .iter()
+            .map(|f| (f.size as f64, mib(f.redis_bytes() as f64)))
+            .collect();
+        let rss: Vec<(f64, f64)> = of.iter().map(|f| (f.size as f64, f.rss_mib)).collect();
+        chart
+            .draw_series(LineSeries::new(redis, color.stroke_width(2)))?
+            .label(format!("Redis, {}", mode.label()))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(LineSeries::new(rss, color.stroke_width(1)))?
+            .label(format!("server RSS, {}", mode.label()))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(1))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

@@ -44,6 +44,7 @@ pub(crate) fn render(
     rates: &[(Mode, rate::RateRun)],
     writes: &[WriteWait],
     memory: &str,
+    footprints: &[crate::footprint::Footprint],
     perf: &str,
     largest: u64,
 ) -> String {
@@ -339,6 +340,7 @@ pub(crate) fn render(
         let _ = writeln!(s, "| {size} | {} |", cells.join(" | "));
     }
     let _ = writeln!(s, "\n{memory}");
+    crate::footprint::render(&mut s, footprints, args.mix_seconds);
     let _ = writeln!(
         s,
         "Recommended Redis settings: `maxmemory` sized for the working set and \

@@ -67,13 +67,29 @@ pub(crate) struct Endpoint {
     pub(crate) name: &'static str,
     pub(crate) family: &'static str,
     pub(crate) path: String,
+    /// Connections of its load when not the run's (one: a request at a time, as one
+    /// dashboard user makes them).
+    pub(crate) connections: Option<u32>,
 }
 
 /// The endpoints measured, for a dataset of `size`.
 pub(crate) fn endpoints(size: u64) -> Vec<Endpoint> {
-    let at = |name, family, path: String| Endpoint { name, family, path };
+    let at = |name, family, path: String| Endpoint {
+        name,
+        family,
+        path,
+        connections: None,
+    };
     vec![
         at("stats", "stats", "/api/businesses/stats".into()),
+        Endpoint {
+            connections: Some(1),
+            ..at(
+                "stats, one connection",
+                "stats",
+                "/api/businesses/stats".into(),
+            )
+        },
         at("list", "list", "/api/businesses?page=1&limit=20".into()),
         at(
             "list city+industry",
@@ -89,6 +105,12 @@ pub(crate) fn endpoints(size: u64) -> Vec<Endpoint> {
             "detail",
             "detail",
             format!("/api/businesses/{}", size / 2 + 1),
+        ),
+        // The seed's first business: 5,000 contacts, a detail of over a megabyte.
+        at(
+            "detail, 5,000 contacts",
+            "detail",
+            "/api/businesses/1".into(),
         ),
     ]
 }
@@ -203,10 +225,7 @@ pub(crate) async fn start(args: &Args, size: u64, mode: Mode, run: &str) -> anyh
         .env("CACHE_BACKEND", mode.backend())
         .env("CACHE_NEAR_LEASE_MS", mode.lease_ms())
         .env("REDIS_URL", redis)
-        .env(
-            "CACHE_NAMESPACE",
-            format!("bench-{run}-{size}-{}:v1", mode.key()),
-        )
+        .env("CACHE_NAMESPACE", namespace(run, size, mode))
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -223,6 +242,11 @@ pub(crate) async fn start(args: &Args, size: u64, mode: Mode, run: &str) -> anyh
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!("the server did not become healthy")
+}
+
+/// The cache namespace of `mode`'s server on the dataset of `size` in run `run`.
+pub(crate) fn namespace(run: &str, size: u64, mode: Mode) -> String {
+    format!("bench-{run}-{size}-{}:v1", mode.key())
 }
 
 pub(crate) fn rss_mib(pid: u32) -> f64 {
