@@ -249,6 +249,9 @@ impl RedisCache {
     /// again, whatever its scope, so a scope this process never reads again is not left
     /// stale for other readers of Redis.
     pub(super) async fn recover(&self, scope: &str) -> Result<()> {
+        if !self.any_pending.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
         let (root, _) = split_scope(scope);
         let pending: Vec<(String, u64)> = {
             let pending = self.pending_scopes();
@@ -260,7 +263,13 @@ impl RedisCache {
         for (s, failure) in pending {
             match self.bump(&s, false).await {
                 Ok(()) => {
-                    self.pending_scopes().applied(&s, failure);
+                    let mut pending = self.pending_scopes();
+                    pending.applied(&s, failure);
+                    if pending.is_empty() {
+                        self.any_pending
+                            .store(false, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    drop(pending);
                     tracing::info!(scope = %s, "applied an invalidation that had failed");
                 }
                 // Another scope's (on another cluster node, say) may wait for a later

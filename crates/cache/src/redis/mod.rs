@@ -100,6 +100,9 @@ pub struct RedisCache {
     /// Scopes whose invalidation could not be applied. Nothing of such a scope is served
     /// until its invalidation has been applied, as any entry of it may be stale.
     pending: Mutex<Pending>,
+    /// Whether `pending` holds any scope: a lookup reads this, not the lock both HTTP
+    /// workers would otherwise take on every hit.
+    any_pending: AtomicBool,
     /// Index entries this process has read, with their members' key names, so that the
     /// next lookup of one asks with plain commands (see [`IndexMemo`]).
     indexes: moka::sync::Cache<String, Arc<IndexMemo>>,
@@ -138,6 +141,7 @@ impl RedisCache {
             breaker: Breaker::new(BreakerConfig::default()),
             history: History::default(),
             pending: Mutex::new(Pending::default()),
+            any_pending: AtomicBool::new(false),
             indexes: IndexMemo::cache(),
             probe: tokio::sync::Mutex::new(None),
             opened: Arc::new(tokio::sync::Notify::new()),
@@ -336,6 +340,8 @@ impl Cache for RedisCache {
                     // Entries of this scope may now be stale in Redis: serve none of them
                     // until the invalidation has been applied.
                     self.pending_scopes().failed(scope);
+                    self.any_pending
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
                     first_error.get_or_insert(e);
                 }
             }
