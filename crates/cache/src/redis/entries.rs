@@ -10,7 +10,9 @@ use deadpool_redis::redis::{self, Value};
 use super::RedisCache;
 use super::connection::unavailable;
 use super::health::Gate;
-use super::scripts::{INVALIDATE_SCRIPT, LOOKUP_MANY_SCRIPT, LOOKUP_SCRIPT, STORE_SCRIPT, State};
+use super::scripts::{
+    INVALIDATE_SCRIPT, LOOKUP_MANY_SCRIPT, LOOKUP_SCRIPT, STORE_SCRIPT, State, eval,
+};
 use super::wire::{Raw, pairs, raw_lookup, seal, split_scope, tagged, unseal};
 use crate::{Cache, CacheError, Key, Lookup, Stored, Ticket, metrics};
 
@@ -25,13 +27,10 @@ impl RedisCache {
         let known = known.unwrap_or("");
         let (state, bytes): (i64, Vec<u8>) = self
             .call("lookup", |mut c| async move {
-                LOOKUP_SCRIPT
-                    .key(&keys[..])
-                    .arg(ttl)
-                    .arg(self.history.floor())
-                    .arg(known)
-                    .invoke_async(&mut c)
-                    .await
+                eval(&mut c, &LOOKUP_SCRIPT, &keys, |cmd| {
+                    cmd.arg(ttl).arg(self.history.floor()).arg(known);
+                })
+                .await
             })
             .await?;
         match State::of(state) {

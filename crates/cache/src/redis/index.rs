@@ -9,7 +9,7 @@ use bytes::Bytes;
 use deadpool_redis::redis::{self, Value};
 
 use super::RedisCache;
-use super::scripts::{LOOKUP_INDEX_SCRIPT, State};
+use super::scripts::{LOOKUP_INDEX_SCRIPT, State, eval};
 use super::wire::{
     INDEX_MARK, Raw, has_tag_header, index_members, index_value, is_tag, pairs, raw_lookup, tagged,
     unseal,
@@ -120,15 +120,14 @@ impl RedisCache {
             .unwrap_or_default();
         let answer: Vec<Value> = self
             .call("lookup_index", |mut c| async move {
-                LOOKUP_INDEX_SCRIPT
-                    .key(&keys[..])
-                    .arg(ttl)
-                    .arg(self.history.floor())
-                    .arg(&prefix)
-                    .arg(known_tag)
-                    .arg(&member_tags[..])
-                    .invoke_async(&mut c)
-                    .await
+                eval(&mut c, &LOOKUP_INDEX_SCRIPT, &keys, |cmd| {
+                    cmd.arg(ttl)
+                        .arg(self.history.floor())
+                        .arg(&prefix)
+                        .arg(known_tag)
+                        .arg(&member_tags[..]);
+                })
+                .await
             })
             .await?;
         let mut pairs = pairs(answer)?.into_iter();
