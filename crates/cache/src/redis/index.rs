@@ -11,8 +11,8 @@ use deadpool_redis::redis::{self, Value};
 use super::RedisCache;
 use super::scripts::{LOOKUP_INDEX_SCRIPT, State, eval};
 use super::wire::{
-    INDEX_MARK, Raw, has_tag_header, index_members, index_value, is_tag, pairs, raw_lookup, tagged,
-    unseal,
+    INDEX_MARK, Raw, has_tag_header, index_members, index_value, is_tag, pairs, raw_lookup,
+    starts_with_tag, tagged, unseal,
 };
 use crate::{CacheError, IndexLookup, Key, Members, Ticket};
 
@@ -245,28 +245,33 @@ impl RedisCache {
         if exists != 1 || gens.len() != confirm.gens.len() || values.len() != names.len() {
             return Ok(None);
         }
-        let mut tags = Vec::with_capacity(confirm.tags.len());
+        // A generation below the floor is the script's to move first. Each generation
+        // is checked once, however many members share it (the root's, by every row).
+        let mut current: Vec<(&str, &str)> = Vec::with_capacity(confirm.tags.len());
+        let admitted: Vec<Option<&str>> = (gens.iter())
+            .map(|g| g.as_deref().filter(|g| self.history.admits(g)))
+            .collect();
         for &(r, o) in &confirm.tags {
-            let (Some(Some(root)), Some(Some(own))) = (gens.get(r), gens.get(o)) else {
+            let (Some(Some(root)), Some(Some(own))) = (admitted.get(r), admitted.get(o)) else {
                 return Ok(None);
             };
-            // A generation below the floor is the script's to move first.
-            if !self.history.admits(root) || !self.history.admits(own) {
-                return Ok(None);
-            }
-            tags.push(format!("{root}.{own}\n"));
+            current.push((root, own));
         }
-        if tags.first().map(String::as_str) != Some(&*memo.tag) {
+        if !current
+            .first()
+            .is_some_and(|(root, own)| is_tag(&memo.tag, root, own))
+        {
             return Ok(None);
         }
         let mut members = Vec::with_capacity(names.len());
         for (i, (name, value)) in names.iter().zip(values).enumerate() {
-            let tag = tags.get(i + 1).cloned().unwrap_or_default();
+            let (root, own) = current.get(i + 1).copied().unwrap_or_default();
+            let tag = || format!("{root}.{own}\n").into_bytes();
             let (state, bytes) = match value {
-                None => (State::Miss, tag.into_bytes()),
-                Some(v) if v.starts_with(tag.as_bytes()) => (State::Hit, v),
-                Some(v) if has_tag_header(&v) => (State::Miss, tag.into_bytes()),
-                Some(_) => (State::Foreign, tag.into_bytes()),
+                None => (State::Miss, tag()),
+                Some(v) if starts_with_tag(&v, root, own) => (State::Hit, v),
+                Some(v) if has_tag_header(&v) => (State::Miss, tag()),
+                Some(_) => (State::Foreign, tag()),
             };
             let family = memo.families.get(i).copied().unwrap_or_default();
             members.push(raw_lookup(self.member(family, name, state, bytes).await));

@@ -20,6 +20,17 @@ pub(super) fn is_tag(tag: &str, root: &str, own: &str) -> bool {
         == Some("\n")
 }
 
+/// Whether `value` starts with the tag of the generations `root` and `own`
+/// (`root.own\n`), without making the tag.
+pub(super) fn starts_with_tag(value: &[u8], root: &str, own: &str) -> bool {
+    let (r, o) = (root.len(), own.len());
+    value.len() > r + o + 1
+        && value.get(..r) == Some(root.as_bytes())
+        && value.get(r) == Some(&b'.')
+        && value.get(r + 1..r + 1 + o) == Some(own.as_bytes())
+        && value.get(r + 1 + o) == Some(&b'\n')
+}
+
 /// Whether `value` starts with a tag header (`digits.digits\n`), as the scripts'
 /// `'^%d+%.%d+\n'` tells an entry of this cache's format stored under another tag.
 pub(super) fn has_tag_header(value: &[u8]) -> bool {
@@ -176,6 +187,11 @@ mod tests {
         assert!(is_tag("17.42\n", "17", "42"));
         assert!(!is_tag("17.42\n", "17", "4"));
         assert!(!is_tag("17.42", "17", "42"));
+        assert!(starts_with_tag(b"17.42\nvalue", "17", "42"));
+        assert!(!starts_with_tag(b"17.42\nvalue", "17", "4"));
+        assert!(!starts_with_tag(b"17.420\nvalue", "17", "42"));
+        assert!(starts_with_tag(b"17.42\n", "17", "42"));
+        assert!(!starts_with_tag(b"17", "17", "42"));
         assert!(has_tag_header(b"1.2\nvalue"));
         assert!(!has_tag_header(b"1.\nvalue"));
         assert!(!has_tag_header(b"a.2\nvalue"));
