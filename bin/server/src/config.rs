@@ -106,6 +106,15 @@ pub struct Config {
     /// Values larger than this are not cached (and counted).
     #[arg(long, env = "CACHE_MAX_VALUE_BYTES", default_value_t = 8 * 1024 * 1024, global = true)]
     pub cache_max_value_bytes: usize,
+    /// Values longer than this are stored in Redis LZ4-compressed, when that saves an
+    /// eighth or more; 0 stores every value as it is.
+    #[arg(
+        long,
+        env = "CACHE_COMPRESS_ABOVE_BYTES",
+        default_value_t = 512,
+        global = true
+    )]
+    pub cache_compress_above_bytes: usize,
     /// Prefix of every Redis key; change the version to start afresh.
     #[arg(
         long,

@@ -101,6 +101,8 @@ pub fn cache(config: &Config) -> anyhow::Result<Caching> {
             .max(RedisConfig::default().connect_timeout),
         connections: config.redis_connections,
         max_value_bytes: config.cache_max_value_bytes,
+        compress_above: (config.cache_compress_above_bytes > 0)
+            .then_some(config.cache_compress_above_bytes),
         // Generations must outlive every entry of their scope.
         generation_ttl: config.ttls().longest() * 2,
     };

@@ -30,6 +30,10 @@ pub struct RedisConfig {
     pub connections: usize,
     /// Values larger than this are not stored.
     pub max_value_bytes: usize,
+    /// Values longer than this are stored LZ4-compressed when that saves an eighth or
+    /// more (decompressed once per read from Redis; a near tier keeps them
+    /// decompressed); `None` stores every value as it is.
+    pub compress_above: Option<usize>,
     /// How long a scope's generation lives; at least the longest entry TTL, so entries
     /// are not orphaned early.
     pub generation_ttl: Duration,
@@ -46,6 +50,7 @@ impl Default for RedisConfig {
             connect_timeout: Duration::from_millis(200),
             connections: 2,
             max_value_bytes: 1024 * 1024,
+            compress_above: Some(512),
             generation_ttl: Duration::from_secs(3600),
         }
     }

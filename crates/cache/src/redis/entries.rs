@@ -37,7 +37,7 @@ impl RedisCache {
             State::Current => Ok(Raw::Current),
             State::Hit => {
                 let (tag, sealed) = tagged(&Bytes::from(bytes));
-                match unseal(sealed) {
+                match unseal(sealed, self.config.max_value_bytes) {
                     Some(value) => Ok(Raw::Hit { tag, bytes: value }),
                     None => self.corrupt(key).await,
                 }
@@ -67,7 +67,7 @@ impl RedisCache {
         let [root, own] = self.generation_keys(key.scope());
         let keys = [self.value_key(key), root, own];
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let sealed = seal(head, value);
+        let sealed = seal(head, value, self.config.compress_above);
         let stored: Result<i64, _> = self
             .call("store", |mut c| async move {
                 STORE_SCRIPT
@@ -114,7 +114,7 @@ impl RedisCache {
             State::Current => Raw::Current,
             State::Hit => {
                 let (tag, sealed) = tagged(&Bytes::from(bytes));
-                if let Some(value) = unseal(sealed) {
+                if let Some(value) = unseal(sealed, self.config.max_value_bytes) {
                     return Raw::Hit { tag, bytes: value };
                 }
                 // Its header is the current tag (the script compared it).

@@ -148,7 +148,7 @@ impl RedisCache {
             ),
             State::Hit => {
                 let (tag, sealed) = tagged(&Bytes::from(bytes));
-                let payload = unseal(sealed);
+                let payload = unseal(sealed, self.config.max_value_bytes);
                 let parts = payload
                     .as_ref()
                     .and_then(|p| Some((index_value(p)?, index_members(p)?)));

@@ -56,8 +56,27 @@ pub(crate) fn split_scope(scope: &str) -> (&str, Option<&str>) {
 /// Hex digits of the CRC-32 that precedes every stored value.
 pub(super) const CRC_LEN: usize = 8;
 
-/// The value of a stored `crc ++ value`, if the checksum matches.
-pub(super) fn unseal(sealed: Bytes) -> Option<Bytes> {
+/// The codec tag of a value stored compressed: `L`, then the CRC-32 of what follows (8
+/// hex digits), then the value's size (4 bytes, little-endian) and its LZ4 block. A
+/// plain value starts with its checksum's first hex digit, never this.
+pub(super) const LZ4_TAG: u8 = b'L';
+
+/// The value of a stored `crc ++ value` (or of a compressed one, see [`LZ4_TAG`]), if
+/// the checksum matches and, compressed, it is at most `max_bytes` once decompressed.
+pub(super) fn unseal(sealed: Bytes, max_bytes: usize) -> Option<Bytes> {
+    if sealed.first() != Some(&LZ4_TAG) {
+        return checked(sealed);
+    }
+    let packed = checked(sealed.slice(1..))?;
+    let size = u32::from_le_bytes(packed.get(..4)?.try_into().ok()?);
+    let size = usize::try_from(size).ok().filter(|&s| s <= max_bytes)?;
+    lz4_flex::block::decompress(packed.get(4..)?, size)
+        .ok()
+        .map(Bytes::from)
+}
+
+/// What follows a matching checksum.
+fn checked(sealed: Bytes) -> Option<Bytes> {
     let crc = sealed.get(..CRC_LEN)?;
     let crc = u32::from_str_radix(std::str::from_utf8(crc).ok()?, 16).ok()?;
     let value = sealed.slice(CRC_LEN..);
@@ -141,8 +160,20 @@ pub(super) fn tagged(bytes: &Bytes) -> (Arc<str>, Bytes) {
 }
 
 /// `value`, sealed with its CRC-32 as [`unseal`] checks it: the checksum covers `head`
-/// then `value`, and is followed by both.
-pub(super) fn seal(head: &[u8], value: &[u8]) -> Vec<u8> {
+/// then `value`, and is followed by both. Without a head (the scripts read an index's),
+/// a value longer than `compress_above` is stored compressed when that saves at least
+/// an eighth of it.
+pub(super) fn seal(head: &[u8], value: &[u8], compress_above: Option<usize>) -> Vec<u8> {
+    if head.is_empty() && compress_above.is_some_and(|above| value.len() > above) {
+        let packed = lz4_flex::block::compress_prepend_size(value);
+        if packed.len() * 8 <= value.len() * 7 {
+            let mut sealed = Vec::with_capacity(1 + CRC_LEN + packed.len());
+            sealed.push(LZ4_TAG);
+            sealed.extend_from_slice(format!("{:08x}", crc32fast::hash(&packed)).as_bytes());
+            sealed.extend_from_slice(&packed);
+            return sealed;
+        }
+    }
     let mut crc = crc32fast::Hasher::new();
     crc.update(head);
     crc.update(value);
@@ -171,15 +202,58 @@ mod tests {
 
     #[test]
     fn a_sealed_value_unseals_whole_and_a_damaged_one_not_at_all() {
-        let sealed = Bytes::from(seal(b"", b"{\"id\":1}"));
-        assert_eq!(unseal(sealed.clone()).as_deref(), Some(&b"{\"id\":1}"[..]));
+        let sealed = Bytes::from(seal(b"", b"{\"id\":1}", Some(512)));
+        assert_eq!(
+            unseal(sealed.clone(), 1024).as_deref(),
+            Some(&b"{\"id\":1}"[..])
+        );
         let mut damaged = sealed.to_vec();
         if let Some(last) = damaged.last_mut() {
             *last ^= 1;
         }
-        assert_eq!(unseal(Bytes::from(damaged)), None);
-        assert_eq!(unseal(Bytes::from_static(b"zz")), None);
-        assert_eq!(unseal(Bytes::from_static(b"nothex!!value")), None);
+        assert_eq!(unseal(Bytes::from(damaged), 1024), None);
+        assert_eq!(unseal(Bytes::from_static(b"zz"), 1024), None);
+        assert_eq!(unseal(Bytes::from_static(b"nothex!!value"), 1024), None);
+    }
+
+    #[test]
+    fn a_long_value_is_stored_compressed_when_that_pays_and_unseals_whole() {
+        let value: Vec<u8> = b"{\"name\":\"Freehold Dental\",\"city\":\"Freehold\"},".repeat(100);
+        let sealed = seal(b"", &value, Some(512));
+        assert_eq!(sealed.first(), Some(&LZ4_TAG));
+        assert!(sealed.len() < value.len() / 4, "{} bytes", sealed.len());
+        let sealed = Bytes::from(sealed);
+        assert_eq!(
+            unseal(sealed.clone(), value.len()).as_deref(),
+            Some(&value[..])
+        );
+        // Larger than the caller allows once decompressed: refused, not allocated.
+        assert_eq!(unseal(sealed.clone(), value.len() - 1), None);
+        let mut damaged = sealed.to_vec();
+        if let Some(b) = damaged.get_mut(20) {
+            *b ^= 1;
+        }
+        assert_eq!(unseal(Bytes::from(damaged), value.len()), None);
+        // Not compressed: below the threshold, with it off, with a head, or when
+        // compressing saves less than an eighth.
+        assert_ne!(seal(b"", &value[..400], Some(512)).first(), Some(&LZ4_TAG));
+        assert_ne!(seal(b"", &value, None).first(), Some(&LZ4_TAG));
+        assert_ne!(
+            seal(b"@index 0\n", &value, Some(512)).first(),
+            Some(&LZ4_TAG)
+        );
+        let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()[0]
+            })
+            .collect();
+        let plain = Bytes::from(seal(b"", &noise, Some(512)));
+        assert_ne!(plain.first(), Some(&LZ4_TAG));
+        assert_eq!(unseal(plain, noise.len()).as_deref(), Some(&noise[..]));
     }
 
     #[test]
