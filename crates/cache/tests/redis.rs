@@ -525,3 +525,35 @@ async fn an_index_and_its_members_are_one_lookup_each_member_against_its_own_sco
         assert_eq!(redis.cli(&["EXISTS", name]), "0", "removed");
     }
 }
+
+/// A long value is stored compressed (its codec tag after the generation header) and
+/// read back whole; one stored as it is, by a cache with compression off (an earlier
+/// version, say), is read by a cache with it on, and the other way round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_values_are_stored_compressed_and_read_whole_either_way() {
+    let redis = RedisServer::start();
+    let with = |compress_above| {
+        RedisCache::new(RedisConfig {
+            url: redis.url(),
+            compress_above,
+            ..RedisConfig::default()
+        })
+        .expect("a valid configuration")
+    };
+    let (packing, plain) = (with(Some(512)), with(None));
+    let value = Bytes::from(br#"{"name":"Freehold Dental","city":"Freehold"},"#.repeat(200));
+    for (writer, reader, id) in [(&packing, &plain, "1"), (&plain, &packing, "2")] {
+        let k = detail(id);
+        fill(writer, &k, value.clone()).await;
+        let stored = redis.cli(&["GET", &format!("cache:v1:{{detail%3A{id}}}:detail:id={id}")]);
+        let after_header = stored.split_once('\n').map(|(_, rest)| rest).unwrap_or("");
+        if id == "1" {
+            assert!(after_header.starts_with('L'), "stored compressed");
+            assert!(stored.len() < value.len() / 4, "{} bytes", stored.len());
+        } else {
+            assert!(!after_header.starts_with('L'), "stored as it is");
+        }
+        assert_eq!(hit(reader, &k).await, value);
+        assert_eq!(hit(writer, &k).await, value);
+    }
+}
