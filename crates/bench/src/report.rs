@@ -317,7 +317,7 @@ pub(crate) fn render(
     }
 
     if largest == 1_000_000 {
-        compare(&mut s, results, mixes, rates, ceilings);
+        compare(&mut s, results, mixes, ceilings, peer, largest);
     }
 
     let _ = writeln!(s, "\n## Memory\n");

@@ -32,7 +32,7 @@ impl Mode {
     pub(crate) fn label(self) -> &'static str {
         match self {
             Self::Redis => "cache hit (Redis)",
-            Self::Tiered => "cache hit (near tier)",
+            Self::Tiered => "cache hit (near tier, default)",
             Self::Confirmed => "cache hit (near tier, confirmed)",
             Self::Uncached => "uncached",
             Self::RedisDown => "Redis down",
