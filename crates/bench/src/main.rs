@@ -128,8 +128,10 @@ pub(crate) async fn main() -> anyhow::Result<()> {
     let mut perf = String::new();
     let largest = args.sizes.iter().copied().max().unwrap_or(0);
 
+    let mut largest_ids = BTreeMap::new();
     for &size in &args.sizes {
         seed(&args, size).await?;
+        largest_ids.insert(size, servers::largest_business(&args, size).await?);
         for mode in Mode::ALL {
             let server = start(&args, size, mode, &run).await?;
             for Endpoint {
@@ -137,7 +139,7 @@ pub(crate) async fn main() -> anyhow::Result<()> {
                 family,
                 path,
                 connections,
-            } in endpoints(size)
+            } in endpoints(size, largest_ids.get(&size).copied())
             {
                 let url = server.url(&path);
                 // Two reads: the first fills the cache, the second proves it answers.
@@ -267,7 +269,7 @@ pub(crate) async fn main() -> anyhow::Result<()> {
     // The ceilings, measured with the bodies of the largest dataset.
     let mut ceilings: BTreeMap<&'static str, Ceiling> = BTreeMap::new();
     for (name, body) in &bodies {
-        let connections = endpoints(largest)
+        let connections = endpoints(largest, None)
             .iter()
             .find(|e| e.name == *name)
             .and_then(|e| e.connections)
@@ -307,10 +309,11 @@ pub(crate) async fn main() -> anyhow::Result<()> {
     let peer = if args.no_peer {
         None
     } else {
-        let paths: Vec<(&'static str, String)> = endpoints(largest)
-            .into_iter()
-            .map(|e| (e.name, e.path))
-            .collect();
+        let paths: Vec<(&'static str, String)> =
+            endpoints(largest, largest_ids.get(&largest).copied())
+                .into_iter()
+                .map(|e| (e.name, e.path))
+                .collect();
         let (seconds, connections, lua) = (args.seconds, args.connections, report_lua.clone());
         match peer::measure(
             &db_url(&args, largest),

@@ -86,7 +86,7 @@ pub(crate) fn render(
             &mut s,
             "endpoint | mode | >req/s | >p50 | >p99 | >p99.9 | >non-2xx | >speedup vs uncached (req/s)",
         );
-        for Endpoint { name, .. } in endpoints(size) {
+        for Endpoint { name, .. } in endpoints(size, None) {
             let uncached = results
                 .iter()
                 .find(|r| r.size == size && r.mode == Mode::Uncached && r.endpoint == name)
