@@ -58,9 +58,31 @@ pub fn prometheus() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
             }
+            keep_up(handle.clone());
             handle
         })
         .clone()
+}
+
+/// How often the histograms' pending samples are folded into their buckets.
+pub const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds the histograms' pending samples into their buckets every [`UPKEEP_EVERY`], on a
+/// thread of its own. A recorder made with `build_recorder` keeps every sample of a
+/// histogram until something renders or upkeeps it: without a scrape of `/metrics` the
+/// server's memory grew by every request's latency sample, without bound.
+fn keep_up(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no metrics upkeep thread: histograms grow until /metrics is read");
+    }
 }
 
 /// The route pattern a resource was registered under, kept as its app data so that
