@@ -309,19 +309,19 @@ pub(crate) async fn main() -> anyhow::Result<()> {
     let peer = if args.no_peer {
         None
     } else {
-        let paths: Vec<(&'static str, String)> =
+        let paths: Vec<(&'static str, String, u32)> =
             endpoints(largest, largest_ids.get(&largest).copied())
                 .into_iter()
-                .map(|e| (e.name, e.path))
+                .map(|e| (e.name, e.path, e.connections.unwrap_or(args.connections)))
                 .collect();
-        let (seconds, connections, lua) = (args.seconds, args.connections, report_lua.clone());
+        let (seconds, lua) = (args.seconds, report_lua.clone());
         match peer::measure(
             &db_url(&args, largest),
             &args.redis,
             &run,
             args.peer_workers,
             &paths,
-            |url| {
+            |url, connections| {
                 let lua = lua.clone();
                 async move { warm_wrk(&url, seconds, connections, &lua).await }
             },

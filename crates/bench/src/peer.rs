@@ -14,18 +14,18 @@ use crate::Wrk;
 pub(crate) type PeerHits = Vec<(&'static str, Wrk)>;
 
 /// Starts the peer on `database` with `workers` Node processes, warms each endpoint, and
-/// measures its hits with `measure`; removes its Redis keys afterwards. `None` when Node.js
+/// measures its hits with `measure` (given the URL and the endpoint's connections); removes its Redis keys afterwards. `None` when Node.js
 /// is not installed.
 pub(crate) async fn measure<F, Fut>(
     database: &str,
     redis: &str,
     run: &str,
     workers: u32,
-    endpoints: &[(&'static str, String)],
+    endpoints: &[(&'static str, String, u32)],
     mut measure: F,
 ) -> anyhow::Result<Option<PeerHits>>
 where
-    F: FnMut(String) -> Fut,
+    F: FnMut(String, u32) -> Fut,
     Fut: Future<Output = anyhow::Result<Wrk>>,
 {
     if std::process::Command::new("node")
@@ -67,7 +67,7 @@ where
         bail!("the NestJS peer did not become healthy");
     }
     let mut hits = Vec::new();
-    for (name, path) in endpoints {
+    for (name, path, connections) in endpoints {
         let url = format!("{base}{path}");
         for _ in 0..3 {
             let r = client.get(&url).send().await?;
@@ -85,7 +85,7 @@ where
         if cache != "HIT" {
             bail!("the NestJS peer's {path} is not a cache hit (X-Cache: {cache:?})");
         }
-        hits.push((*name, measure(url).await?));
+        hits.push((*name, measure(url, *connections).await?));
     }
     let _ = child.kill().await;
     remove_keys(redis, &prefix).await?;
