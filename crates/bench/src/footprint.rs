@@ -111,8 +111,8 @@ pub(crate) fn render(s: &mut String, all: &[Footprint], mix_seconds: u64) {
     let _ = writeln!(
         s,
         "\n## What the cache costs in memory\n\n\
-         After {mix_seconds} s of the dashboard mix on each dataset: the server's resident \
-         memory, the near tier's own count of what it holds (`cache_near_bytes`), and what the \
+         After {mix_seconds} s of the dashboard mix on each dataset, run first on a fresh \
+         server: the server's resident memory, the near tier's own count of what it holds (`cache_near_bytes`), and what the \
          mode's namespace holds in Redis, summed from `MEMORY USAGE` of every key (so another \
          mode's keys in the same Redis are not counted). A cached business is its detail \
          entry; a list page is its entry of ids and meta, and its rows are entries of their \
@@ -152,6 +152,7 @@ pub(crate) fn render(s: &mut String, all: &[Footprint], mix_seconds: u64) {
     // Growth: bytes in Redis per business in the dataset, between the smallest and the
     // largest size, per mode.
     let mut modes: Vec<Mode> = all.iter().map(|f| f.mode).collect();
+    modes.sort();
     modes.dedup();
     let _ = writeln!(s);
     for mode in modes {

@@ -134,6 +134,42 @@ pub(crate) async fn main() -> anyhow::Result<()> {
         largest_ids.insert(size, servers::largest_business(&args, size).await?);
         for mode in Mode::ALL {
             let server = start(&args, size, mode, &run).await?;
+            // The mix first, on a fresh server (cold cache, nothing else in its memory yet):
+            // on every dataset in the cached modes, for what they cost in memory after it;
+            // in the uncached one on the largest.
+            let mixed = matches!(mode, Mode::Redis | Mode::Tiered)
+                || (size == largest && mode == Mode::Uncached);
+            if mixed {
+                let m = mix(&args, &server, size, &mix_lua).await?;
+                println!(
+                    "mix {size:>8} {:<22} {:>9.0} req/s hit rates {:?}",
+                    mode.label(),
+                    m.wrk.rps(),
+                    m.hit_rate
+                );
+                if matches!(mode, Mode::Redis | Mode::Tiered) {
+                    let f = footprint::measure(
+                        &args.redis,
+                        &server,
+                        size,
+                        mode,
+                        &servers::namespace(&run, size, mode),
+                        &measure::metrics(&server).await?,
+                    )
+                    .await?;
+                    println!(
+                        "memory {size:>8} {:<22} RSS {:.0} MiB, Redis {:.1} MiB in {} families",
+                        mode.label(),
+                        f.rss_mib,
+                        f.redis_bytes() as f64 / 1048576.0,
+                        f.families.len()
+                    );
+                    footprints.push(f);
+                }
+                if size == largest {
+                    mixes.push((mode, m));
+                }
+            }
             for Endpoint {
                 name,
                 family,
@@ -178,41 +214,6 @@ pub(crate) async fn main() -> anyhow::Result<()> {
                     perf = profile(&server, &report_lua, &out_dir)
                         .await
                         .unwrap_or_else(|e| format!("(profiling failed: {e})"));
-                }
-            }
-            // The mix on every dataset in the cached modes (for what they cost in memory
-            // after it), in the uncached one on the largest.
-            let mixed = matches!(mode, Mode::Redis | Mode::Tiered)
-                || (size == largest && mode == Mode::Uncached);
-            if mixed {
-                let m = mix(&args, &server, size, &mix_lua).await?;
-                println!(
-                    "mix {size:>8} {:<22} {:>9.0} req/s hit rates {:?}",
-                    mode.label(),
-                    m.wrk.rps(),
-                    m.hit_rate
-                );
-                if matches!(mode, Mode::Redis | Mode::Tiered) {
-                    let f = footprint::measure(
-                        &args.redis,
-                        &server,
-                        size,
-                        mode,
-                        &servers::namespace(&run, size, mode),
-                        &measure::metrics(&server).await?,
-                    )
-                    .await?;
-                    println!(
-                        "memory {size:>8} {:<22} RSS {:.0} MiB, Redis {:.1} MiB in {} families",
-                        mode.label(),
-                        f.rss_mib,
-                        f.redis_bytes() as f64 / 1048576.0,
-                        f.families.len()
-                    );
-                    footprints.push(f);
-                }
-                if size == largest {
-                    mixes.push((mode, m));
                 }
             }
             if size == largest && matches!(mode, Mode::Redis | Mode::Tiered | Mode::Uncached) {

@@ -278,7 +278,7 @@ pub(crate) fn render(
             args.rate_seconds
         );
         let intro = "The same mix sent on a fixed schedule (an open loop on 256 kept-alive \
-             connections, so at most 256 requests in flight), right after the mode's mix above: each latency is counted from when \
+             connections, so at most 256 requests in flight), after the mode's hit runs: each latency is counted from when \
              its request was due, so a server that falls behind is charged for the queue \
              it causes (corrected for coordinated omission, as wrk2 does). \"failed\" counts \
              answers that were not 2xx, requests unanswered within 10 s, and requests \
@@ -321,7 +321,10 @@ pub(crate) fn render(
     }
 
     let _ = writeln!(s, "\n## Memory\n");
-    let _ = writeln!(s, "Server resident memory after each mode's load (MiB):\n");
+    let _ = writeln!(
+        s,
+        "Server resident memory after each mode's mix and hit runs, the 1.5 MB detail among them at 64 connections (MiB):\n"
+    );
     let _ = writeln!(
         s,
         "| businesses | {} |",
