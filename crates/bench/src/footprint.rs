@@ -59,16 +59,7 @@ pub(crate) async fn measure(
     let mut conn = client.get_multiplexed_async_connection().await?;
     let pattern = format!("{namespace}*");
     let mut families: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
+    for keys in crate::measure::keys_matching(&mut conn, &pattern).await? {
         if !keys.is_empty() {
             let mut pipe = redis::pipe();
             for k in &keys {
@@ -80,10 +71,6 @@ pub(crate) async fn measure(
                 e.0 += 1;
                 e.1 += bytes.unwrap_or(0);
             }
-        }
-        cursor = next;
-        if cursor == 0 {
-            break;
         }
     }
     let near_bytes = (mode == Mode::Tiered)

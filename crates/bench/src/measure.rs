@@ -232,7 +232,30 @@ pub(crate) async fn mix(
     })
 }
 
-/// Touches list pages so their entries land in Redis, then reads what Redis holds.
+/// The names of the keys matching `pattern`, in the batches `SCAN` answered them.
+pub(crate) async fn keys_matching(
+    conn: &mut redis::aio::MultiplexedConnection,
+    pattern: &str,
+) -> anyhow::Result<Vec<Vec<String>>> {
+    let (mut cursor, mut batches) = (0u64, Vec::new());
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        batches.push(batch);
+        cursor = next;
+        if cursor == 0 {
+            return Ok(batches);
+        }
+    }
+}
+
+/// Redis's `used_memory` (`INFO memory`), in bytes.
 pub(crate) async fn used_memory(
     conn: &mut redis::aio::MultiplexedConnection,
 ) -> anyhow::Result<f64> {
@@ -247,6 +270,7 @@ pub(crate) async fn used_memory(
 /// The server's default `CACHE_LIST_MAX_PAGE`: deeper pages are read through.
 pub(crate) const LIST_MAX_PAGE: u64 = 50;
 
+/// Touches list pages so their entries land in Redis, then reads what Redis holds.
 pub(crate) async fn redis_memory(
     args: &Args,
     server: &Server,
@@ -300,18 +324,9 @@ pub(crate) async fn redis_memory(
     let used = used_memory(&mut conn).await?;
     peak = peak.max(used);
     let pattern = format!("bench-{run}-{size}-redis:v1*");
-    let mut cursor = 0u64;
     let (mut keys, mut without_ttl, mut list_entries, mut totals) = (0u64, 0u64, 0u64, 0u64);
     let mut list_bytes = 0u64;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
+    for batch in keys_matching(&mut conn, &pattern).await? {
         for key in batch {
             keys += 1;
             if key.contains(":list:") {
@@ -330,10 +345,6 @@ pub(crate) async fn redis_memory(
             if ttl < 0 && !key.ends_with(":{#near}:identity") {
                 without_ttl += 1;
             }
-        }
-        cursor = next;
-        if cursor == 0 {
-            break;
         }
     }
     // What one stored page takes in Redis (`MEMORY USAGE` of its key and value).

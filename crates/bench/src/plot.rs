@@ -81,14 +81,7 @@ pub(crate) fn latency(path: &Path, size: u64, results: &[HitRun]) -> anyhow::Res
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
         chart.draw_series(whiskers)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    finish(&mut chart, &root)
 }
 
 /// Memory by dataset size, log-log: Redis (the mode's namespace) and the server's
@@ -151,6 +144,14 @@ pub(crate) fn memory(path: &Path, all: &[crate::footprint::Footprint]) -> anyhow
                 PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(1))
             });
     }
+    finish(&mut chart, &root)
+}
+
+/// Draws the legend in the upper left corner and writes the file.
+fn finish<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    root: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>,
+) -> anyhow::Result<()> {
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.9))
