@@ -136,7 +136,8 @@ pub struct Config {
     #[arg(long, env = "CACHE_NEAR_LEASE_MS", default_value_t = 500, global = true,
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub cache_near_lease_ms: u64,
-    /// Multiplexed Redis connections shared by all requests.
+    /// Multiplexed Redis connections shared by the background tasks; each HTTP worker
+    /// also has one of its own.
     #[arg(long, env = "REDIS_CONNECTIONS", default_value_t = 2, global = true)]
     pub redis_connections: usize,
     /// Most bytes the in-process cache holds (`CACHE_BACKEND=memory`).

@@ -26,7 +26,8 @@ pub struct RedisConfig {
     pub invalidate_timeout: Duration,
     /// Longest making a new connection may take.
     pub connect_timeout: Duration,
-    /// Multiplexed connections shared by all requests.
+    /// Multiplexed connections shared by calls from multi-threaded runtimes; each thread
+    /// of a current-thread runtime (an HTTP worker's) calls over one of its own.
     pub connections: usize,
     /// Values larger than this are not stored.
     pub max_value_bytes: usize,
