@@ -125,3 +125,91 @@ pub(crate) async fn redis_benchmark(
         .and_then(|v| v.trim_matches('"').parse::<f64>().ok())
         .with_context(|| format!("redis-benchmark printed no GET line: {text}"))
 }
+
+/// The ceiling (`bench-ceiling`, actix-web answering `body` from memory) as a process
+/// of its own, stopped when dropped.
+pub(crate) struct CeilingServer {
+    child: tokio::process::Child,
+    pub(crate) url: String,
+    file: std::path::PathBuf,
+}
+
+impl CeilingServer {
+    /// Starts it on a free port with `body`, kept in a file under `dir` while it runs.
+    pub(crate) async fn start(body: &[u8], dir: &Path) -> anyhow::Result<Self> {
+        use crate::servers::{free_port, own_session, sibling};
+        let port = free_port()?;
+        let file = dir.join(format!(".ceiling-body-{port}.json"));
+        std::fs::write(&file, body)?;
+        let child = own_session(sibling("bench-ceiling")?)
+            .arg(port.to_string())
+            .arg(&file)
+            .kill_on_drop(true)
+            .spawn()?;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        Ok(Self {
+            child,
+            url: format!("http://127.0.0.1:{port}/"),
+            file,
+        })
+    }
+}
+
+impl Drop for CeilingServer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// One endpoint measured against the ceiling in turns: ceiling, server, ceiling,
+/// server, ... `repeats` times, each run after a second of the same load. A share is a
+/// ratio of two runs a few seconds apart, so a machine that slows for a while (a
+/// neighbour, a frequency step) slows both; the median of the ratios is reported.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Paired {
+    /// Median of the server's req/s over the ceiling's, run by run.
+    pub(crate) share: f64,
+    /// Median of the server's p50 over the ceiling's, run by run.
+    pub(crate) p50_ratio: f64,
+    /// The server's run whose share is the median.
+    pub(crate) server: Wrk,
+    /// The ceiling's run beside it.
+    pub(crate) ceiling: Wrk,
+}
+
+pub(crate) async fn paired(
+    url: &str,
+    body: &[u8],
+    (seconds, connections, repeats): (u64, u32, u32),
+    script: &Path,
+    dir: &Path,
+) -> anyhow::Result<Paired> {
+    let ceiling = CeilingServer::start(body, dir).await?;
+    let mut runs = Vec::new();
+    for _ in 0..repeats.max(1) {
+        let c = warm_wrk(&ceiling.url, seconds, connections, script).await?;
+        let s = warm_wrk(url, seconds, connections, script).await?;
+        runs.push((s, c));
+    }
+    drop(ceiling);
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let p50_ratio = median(
+        runs.iter()
+            .map(|(s, c)| s.p50_us as f64 / c.p50_us.max(1) as f64)
+            .collect(),
+    );
+    runs.sort_by(|(a, ca), (b, cb)| (a.rps() / ca.rps()).total_cmp(&(b.rps() / cb.rps())));
+    let (server, ceiling) = *runs
+        .get(runs.len() / 2)
+        .context("at least one run was made")?;
+    Ok(Paired {
+        share: server.rps() / ceiling.rps().max(1.0),
+        p50_ratio,
+        server,
+        ceiling,
+    })
+}

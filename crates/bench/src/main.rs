@@ -15,12 +15,10 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::load::{Ceiling, Wrk, redis_benchmark, warm_wrk};
+use crate::load::{Ceiling, CeilingServer, Paired, Wrk, paired, redis_benchmark, warm_wrk};
 use crate::measure::{Mix, WriteWait, mix, profile, redis_memory, write_wait};
 use crate::report::{chrono_like_now, render};
-use crate::servers::{
-    Endpoint, Mode, db_url, endpoints, free_port, own_session, rss_mib, seed, sibling, start,
-};
+use crate::servers::{Endpoint, Mode, db_url, endpoints, rss_mib, seed, start};
 
 mod compare;
 mod footprint;
@@ -41,6 +39,22 @@ pub(crate) struct HitRun {
     pub(crate) wrk: Wrk,
     /// The size of the answer's body.
     pub(crate) body_bytes: f64,
+    /// Measured in turns with the ceiling (the cached modes on the largest dataset).
+    pub(crate) paired: Option<Paired>,
+}
+
+impl HitRun {
+    /// req/s as a share of the ceiling's: the paired median when measured in turns,
+    /// else against the ceiling measured once after every server.
+    pub(crate) fn share(&self, ceilings: &BTreeMap<&'static str, Ceiling>) -> f64 {
+        self.paired.map_or_else(
+            || {
+                let c = ceilings.get(self.endpoint).map_or(0.0, |c| c.actix.rps());
+                self.wrk.rps() / c.max(1.0)
+            },
+            |p| p.share,
+        )
+    }
 }
 
 /// A server's resident memory after its hit runs.
@@ -86,6 +100,10 @@ pub(crate) struct Args {
     /// Seconds of each constant-rate run.
     #[arg(long, default_value_t = 30)]
     rate_seconds: u64,
+    /// Runs of each hit measured in turns with the ceiling (the cached modes on the
+    /// largest dataset); the median share is reported.
+    #[arg(long, default_value_t = 3)]
+    repeats: u32,
     /// Profile the hit path with `perf record` once.
     #[arg(long)]
     profile: bool,
@@ -186,14 +204,33 @@ pub(crate) async fn main() -> anyhow::Result<()> {
                 }
                 let _ = family;
                 let c = connections.unwrap_or(args.connections);
-                let w = warm_wrk(&url, args.seconds, c, &report_lua).await?;
+                let turns = size == largest && matches!(mode, Mode::Redis | Mode::Tiered);
+                let (w, paired) = if turns {
+                    let p = paired(
+                        &url,
+                        &body,
+                        (args.seconds, c, args.repeats),
+                        &report_lua,
+                        &out_dir,
+                    )
+                    .await?;
+                    (p.server, Some(p))
+                } else {
+                    (warm_wrk(&url, args.seconds, c, &report_lua).await?, None)
+                };
                 println!(
-                    "{size:>8} {:<22} {name:<20} {:>9.0} req/s  p50 {:>8} µs  p99 {:>8} µs  non-2xx {}",
+                    "{size:>8} {:<22} {name:<20} {:>9.0} req/s  p50 {:>8} µs  p99 {:>8} µs  non-2xx {}{}",
                     mode.label(),
                     w.rps(),
                     w.p50_us,
                     w.p99_us,
-                    w.non2xx
+                    w.non2xx,
+                    paired.map_or(String::new(), |p| format!(
+                        "  {:.0}% of the ceiling, p50 {:.2}x (median of {})",
+                        p.share * 100.0,
+                        p.p50_ratio,
+                        args.repeats
+                    ))
                 );
                 results.push(HitRun {
                     size,
@@ -201,6 +238,7 @@ pub(crate) async fn main() -> anyhow::Result<()> {
                     endpoint: name,
                     wrk: w,
                     body_bytes: body.len() as f64,
+                    paired,
                 });
             }
             rss.push(Resident {
@@ -275,23 +313,9 @@ pub(crate) async fn main() -> anyhow::Result<()> {
             .find(|e| e.name == *name)
             .and_then(|e| e.connections)
             .unwrap_or(args.connections);
-        let file = out_dir.join(".ceiling-body.json");
-        std::fs::write(&file, body)?;
-        let port = free_port()?;
-        let mut child = own_session(sibling("bench-ceiling")?)
-            .arg(port.to_string())
-            .arg(&file)
-            .kill_on_drop(true)
-            .spawn()?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let w = warm_wrk(
-            &format!("http://127.0.0.1:{port}/"),
-            args.seconds,
-            connections,
-            &report_lua,
-        )
-        .await?;
-        let _ = child.kill().await;
+        let ceiling = CeilingServer::start(body, &out_dir).await?;
+        let w = warm_wrk(&ceiling.url, args.seconds, connections, &report_lua).await?;
+        drop(ceiling);
         let r = redis_benchmark(&args.redis, body.len(), connections).await?;
         println!(
             "ceiling {name:<20} actix from memory {:>9.0} req/s   redis-benchmark GET {:>9.0} req/s",
@@ -305,7 +329,6 @@ pub(crate) async fn main() -> anyhow::Result<()> {
                 redis_get_rps: r,
             },
         );
-        let _ = std::fs::remove_file(&file);
     }
     let peer = if args.no_peer {
         None

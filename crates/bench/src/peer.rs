@@ -35,10 +35,10 @@ where
     {
         return Ok(None);
     }
-    let port = crate::free_port()?;
+    let port = crate::servers::free_port()?;
     let prefix = format!("bench-{run}-nest:");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/nest-peer.sh");
-    let mut child = crate::own_session("bash")
+    let mut child = crate::servers::own_session("bash")
         .arg(script)
         .env("PORT", port.to_string())
         .env("DATABASE_URL", database)

@@ -120,8 +120,13 @@ pub(crate) fn render(
         s,
         "The ceiling of any HTTP cache hit is an actix-web handler answering the same bytes \
          from memory (`bench-ceiling`); the ceiling of a Redis read is `redis-benchmark` GET \
-         of a value of the same size, {} clients. Ratios are of the {largest}-business cache hits.\n",
-        args.connections
+         of a value of the same size, {} clients. Ratios are of the {largest}-business cache hits. \
+         The Redis and near-tier hits were measured in turns with the ceiling (ceiling, \
+         server, ceiling, server, ... {} times, the ceiling's process running beside the \
+         server's), and their share is the median of the {} ratios: a share of two runs \
+         seconds apart, so a machine that slows for a while slows both. The ceiling column \
+         is one run after every server; the confirmed mode's share is against it.\n",
+        args.connections, args.repeats, args.repeats
     );
     header(
         &mut s,
@@ -139,19 +144,19 @@ pub(crate) fn render(
             results
                 .iter()
                 .find(|r| r.size == largest && r.mode == mode && r.endpoint == *name)
-                .map(|r| (r.wrk.rps(), r.body_bytes))
+                .map(|r| (r.wrk.rps(), r.share(ceilings), r.body_bytes))
         };
-        let (hit, bytes) = find(Mode::Redis).unwrap_or((0.0, 0.0));
-        let (near, _) = find(Mode::Tiered).unwrap_or((0.0, 0.0));
-        let (confirmed, _) = find(Mode::Confirmed).unwrap_or((0.0, 0.0));
+        let (hit, hit_share, bytes) = find(Mode::Redis).unwrap_or_default();
+        let (near, near_share, _) = find(Mode::Tiered).unwrap_or_default();
+        let (confirmed, confirmed_share, _) = find(Mode::Confirmed).unwrap_or_default();
         let _ = writeln!(
             s,
             "| {name} | {:.1} KiB | {:.0} | {hit:.0} | {:.0}% | {near:.0} | {:.0}% | {confirmed:.0} | {:.0}% | {rb:.0} | {:.0}% |",
             bytes / 1024.0,
             w.rps(),
-            hit / w.rps().max(1.0) * 100.0,
-            near / w.rps().max(1.0) * 100.0,
-            confirmed / w.rps().max(1.0) * 100.0,
+            hit_share * 100.0,
+            near_share * 100.0,
+            confirmed_share * 100.0,
             hit / rb.max(1.0) * 100.0,
         );
     }
