@@ -225,3 +225,62 @@ async fn a_recount_restores_the_counters_after_writes_without_triggers() {
     assert_eq!(app.stats().await, counted(&app.db).await);
     assert_eq!(app.stats().await["totalBusinesses"], 0);
 }
+
+/// Writes made with triggers off (as a logical replication subscriber applies them):
+/// the server's periodic reconcile brings the counters back to the tables within its
+/// period, under concurrent writers too, counting each correction, and its cached
+/// stats with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_counters_heal_within_the_reconcile_period_after_writes_without_triggers() {
+    let redis = letip_testkit::RedisServer::start();
+    let app = Arc::new(
+        TestApp::spawn_with(|c| {
+            c.stats_reconcile_secs = 1;
+            c.cache_backend = letip_server::CacheBackend::Redis;
+            c.redis_url = redis.url();
+        })
+        .await,
+    );
+    for i in 0..5 {
+        app.business(json!({"name": format!("B{i}")})).await;
+    }
+    assert_eq!(app.stats().await["totalBusinesses"], 5, "cached now");
+    let bypass = |app: Arc<TestApp>| async move {
+        app.db
+            .batch(
+                "SET session_replication_role = replica;
+                 INSERT INTO business (name, enrichment_status, updated_at)
+                 SELECT 'Replicated', 'enriched', timezone('UTC', now())
+                 FROM generate_series(1, 7);
+                 DELETE FROM business WHERE name = 'B0';",
+            )
+            .await;
+    };
+    bypass(app.clone()).await;
+    // Writers through the API all along, each firing its triggers.
+    let writers: Vec<_> = (10..14)
+        .map(|seed| tokio::spawn(writer(app.clone(), seed, 60)))
+        .collect();
+    bypass(app.clone()).await;
+    for w in writers {
+        w.await.expect("a writer finishes");
+    }
+    letip_testkit::eventually("the stats equal the tables", async || {
+        app.stats().await == counted(&app.db).await
+    })
+    .await;
+    assert_eq!(
+        app.stats().await["totalBusinesses"],
+        counted(&app.db).await["totalBusinesses"]
+    );
+    let metrics = app.get("/metrics").await.text;
+    let corrections: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("letip_stats_corrections_total"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert!(
+        corrections >= 2.0,
+        "businesses and enriched corrected: {corrections}"
+    );
+}

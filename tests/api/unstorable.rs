@@ -255,22 +255,26 @@ async fn the_openapi_document_states_what_the_server_enforces() {
     }
 
     for (path, method, codes) in [
-        ("/api/businesses", "post", &["201", "400", "413", "500"][..]),
-        ("/api/businesses", "get", &["200", "400", "500"]),
+        (
+            "/api/businesses",
+            "post",
+            &["201", "400", "413", "500", "503"][..],
+        ),
+        ("/api/businesses", "get", &["200", "400", "500", "503"]),
         (
             "/api/businesses/{id}",
             "patch",
-            &["200", "400", "404", "413", "500"],
+            &["200", "400", "404", "413", "500", "503"],
         ),
         (
             "/api/businesses/{id}",
             "delete",
-            &["204", "400", "404", "500"],
+            &["204", "400", "404", "500", "503"],
         ),
         (
             "/api/messages/{id}",
             "patch",
-            &["200", "400", "404", "413", "500"],
+            &["200", "400", "404", "413", "500", "503"],
         ),
     ] {
         let responses = &op(path, method)["responses"];

@@ -813,41 +813,12 @@ async fn drop_postgres_connections(db: &TestDb) {
 /// Instance C: the server as a process of its own beside `a` (same database), on the
 /// leased near tier through `redis_url`.
 async fn spawn_process(a: &TestApp, redis_url: &str) -> (TestApp, tokio::process::Child) {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_letip-instance"))
-        .env("DATABASE_URL", &a.config.database_url)
-        .env("REDIS_URL", redis_url)
-        .env("CACHE_BACKEND", "tiered")
-        .env("HOST", "127.0.0.1")
-        .env("PORT", "0")
-        .env("WORKERS", "2")
-        .env("DATABASE_POOL_SIZE", "8")
-        .stdout(std::process::Stdio::piped())
-        .stderr(if std::env::var_os("RUST_LOG").is_some() {
-            std::process::Stdio::inherit()
-        } else {
-            std::process::Stdio::null()
-        })
-        .kill_on_drop(true)
-        .spawn()
-        .expect("instance C starts");
-    let stdout = child.stdout.take().expect("C's stdout");
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .expect("C answers its address within a minute")
-            .expect("C's stdout")
-            .expect("C prints its address");
-        if let Some(addr) = line.strip_prefix("listening ") {
-            break addr.parse().expect("an address");
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let mut config = a.config.clone();
-    config.cache_backend = CacheBackend::Tiered;
-    config.redis_url = redis_url.to_owned();
-    (TestApp::external(addr, config, a.db.clone()), child)
+    a.spawn_process(
+        env!("CARGO_BIN_EXE_letip-instance"),
+        CacheBackend::Tiered,
+        redis_url,
+    )
+    .await
 }
 
 /// What the leased near tier did, from a `/metrics` text: hits served unasked, renewals

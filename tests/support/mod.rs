@@ -196,6 +196,13 @@ impl TestApp {
     /// A server on a database of its own whose connections to PostgreSQL all pass
     /// through the proxy answered with it, which cuts or closes them on demand.
     pub async fn spawn_through_proxy() -> (Self, letip_testkit::FaultProxy) {
+        Self::spawn_through_proxy_with(|_| {}).await
+    }
+
+    /// [`Self::spawn_through_proxy`], configured by `adjust` too.
+    pub async fn spawn_through_proxy_with(
+        adjust: impl FnOnce(&mut Config),
+    ) -> (Self, letip_testkit::FaultProxy) {
         let db = Arc::new(TestDb::new());
         let mut url = url::Url::parse(&db.url).expect("a database URL");
         let postgres: std::net::SocketAddr = format!(
@@ -209,7 +216,11 @@ impl TestApp {
         url.set_port(Some(proxy.addr().port()))
             .expect("a URL with a port");
         let proxied = url.to_string();
-        let app = Self::spawn_on_db(db, |c| c.database_url = proxied).await;
+        let app = Self::spawn_on_db(db, |c| {
+            adjust(c);
+            c.database_url = proxied;
+        })
+        .await;
         (app, proxy)
     }
 
@@ -360,6 +371,61 @@ impl TestApp {
             .find_map(|l| l.strip_prefix("letip_changes_applied_total "))
             .and_then(|v| v.trim().parse::<f64>().ok())
             .map_or(0, |v| v as u64)
+    }
+
+    /// The server as a process of its own beside this one (same database), with
+    /// `backend` through `redis_url`: an instance a test can pause (SIGSTOP) or kill
+    /// (SIGKILL). Killed when the child is dropped. `program` is the test binary
+    /// `letip-instance` (`env!("CARGO_BIN_EXE_letip-instance")`, which only an
+    /// integration test can name).
+    pub async fn spawn_process(
+        &self,
+        program: &str,
+        backend: CacheBackend,
+        redis_url: &str,
+    ) -> (TestApp, tokio::process::Child) {
+        use tokio::io::AsyncBufReadExt;
+        let name = match backend {
+            CacheBackend::Redis => "redis",
+            CacheBackend::Tiered => "tiered",
+            CacheBackend::Memory => "memory",
+            CacheBackend::None => "none",
+        };
+        let mut child = tokio::process::Command::new(program)
+            .env("DATABASE_URL", &self.config.database_url)
+            .env("REDIS_URL", redis_url)
+            .env("CACHE_BACKEND", name)
+            .env("CACHE_NAMESPACE", &self.config.cache_namespace)
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("WORKERS", "2")
+            .env("DATABASE_POOL_SIZE", "8")
+            .stdout(std::process::Stdio::piped())
+            .stderr(if std::env::var_os("RUST_LOG").is_some() {
+                std::process::Stdio::inherit()
+            } else {
+                std::process::Stdio::null()
+            })
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the instance starts");
+        let stdout = child.stdout.take().expect("the instance's stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+                .await
+                .expect("the instance answers its address within a minute")
+                .expect("the instance's stdout")
+                .expect("the instance prints its address");
+            if let Some(addr) = line.strip_prefix("listening ") {
+                break addr.parse().expect("an address");
+            }
+        };
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let mut config = self.config.clone();
+        config.cache_backend = backend;
+        config.redis_url = redis_url.to_owned();
+        (TestApp::external(addr, config, self.db.clone()), child)
     }
 
     /// Stops the server gracefully, waiting for in-flight requests.

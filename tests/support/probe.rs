@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use letip_domain::RepoResult;
 use letip_domain::{
-    Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch, BusinessWithContacts,
-    Contact, EnrichmentRun, Fetched, Health, ListQuery, MessageStatusUpdate, NewBusiness,
-    NewContact, NewMessage, OutreachMessage, Repository, Stats,
+    BusinessDetail, BusinessFilter, BusinessPage, BusinessWithContacts, Fetched, Health, ListQuery,
+    Mutation, Once, Repository, Stats, WriteKey,
 };
 use tokio::sync::{Mutex, oneshot};
 
@@ -119,44 +118,12 @@ impl Repository for Probe {
         read
     }
 
-    async fn create_business(&self, new: NewBusiness) -> RepoResult<Business> {
-        self.inner.create_business(new).await
+    async fn write(&self, mutation: Mutation, key: Option<&WriteKey>) -> RepoResult<Once> {
+        self.inner.write(mutation, key).await
     }
 
-    async fn update_business(&self, id: i32, patch: BusinessPatch) -> RepoResult<Business> {
-        self.inner.update_business(id, patch).await
-    }
-
-    async fn delete_business(&self, id: i32) -> RepoResult<()> {
-        self.inner.delete_business(id).await
-    }
-
-    async fn enrich(&self, id: i32, run: EnrichmentRun) -> RepoResult<BusinessDetail> {
-        self.inner.enrich(id, run).await
-    }
-
-    async fn create_contact(&self, business_id: i32, new: NewContact) -> RepoResult<Contact> {
-        self.inner.create_contact(business_id, new).await
-    }
-
-    async fn delete_contact(&self, id: i32) -> RepoResult<Contact> {
-        self.inner.delete_contact(id).await
-    }
-
-    async fn create_message(
-        &self,
-        business_id: i32,
-        new: NewMessage,
-    ) -> RepoResult<OutreachMessage> {
-        self.inner.create_message(business_id, new).await
-    }
-
-    async fn update_message_status(
-        &self,
-        id: i32,
-        update: MessageStatusUpdate,
-    ) -> RepoResult<OutreachMessage> {
-        self.inner.update_message_status(id, update).await
+    async fn reconcile_stats(&self) -> RepoResult<u32> {
+        self.inner.reconcile_stats().await
     }
 
     async fn health(&self) -> Health {

@@ -187,6 +187,24 @@ pub struct Config {
         global = true
     )]
     pub cache_ttl_detail_secs: u64,
+    /// How long a client's `Idempotency-Key` answers repeats of its write with the
+    /// first answer; expired keys are deleted every minute.
+    #[arg(
+        long,
+        env = "IDEMPOTENCY_TTL_SECS",
+        default_value_t = 86_400,
+        global = true
+    )]
+    pub idempotency_ttl_secs: u64,
+    /// How often the stats counters are checked against the tables' counts and
+    /// corrected (writes made with triggers disabled leave them off); 0 never.
+    #[arg(
+        long,
+        env = "STATS_RECONCILE_SECS",
+        default_value_t = 300,
+        global = true
+    )]
+    pub stats_reconcile_secs: u64,
     /// Origins allowed to call the API from a browser, comma-separated
     /// (`https://dash.example.com,http://localhost:5173`); empty allows every origin.
     #[arg(long, env = "CORS_ORIGINS", default_value = "", global = true)]

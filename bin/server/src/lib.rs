@@ -14,6 +14,7 @@ use letip_cache::{CacheBuilder, Caching, LeaseConfig, MemoryConfig, RedisConfig}
 use letip_domain::Repository;
 use letip_service::{CachedRepository, EventHub, Notifying};
 use letip_store::{PgStore, PoolOptions};
+use tokio_util::task::AbortOnDropHandle;
 
 pub use config::{CacheBackend, Cli, Command, Config, SeedArgs};
 
@@ -28,6 +29,8 @@ pub struct Running {
     feed: Option<tokio::task::JoinHandle<()>>,
     /// The cache and its background probe of Redis; stopped with the server.
     caching: Caching,
+    /// Write-key pruning and stats reconciling, stopped with the server.
+    maintenance: Vec<AbortOnDropHandle<()>>,
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -64,6 +67,7 @@ impl Running {
             feed.abort();
         }
         self.caching.shutdown();
+        drop(self.maintenance);
         self.events.close();
         self.handle.stop(true).await;
         self.task.await.context("server task panicked")??;
@@ -156,7 +160,9 @@ pub async fn start_with(
             ..PoolOptions::default()
         },
     )?;
-    let store: Arc<dyn Repository> = wrap(Arc::new(PgStore::new(pool)));
+    let pg = PgStore::new(pool).with_key_ttl(Duration::from_secs(config.idempotency_ttl_secs));
+    let pruning = tokio::spawn(prune_keys(pg.clone()));
+    let store: Arc<dyn Repository> = wrap(Arc::new(pg));
     let caching = cache(config)?;
     let cache = caching.cache();
     // Events between instances, with Redis.
@@ -179,6 +185,12 @@ pub async fn start_with(
         None
     };
     let repo: Arc<dyn Repository> = cached;
+    let reconciling = (config.stats_reconcile_secs > 0).then(|| {
+        tokio::spawn(reconcile_stats(
+            repo.clone(),
+            Duration::from_secs(config.stats_reconcile_secs),
+        ))
+    });
     let state = AppState {
         repo,
         events: events.clone(),
@@ -205,7 +217,39 @@ pub async fn start_with(
         events,
         feed,
         caching,
+        maintenance: [Some(pruning), reconciling]
+            .into_iter()
+            .flatten()
+            .map(AbortOnDropHandle::new)
+            .collect(),
     })
+}
+
+/// Deletes expired write keys every minute.
+async fn prune_keys(store: PgStore) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match store.prune_keys().await {
+            Ok(n) if n > 0 => tracing::debug!(deleted = n, "pruned expired write keys"),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "pruning write keys failed; next minute"),
+        }
+    }
+}
+
+/// Corrects the stats counters against the tables every `period` (the first time one
+/// period after the start, so that instances started together do not all count at once).
+async fn reconcile_stats(repo: Arc<dyn Repository>, period: Duration) {
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(e) = repo.reconcile_stats().await {
+            tracing::warn!(error = %e, "reconciling the stats counters failed; next period");
+        }
+    }
 }
 
 /// Migrates, then recounts the stats counters from the tables.

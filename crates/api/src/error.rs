@@ -1,10 +1,15 @@
 //! The one error type of the HTTP layer and its JSON body, the NestJS shape the dashboard
 //! already parses: `{"statusCode": 400, "message": "...", "error": "Bad Request"}`.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{StatusCode, header};
 use actix_web::{HttpResponse, ResponseError};
 use letip_domain::{RepoError, ValidationError};
 use serde::Serialize;
+
+/// What a 503's `Retry-After` asks a client to wait, in seconds: about what a
+/// PostgreSQL restart or failover takes, and short enough that a client does not sit
+/// out a blip.
+pub const RETRY_AFTER_SECS: u64 = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -41,6 +46,15 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
     }
 
+    /// PostgreSQL could not be reached and the cache did not hold the answer: try again
+    /// in [`RETRY_AFTER_SECS`]. Not a fault of the server's, so never a 500.
+    pub fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Database unavailable, try again later",
+        )
+    }
+
     pub fn message(&self) -> &str {
         &self.message
     }
@@ -58,7 +72,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(ErrorBody {
+        let mut res = HttpResponse::build(self.status);
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            res.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+        }
+        res.json(ErrorBody {
             status_code: self.status.as_u16(),
             message: &self.message,
             error: self.status.canonical_reason().unwrap_or("Error"),
@@ -77,17 +95,34 @@ impl From<RepoError> for ApiError {
         match e {
             RepoError::NotFound { .. } => Self::not_found(e.to_string()),
             RepoError::Invalid(v) => v.into(),
-            RepoError::Unavailable(_) | RepoError::Internal(_) => {
-                // The whole chain of causes, for the log only.
-                let mut causes = String::new();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    causes.push_str(&format!(": {s}"));
-                    source = s.source();
-                }
-                tracing::error!(error = %e, causes, "request failed");
+            RepoError::KeyReused => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Idempotency-Key was already used with another request; nothing was written",
+            ),
+            RepoError::KeyInFlight => Self::new(
+                StatusCode::CONFLICT,
+                "A request with this Idempotency-Key is still being processed; \
+                 repeat it once that one is answered",
+            ),
+            RepoError::Unavailable(_) => {
+                tracing::warn!(error = %e, causes = causes(&e), "database unavailable");
+                Self::unavailable()
+            }
+            RepoError::Internal(_) => {
+                tracing::error!(error = %e, causes = causes(&e), "request failed");
                 Self::internal()
             }
         }
     }
+}
+
+/// The whole chain of `e`'s causes, for the log only.
+fn causes(e: &RepoError) -> String {
+    let mut causes = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        causes.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    causes
 }

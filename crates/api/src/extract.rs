@@ -11,8 +11,9 @@ use letip_domain::input::schema::NO_NUL;
 use letip_domain::query::{DEFAULT_LIMIT, DEFAULT_PAGE, MAX_LIMIT, MAX_PAGE};
 use letip_domain::{
     BusinessPatch, EnrichmentRun, ListQuery, MessageStatusUpdate, NewBusiness, NewContact,
-    NewMessage, ValidationError,
+    NewMessage, ValidationError, WriteKey,
 };
+use sha2::{Digest, Sha256};
 use utoipa::IntoParams;
 use utoipa::openapi::Required;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
@@ -85,9 +86,10 @@ impl FromRequest for JsonBody {
 }
 
 /// A request body the domain has parsed into `T`: a [`JsonBody`] read whole, then checked
-/// field by field, so a 400 names the field at fault.
+/// field by field, so a 400 names the field at fault; and the request's
+/// `Idempotency-Key`, fingerprinted with the body.
 #[derive(Debug)]
-pub struct Input<T>(pub T);
+pub struct Input<T>(pub T, pub Key);
 
 /// A body the domain parses from JSON bytes (each input type's own `from_json`).
 pub trait FromJson: Sized {
@@ -118,8 +120,79 @@ impl<T: FromJson + 'static> FromRequest for Input<T> {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let key = Key::sent(req);
         let body = JsonBody::from_request(req, payload);
-        Box::pin(async move { Ok(Self(T::from_json(&body.await?.0)?)) })
+        Box::pin(async move {
+            let key = key?;
+            let body = body.await?.0;
+            let input = T::from_json(&body)?;
+            Ok(Self(input, key.with_body(&body)))
+        })
+    }
+}
+
+/// The header a client names a write with, so that a repeat is done once.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The header of an answer given again for a repeated key.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// A write's `Idempotency-Key` (the IETF httpapi draft), if the request has one: 1 to
+/// 255 visible ASCII characters, else a 400 naming the header. Its fingerprint is a
+/// SHA-256 of the method, the path and the body, so the same key with another request
+/// is told apart.
+#[derive(Debug, Clone)]
+pub struct Key(Option<(String, Sha256)>);
+
+impl Key {
+    fn sent(req: &HttpRequest) -> Result<Self, ApiError> {
+        let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
+            return Ok(Self(None));
+        };
+        let bad = || {
+            ApiError::bad_request(format!(
+                "Idempotency-Key must be 1 to {} visible ASCII characters",
+                letip_domain::mutation::WRITE_KEY_MAX_LEN
+            ))
+        };
+        let raw = value.to_str().map_err(|_| bad())?;
+        // Checked here, so that a bad key is refused before the body is read.
+        WriteKey::parse(raw, String::new(), 0).map_err(|_| bad())?;
+        let mut hash = Sha256::new();
+        hash.update(req.method().as_str());
+        hash.update(b" ");
+        hash.update(req.path());
+        hash.update(b"\n");
+        Ok(Self(Some((raw.to_owned(), hash))))
+    }
+
+    fn with_body(mut self, body: &[u8]) -> Self {
+        if let Some((_, hash)) = &mut self.0 {
+            hash.update(body);
+        }
+        self
+    }
+
+    /// The key, for a write whose answer has `status`.
+    pub fn for_answer(&self, status: StatusCode) -> Option<WriteKey> {
+        let (raw, hash) = self.0.as_ref()?;
+        let fingerprint: String = hash
+            .clone()
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        WriteKey::parse(raw, fingerprint, status.as_u16()).ok()
+    }
+}
+
+/// A write with no body: its key alone.
+impl FromRequest for Key {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(Self::sent(req))
     }
 }
 

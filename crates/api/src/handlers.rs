@@ -4,19 +4,20 @@
 //!
 //! Each `#[utoipa::path]` lists the answers particular to its operation; the document
 //! assembly ([`crate::ApiDoc`]) adds those every operation shares (413 wherever a body is
-//! read, 500 on every route that reads the database).
+//! read, 500 and 503 on every route that reads the database).
 
+use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use actix_web::{HttpResponse, web};
 use letip_domain::{
     Body, BusinessDetail, BusinessPage, BusinessPatch, EnrichmentRun, Fetched, MessageStatusUpdate,
-    NewBusiness, NewContact, NewMessage, Stats,
+    Mutation, NewBusiness, NewContact, NewMessage, Once, Replay, Stats,
 };
 use serde::Serialize;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Id, Input, ListParams};
+use crate::extract::{IDEMPOTENT_REPLAYED, Id, Input, Key, ListParams};
 
 /// The header that tells where a cacheable read was answered from.
 pub const X_CACHE: &str = "x-cache";
@@ -37,6 +38,41 @@ fn cached<T: Serialize>(fetched: Fetched<T>) -> HttpResponse {
             .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
             .body(bytes),
     }
+}
+
+/// Makes a write, once per `key` when the request has one, and answers it with `status`:
+/// its answer now, or the answer stored with the key, again, marked
+/// `Idempotent-Replayed: true`. Both are the same bytes (the stored answer is the JSON
+/// the first one sent).
+async fn write(
+    state: &AppState,
+    mutation: Mutation,
+    key: &Key,
+    status: StatusCode,
+) -> Result<HttpResponse, ApiError> {
+    let key = key.for_answer(status);
+    let (status, json, replayed) = match state.repo.write(mutation, key.as_ref()).await? {
+        Once::Done(done) => (
+            status,
+            done.to_json().map_err(|_| ApiError::internal())?,
+            false,
+        ),
+        Once::Replayed(Replay { status, json }) => (
+            StatusCode::from_u16(status).map_err(|_| ApiError::internal())?,
+            json,
+            true,
+        ),
+    };
+    let mut res = HttpResponse::build(status);
+    if replayed {
+        res.insert_header((IDEMPOTENT_REPLAYED, "true"));
+    }
+    if status == StatusCode::NO_CONTENT {
+        return Ok(res.finish());
+    }
+    Ok(res
+        .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
+        .body(json))
 }
 
 /// Lists businesses with their contacts, newest first.
@@ -108,9 +144,10 @@ pub async fn business_detail(state: web::Data<AppState>, id: Id) -> Result<HttpR
 )]
 pub async fn create_business(
     state: web::Data<AppState>,
-    Input(new): Input<NewBusiness>,
+    Input(new, key): Input<NewBusiness>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Created().json(state.repo.create_business(new).await?))
+    let mutation = Mutation::CreateBusiness(new);
+    write(&state, mutation, &key, StatusCode::CREATED).await
 }
 
 /// Changes some fields of a business; `null` clears a nullable field.
@@ -128,9 +165,10 @@ pub async fn create_business(
 pub async fn update_business(
     state: web::Data<AppState>,
     id: Id,
-    Input(patch): Input<BusinessPatch>,
+    Input(patch, key): Input<BusinessPatch>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.repo.update_business(id.0, patch).await?))
+    let mutation = Mutation::UpdateBusiness { id: id.0, patch };
+    write(&state, mutation, &key, StatusCode::OK).await
 }
 
 /// Deletes a business with its contacts, logs and messages.
@@ -143,9 +181,13 @@ pub async fn update_business(
         (status = 404, description = "No business has this id.", body = ErrorBody),
     )
 )]
-pub async fn delete_business(state: web::Data<AppState>, id: Id) -> Result<HttpResponse, ApiError> {
-    state.repo.delete_business(id.0).await?;
-    Ok(HttpResponse::NoContent().finish())
+pub async fn delete_business(
+    state: web::Data<AppState>,
+    id: Id,
+    key: Key,
+) -> Result<HttpResponse, ApiError> {
+    let mutation = Mutation::DeleteBusiness { id: id.0 };
+    write(&state, mutation, &key, StatusCode::NO_CONTENT).await
 }
 
 /// Records the outcome of one enrichment run in one transaction.
@@ -166,9 +208,10 @@ pub async fn delete_business(state: web::Data<AppState>, id: Id) -> Result<HttpR
 pub async fn enrich(
     state: web::Data<AppState>,
     id: Id,
-    Input(run): Input<EnrichmentRun>,
+    Input(run, key): Input<EnrichmentRun>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.repo.enrich(id.0, run).await?))
+    let mutation = Mutation::Enrich { id: id.0, run };
+    write(&state, mutation, &key, StatusCode::OK).await
 }
 
 /// Adds a contact to a business.
@@ -188,9 +231,13 @@ pub async fn enrich(
 pub async fn create_contact(
     state: web::Data<AppState>,
     id: Id,
-    Input(new): Input<NewContact>,
+    Input(new, key): Input<NewContact>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Created().json(state.repo.create_contact(id.0, new).await?))
+    let mutation = Mutation::CreateContact {
+        business_id: id.0,
+        new,
+    };
+    write(&state, mutation, &key, StatusCode::CREATED).await
 }
 
 /// Deletes a contact; messages addressed to it keep their text with no contact.
@@ -203,9 +250,13 @@ pub async fn create_contact(
         (status = 404, description = "No contact has this id.", body = ErrorBody),
     )
 )]
-pub async fn delete_contact(state: web::Data<AppState>, id: Id) -> Result<HttpResponse, ApiError> {
-    state.repo.delete_contact(id.0).await?;
-    Ok(HttpResponse::NoContent().finish())
+pub async fn delete_contact(
+    state: web::Data<AppState>,
+    id: Id,
+    key: Key,
+) -> Result<HttpResponse, ApiError> {
+    let mutation = Mutation::DeleteContact { id: id.0 };
+    write(&state, mutation, &key, StatusCode::NO_CONTENT).await
 }
 
 /// Adds a generated outreach message to a business.
@@ -227,9 +278,13 @@ pub async fn delete_contact(state: web::Data<AppState>, id: Id) -> Result<HttpRe
 pub async fn create_message(
     state: web::Data<AppState>,
     id: Id,
-    Input(new): Input<NewMessage>,
+    Input(new, key): Input<NewMessage>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Created().json(state.repo.create_message(id.0, new).await?))
+    let mutation = Mutation::CreateMessage {
+        business_id: id.0,
+        new,
+    };
+    write(&state, mutation, &key, StatusCode::CREATED).await
 }
 
 /// Moves a message to `sent` (setting `sent_at`) or `failed`.
@@ -246,9 +301,10 @@ pub async fn create_message(
 pub async fn update_message(
     state: web::Data<AppState>,
     id: Id,
-    Input(update): Input<MessageStatusUpdate>,
+    Input(update, key): Input<MessageStatusUpdate>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.repo.update_message_status(id.0, update).await?))
+    let mutation = Mutation::UpdateMessage { id: id.0, update };
+    write(&state, mutation, &key, StatusCode::OK).await
 }
 
 const BAD_ID: &str = "The id is not decimal digits within 1 to 2147483647 (0 names nothing: 404).";

@@ -90,7 +90,7 @@ A method a path does not have, and a path that does not exist, answer **404** \
 replaces: a deliberate choice so that clients of that backend see no difference.";
 
 /// Adds the answers that every operation shares: 413 to each one that reads a body, and
-/// 500 to each one under `/api` (they all read PostgreSQL). Stating them once here keeps
+/// 500 and 503 to each one under `/api` (they all read PostgreSQL). Stating them once here keeps
 /// the handlers' annotations to what is particular to each.
 #[derive(Debug)]
 struct SharedAnswers;
@@ -111,13 +111,14 @@ impl utoipa::Modify for SharedAnswers {
         };
         for (path, item) in doc.paths.paths.iter_mut() {
             let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
+                (&mut item.get, true),
+                (&mut item.put, false),
+                (&mut item.post, false),
+                (&mut item.delete, false),
+                (&mut item.patch, false),
             ];
-            for op in operations.into_iter().flatten() {
+            for (op, is_read) in operations {
+                let Some(op) = op else { continue };
                 if op.request_body.is_some() {
                     op.responses.responses.insert(
                         "413".into(),
@@ -128,15 +129,95 @@ impl utoipa::Modify for SharedAnswers {
                         .into(),
                     );
                 }
+                if path.starts_with("/api/") && !is_read {
+                    keyed(op, &error);
+                }
                 if path.starts_with("/api/") {
                     op.responses.responses.insert(
                         "500".into(),
-                        error("PostgreSQL failed; the cause is logged with the request id.").into(),
+                        error("A fault of the server's; the cause is logged with the request id.")
+                            .into(),
                     );
+                    let mut unavailable = error(
+                        "PostgreSQL is unreachable and the cache does not hold the answer; \
+                         nothing was written.",
+                    );
+                    unavailable.headers.insert(
+                        "Retry-After".into(),
+                        utoipa::openapi::HeaderBuilder::new()
+                            .schema(Some(
+                                utoipa::openapi::ObjectBuilder::new()
+                                    .schema_type(utoipa::openapi::schema::Type::Integer),
+                            ))
+                            .description(Some(format!(
+                                "Seconds to wait before trying again ({}).",
+                                error::RETRY_AFTER_SECS
+                            )))
+                            .build()
+                            .into(),
+                    );
+                    op.responses
+                        .responses
+                        .insert("503".into(), unavailable.into());
                 }
             }
         }
     }
+}
+
+/// What every write shares: the optional `Idempotency-Key` header, the
+/// `Idempotent-Replayed` header of an answer given again, 409 and 422.
+fn keyed(
+    op: &mut utoipa::openapi::path::Operation,
+    error: &dyn Fn(&str) -> utoipa::openapi::Response,
+) {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{HeaderBuilder, Required};
+    let text = || ObjectBuilder::new().schema_type(Type::String);
+    op.parameters.get_or_insert_with(Vec::new).push(
+        ParameterBuilder::new()
+            .name("Idempotency-Key")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(format!(
+                "Makes the write once: a repeat with the same key and the same request \
+                 answers the first answer again (with `Idempotent-Replayed: true`) for \
+                 `IDEMPOTENCY_TTL_SECS` (a day unless set). 1 to {} visible ASCII characters \
+                 (a UUID, say).",
+                letip_domain::mutation::WRITE_KEY_MAX_LEN
+            )))
+            .schema(Some(
+                text().max_length(Some(letip_domain::mutation::WRITE_KEY_MAX_LEN)),
+            ))
+            .build()
+            .into(),
+    );
+    for (status, response) in op.responses.responses.iter_mut() {
+        if let (true, utoipa::openapi::RefOr::T(r)) = (status.starts_with('2'), response) {
+            r.headers.insert(
+                "Idempotent-Replayed".into(),
+                HeaderBuilder::new()
+                    .schema(Some(text().enum_values(Some(["true"]))))
+                    .description(Some(
+                        "`true` when this is the answer stored with the request's \
+                         Idempotency-Key, given again.",
+                    ))
+                    .build()
+                    .into(),
+            );
+        }
+    }
+    op.responses.responses.insert(
+        "409".into(),
+        error("A request with the same Idempotency-Key is still being processed; nothing was written.")
+            .into(),
+    );
+    op.responses.responses.insert(
+        "422".into(),
+        error("The Idempotency-Key was used with another request (another method, path or body); nothing was written.")
+            .into(),
+    );
 }
 
 /// A resource that answers an unsupported method as NestJS does: 404 `Cannot PUT /path`,
@@ -219,10 +300,13 @@ pub fn cors(origins: &[String]) -> Cors {
             header::AUTHORIZATION,
             header::HeaderName::from_static("x-requested-with"),
             header::HeaderName::from_static("x-request-id"),
+            header::HeaderName::from_static(extract::IDEMPOTENCY_KEY),
         ])
         .expose_headers([
             header::HeaderName::from_static("x-cache"),
             header::HeaderName::from_static("x-request-id"),
+            header::HeaderName::from_static(extract::IDEMPOTENT_REPLAYED),
+            header::RETRY_AFTER,
         ])
         .max_age(CORS_MAX_AGE_SECS);
     if origins.is_empty() {

@@ -9,6 +9,7 @@ pub mod change;
 pub mod fetched;
 pub mod input;
 pub mod model;
+pub mod mutation;
 pub mod ports;
 pub mod query;
 mod timestamp;
@@ -24,6 +25,7 @@ pub use model::{
     Business, BusinessDetail, BusinessPage, BusinessWithContacts, Contact, EnrichmentLog,
     EnrichmentStatus, MessageStatus, OutreachMessage, PageMeta, Stats, StatusValue, Stored,
 };
+pub use mutation::{Mutated, Mutation, Once, Replay, WriteKey};
 pub use ports::{Cause, Entity, Health, RepoError, RepoResult, Repository};
 pub use query::{BusinessFilter, ListQuery};
 pub use validation::ValidationError;

@@ -6,8 +6,8 @@ use async_trait::async_trait;
 
 use crate::{
     Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch, BusinessWithContacts,
-    Contact, EnrichmentRun, Fetched, ListQuery, MessageStatusUpdate, NewBusiness, NewContact,
-    NewMessage, OutreachMessage, Stats, ValidationError,
+    Contact, EnrichmentRun, Fetched, ListQuery, MessageStatusUpdate, Mutated, Mutation,
+    NewBusiness, NewContact, NewMessage, Once, OutreachMessage, Stats, ValidationError, WriteKey,
 };
 
 /// The kinds of record a lookup can miss.
@@ -39,6 +39,14 @@ pub enum RepoError {
     /// The input is well-formed but contradicts stored data (a contact of another business).
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// The write's key was used before with another request (another fingerprint):
+    /// nothing was written.
+    #[error("this Idempotency-Key was used with another request")]
+    KeyReused,
+    /// A write with the same key is still running: nothing was written; a repeat once it
+    /// is done answers its answer.
+    #[error("a request with this Idempotency-Key is still being processed")]
+    KeyInFlight,
     /// The database could not be reached or did not answer in time.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] Cause),
@@ -118,27 +126,97 @@ pub trait Repository: Send + Sync + std::fmt::Debug + 'static {
     async fn listed_rows(&self, ids: &[i32]) -> RepoResult<Vec<BusinessWithContacts>>;
     async fn business_detail(&self, id: i32) -> RepoResult<Fetched<BusinessDetail>>;
 
-    async fn create_business(&self, new: NewBusiness) -> RepoResult<Business>;
-    async fn update_business(&self, id: i32, patch: BusinessPatch) -> RepoResult<Business>;
-    async fn delete_business(&self, id: i32) -> RepoResult<()>;
+    /// Makes one write. With `key`, at most once per key: the key and the answer are
+    /// stored in the write's transaction, and a repeat answers [`Once::Replayed`] (see
+    /// [`WriteKey`]). Without one, a write the repository retries after a lost
+    /// connection is still made once. The named writes below call this.
+    async fn write(&self, mutation: Mutation, key: Option<&WriteKey>) -> RepoResult<Once>;
+
+    async fn create_business(&self, new: NewBusiness) -> RepoResult<Business> {
+        match self.write(Mutation::CreateBusiness(new), None).await? {
+            Once::Done(Mutated::Business(b)) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+    async fn update_business(&self, id: i32, patch: BusinessPatch) -> RepoResult<Business> {
+        match self
+            .write(Mutation::UpdateBusiness { id, patch }, None)
+            .await?
+        {
+            Once::Done(Mutated::Business(b)) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+    async fn delete_business(&self, id: i32) -> RepoResult<()> {
+        match self.write(Mutation::DeleteBusiness { id }, None).await? {
+            Once::Done(Mutated::Deleted) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
     /// Records one enrichment run in one transaction; answers the business as its detail
     /// shows it afterwards.
-    async fn enrich(&self, id: i32, run: EnrichmentRun) -> RepoResult<BusinessDetail>;
+    async fn enrich(&self, id: i32, run: EnrichmentRun) -> RepoResult<BusinessDetail> {
+        match self.write(Mutation::Enrich { id, run }, None).await? {
+            Once::Done(Mutated::Detail(d)) => Ok(d),
+            other => Err(unexpected(other)),
+        }
+    }
 
-    async fn create_contact(&self, business_id: i32, new: NewContact) -> RepoResult<Contact>;
+    async fn create_contact(&self, business_id: i32, new: NewContact) -> RepoResult<Contact> {
+        match self
+            .write(Mutation::CreateContact { business_id, new }, None)
+            .await?
+        {
+            Once::Done(Mutated::Contact(c)) => Ok(c),
+            other => Err(unexpected(other)),
+        }
+    }
     /// Deletes a contact and answers it as it was, so callers know its business.
-    async fn delete_contact(&self, id: i32) -> RepoResult<Contact>;
+    async fn delete_contact(&self, id: i32) -> RepoResult<Contact> {
+        match self.write(Mutation::DeleteContact { id }, None).await? {
+            Once::Done(Mutated::Contact(c)) => Ok(c),
+            other => Err(unexpected(other)),
+        }
+    }
 
     async fn create_message(
         &self,
         business_id: i32,
         new: NewMessage,
-    ) -> RepoResult<OutreachMessage>;
+    ) -> RepoResult<OutreachMessage> {
+        match self
+            .write(Mutation::CreateMessage { business_id, new }, None)
+            .await?
+        {
+            Once::Done(Mutated::Message(m)) => Ok(m),
+            other => Err(unexpected(other)),
+        }
+    }
     async fn update_message_status(
         &self,
         id: i32,
         update: MessageStatusUpdate,
-    ) -> RepoResult<OutreachMessage>;
+    ) -> RepoResult<OutreachMessage> {
+        match self
+            .write(Mutation::UpdateMessage { id, update }, None)
+            .await?
+        {
+            Once::Done(Mutated::Message(m)) => Ok(m),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Brings the stats counters back to the counts of the tables (writes made with
+    /// triggers disabled leave them off) by adding the difference, and answers how many
+    /// counters were off. A repository without counters has nothing to correct.
+    async fn reconcile_stats(&self) -> RepoResult<u32> {
+        Ok(0)
+    }
 
     async fn health(&self) -> Health;
+}
+
+/// A write answered with what another write answers: a broken repository.
+fn unexpected(once: Once) -> RepoError {
+    RepoError::Internal(Cause::msg(format!("a write answered {once:?}")))
 }

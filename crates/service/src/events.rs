@@ -218,7 +218,7 @@ impl WriteHook for Notifying {
             Written::Updated { business, .. } => Some(Event::new("business:updated", business)),
             Written::Deleted { id } => Some(Event::new("business:deleted", &Deleted { id })),
             Written::Enriched(b) => Some(Event::new("business:enriched", b)),
-            Written::Contact { .. } | Written::Message { .. } => None,
+            Written::Contact { .. } | Written::Message { .. } | Written::Unknown => None,
         });
     }
 }

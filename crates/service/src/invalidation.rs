@@ -28,6 +28,7 @@ pub(crate) fn of(write: Written<'_>) -> Vec<Change> {
         Written::Enriched(b) => enriched(b),
         Written::Contact { business_id } => vec![Change::Contact { business_id }],
         Written::Message { business_id } => vec![Change::Message { business_id }],
+        Written::Unknown => vec![Change::Unknown],
     }
 }
 

@@ -41,7 +41,13 @@ pub struct FaultProxy {
     accept: JoinHandle<()>,
     in_flight: Arc<InFlight>,
     close_next: Arc<AtomicI64>,
+    cut_after: CutAfter,
 }
+
+/// The bytes that, the next time a client sends them, doom its connection: they reach
+/// the server, and the connection is closed as soon as the server answers, before a byte
+/// of the answer reaches the client.
+type CutAfter = Arc<Mutex<Option<&'static [u8]>>>;
 
 /// Requests of one kind sent through the proxy and not yet answered, over every open
 /// connection: a request is an occurrence of `request` in what a client sends, its
@@ -86,7 +92,7 @@ async fn pump(
     mode: watch::Receiver<Mode>,
     way: Way,
     count: (Arc<InFlight>, Arc<AtomicI64>),
-    subscriber: Arc<AtomicBool>,
+    (subscriber, doomed, cut_after): (Arc<AtomicBool>, Arc<AtomicBool>, CutAfter),
 ) {
     let (in_flight, open) = count;
     let is_subscriber = subscriber.clone();
@@ -107,6 +113,14 @@ async fn pump(
             match way {
                 // Sent by the client: in flight from now, even while the proxy holds it.
                 Way::Up => {
+                    let mut armed = cut_after.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(needle) = *armed
+                        && chunk.windows(needle.len()).any(|w| w == needle)
+                    {
+                        doomed.store(true, Ordering::SeqCst);
+                        *armed = None;
+                    }
+                    drop(armed);
                     if occurrences(b"SUBSCRIBE", &mut subscribe_tail, chunk) > 0 {
                         subscriber.store(true, Ordering::SeqCst);
                     }
@@ -121,6 +135,9 @@ async fn pump(
                 // Answered once the server answered, before the client can read it (and
                 // send its next request): one request is never counted twice.
                 Way::Down => {
+                    if doomed.load(Ordering::SeqCst) {
+                        return;
+                    }
                     let answered = occurrences(in_flight.reply, &mut tail, chunk);
                     if answered > 0 {
                         open.fetch_sub(answered, Ordering::SeqCst);
@@ -175,6 +192,7 @@ impl FaultProxy {
             total: AtomicI64::new(0),
         });
         let close_next = Arc::new(AtomicI64::new(0));
+        let cut_after: CutAfter = Arc::default();
         let upstream = Arc::new(Mutex::new(upstream));
         let accept = {
             let upstream = upstream.clone();
@@ -182,6 +200,7 @@ impl FaultProxy {
             let connections = connections.clone();
             let in_flight = in_flight.clone();
             let close_next = close_next.clone();
+            let cut_after = cut_after.clone();
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
                     if close_next
@@ -195,6 +214,7 @@ impl FaultProxy {
                     }
                     let mode = mode.clone();
                     let in_flight = in_flight.clone();
+                    let cut_after = cut_after.clone();
                     let upstream = *upstream.lock().unwrap_or_else(|p| p.into_inner());
                     let task = tokio::spawn(async move {
                         let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
@@ -205,13 +225,14 @@ impl FaultProxy {
                         let open = Arc::new(AtomicI64::new(0));
                         let count = || (in_flight.clone(), open.clone());
                         let subscriber = Arc::new(AtomicBool::new(false));
+                        let doomed = Arc::new(AtomicBool::new(false));
                         let up = tokio::spawn(pump(
                             cr,
                             sw,
                             mode.subscribe(),
                             Way::Up,
                             count(),
-                            subscriber.clone(),
+                            (subscriber.clone(), doomed.clone(), cut_after.clone()),
                         ));
                         let down = tokio::spawn(pump(
                             sr,
@@ -219,7 +240,7 @@ impl FaultProxy {
                             mode.subscribe(),
                             Way::Down,
                             count(),
-                            subscriber,
+                            (subscriber, doomed, cut_after),
                         ));
                         let (abort_up, abort_down) = (up.abort_handle(), down.abort_handle());
                         // Whichever side ends first ends both; aborting this task ends both,
@@ -259,7 +280,15 @@ impl FaultProxy {
             accept,
             in_flight,
             close_next,
+            cut_after,
         }
+    }
+
+    /// The next time a client sends `needle` (`COMMIT`, say), its bytes reach the server
+    /// and the connection is closed as soon as the server answers, the answer unread: a
+    /// request done whose answer never arrived.
+    pub fn cut_after_next(&self, needle: &'static [u8]) {
+        *self.cut_after.lock().unwrap_or_else(|p| p.into_inner()) = Some(needle);
     }
 
     /// Closes the next `n` connections as soon as they are accepted, before a byte

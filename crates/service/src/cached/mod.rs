@@ -26,16 +26,15 @@ use futures_util::{Stream, StreamExt};
 use letip_cache::{Cache, CacheAside, CacheHealth, Key, LoadError, Loaded, Source};
 use letip_domain::RepoResult;
 use letip_domain::{
-    Body, Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch,
-    BusinessWithContacts, CacheStatus, Cause, Change, Contact, EnrichmentRun, FeedEvent, Fetched,
-    Health, ListQuery, MessageStatusUpdate, NewBusiness, NewContact, NewMessage, OutreachMessage,
-    RepoError, Repository, Stats,
+    Body, BusinessDetail, BusinessFilter, BusinessPage, BusinessWithContacts, CacheStatus, Cause,
+    Change, FeedEvent, Fetched, Health, ListQuery, Mutation, Once, RepoError, Repository, Stats,
+    WriteKey,
 };
 use serde::Serialize;
 use serde::de::IgnoredAny;
 
 use crate::pages::Pages;
-use crate::written::{WriteHook, Written};
+use crate::written::{Sent, WriteHook, Written};
 use crate::{invalidation, keys};
 
 /// How long each family of entries lives.
@@ -200,17 +199,6 @@ impl CachedRepository {
         Ok(answered(loaded))
     }
 
-    /// Runs `write`, then [`Self::changed`] with what `written` makes of its answer.
-    async fn write<T>(
-        &self,
-        write: impl Future<Output = RepoResult<T>>,
-        written: impl for<'a> FnOnce(&'a T) -> Written<'a>,
-    ) -> RepoResult<T> {
-        let answer = write.await?;
-        self.changed(written(&answer)).await;
-        Ok(answer)
-    }
-
     /// Makes what a committed mutation changed unreachable in the cache, then runs the
     /// write hooks. A failure is the cache's to remember (it refuses to serve until it
     /// has recovered); the write itself succeeded and is answered as such.
@@ -323,62 +311,25 @@ impl Repository for CachedRepository {
         self.read(&keys::detail(id), self.ttls.detail, load).await
     }
 
-    async fn create_business(&self, new: NewBusiness) -> RepoResult<Business> {
-        let write = self.inner.create_business(new);
-        self.write(write, |b| Written::Created(b)).await
+    async fn write(&self, mutation: Mutation, key: Option<&WriteKey>) -> RepoResult<Once> {
+        let sent = Sent::of(&mutation);
+        let once = self.inner.write(mutation, key).await?;
+        // A replayed answer wrote nothing now: the write it answers was invalidated when
+        // it was made (by its writer, or by the change feed if that writer died first).
+        if let Once::Done(done) = &once {
+            self.changed(sent.written(done)).await;
+        }
+        Ok(once)
     }
 
-    async fn update_business(&self, id: i32, patch: BusinessPatch) -> RepoResult<Business> {
-        let moved = patch.city.is_some() || patch.industry.is_some();
-        let write = self.inner.update_business(id, patch);
-        self.write(write, |b| Written::Updated { business: b, moved })
-            .await
-    }
-
-    async fn delete_business(&self, id: i32) -> RepoResult<()> {
-        let write = self.inner.delete_business(id);
-        self.write(write, |_| Written::Deleted { id }).await
-    }
-
-    async fn enrich(&self, id: i32, run: EnrichmentRun) -> RepoResult<BusinessDetail> {
-        let write = self.inner.enrich(id, run);
-        self.write(write, |d| Written::Enriched(&d.business)).await
-    }
-
-    async fn create_contact(&self, business_id: i32, new: NewContact) -> RepoResult<Contact> {
-        let write = self.inner.create_contact(business_id, new);
-        self.write(write, |_| Written::Contact { business_id })
-            .await
-    }
-
-    async fn delete_contact(&self, id: i32) -> RepoResult<Contact> {
-        let write = self.inner.delete_contact(id);
-        self.write(write, |c| Written::Contact {
-            business_id: c.business_id,
-        })
-        .await
-    }
-
-    async fn create_message(
-        &self,
-        business_id: i32,
-        new: NewMessage,
-    ) -> RepoResult<OutreachMessage> {
-        let write = self.inner.create_message(business_id, new);
-        self.write(write, |_| Written::Message { business_id })
-            .await
-    }
-
-    async fn update_message_status(
-        &self,
-        id: i32,
-        update: MessageStatusUpdate,
-    ) -> RepoResult<OutreachMessage> {
-        let write = self.inner.update_message_status(id, update);
-        self.write(write, |m| Written::Message {
-            business_id: m.business_id,
-        })
-        .await
+    async fn reconcile_stats(&self) -> RepoResult<u32> {
+        let corrected = self.inner.reconcile_stats().await?;
+        if corrected > 0
+            && let Err(e) = self.cache.invalidate(&[keys::STATS]).await
+        {
+            tracing::debug!(error = %e, "invalidating the corrected stats failed");
+        }
+        Ok(corrected)
     }
 
     async fn health(&self) -> Health {

@@ -65,7 +65,7 @@ pub(super) enum Op {
 /// (`terminating connection`, an error answer to the COMMIT: the transaction was rolled
 /// back) is safe to retry. A socket that closed with no answer is ambiguous (the commit
 /// may have happened: diesel-async answers every socket failure as "unable to send",
-/// sent or not), and the write fails rather than risk being stored twice.
+/// sent or not): the write is settled by its key instead ([`is_lost`]).
 pub(super) fn retryable(e: &DieselError, op: Op, committing: bool) -> bool {
     match e {
         DieselError::DatabaseError(
@@ -78,6 +78,19 @@ pub(super) fn retryable(e: &DieselError, op: Op, committing: bool) -> bool {
         DieselError::DatabaseError(_, info) => is_terminated(info.message()),
         _ => false,
     }
+}
+
+/// Whether `e` is the connection failing with no answer from the server: the socket
+/// closed, or a statement could not be sent. After a COMMIT was sent this is the
+/// ambiguous case: the write may or may not have committed.
+pub(super) fn is_lost(e: &DieselError) -> bool {
+    matches!(
+        e,
+        DieselError::DatabaseError(
+            DatabaseErrorKind::UnableToSendCommand | DatabaseErrorKind::ClosedConnection,
+            _,
+        )
+    )
 }
 
 /// Whether the pool failed to hand out a connection because the new session it opened

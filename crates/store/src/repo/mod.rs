@@ -5,10 +5,15 @@
 //! snapshot. Every write that touches several rows runs in one transaction.
 //!
 //! `errors.rs` tells which failures may be retried; `queries.rs` holds the reads' SQL,
-//! row types and decoding.
+//! row types and decoding; `writes.rs` the statements of each write; `keys.rs` the key
+//! every write is stored under (a client's `Idempotency-Key`, or the server's own), which
+//! makes each write happen once; `reconcile.rs` the stats counters' correction.
 
 mod errors;
+mod keys;
 mod queries;
+mod reconcile;
+mod writes;
 
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::time::Duration;
@@ -16,22 +21,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
-use diesel::sql_types::{Nullable, Timestamp};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use letip_domain::RepoResult;
 use letip_domain::{
-    Business, BusinessDetail, BusinessFilter, BusinessPage, BusinessPatch, BusinessWithContacts,
-    Cause, Contact, EnrichmentRun, Entity, Fetched, Health, ListQuery, MessageStatus,
-    MessageStatusUpdate, NewBusiness, NewContact, NewMessage, OutreachMessage, RepoError,
-    Repository, Stats, ValidationError,
+    BusinessDetail, BusinessFilter, BusinessPage, BusinessWithContacts, Cause, Entity, Fetched,
+    Health, ListQuery, Mutated, Mutation, Once, RepoError, Repository, Stats, WriteKey,
 };
 
 use crate::db::{PgConn, PgPool};
-use crate::rows::{
-    BusinessChanges, BusinessRow, ContactRow, InsertBusiness, InsertContact, InsertLog, MessageRow,
-    utc_now,
-};
-use crate::schema::{business, contact, enrichment_log, outreach_message};
+use futures_util::future::BoxFuture;
 
 use errors::*;
 use queries::*;
@@ -40,7 +38,33 @@ use queries::*;
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// How long a client's write key answers repeats.
+    key_ttl: Duration,
 }
+
+/// How long a client's write key answers repeats unless told otherwise: a day, as
+/// Stripe keeps them.
+pub const DEFAULT_KEY_TTL: Duration = Duration::from_secs(86_400);
+
+/// What a write's transaction came to.
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per write, moved once, never kept in a collection"
+)]
+enum Step {
+    Done(Mutated),
+    /// Refused by what is stored (a record it names is missing): nothing was written.
+    Refused(RepoError),
+    /// The client's key is held by a write still running.
+    Busy,
+    /// The client's key was stored by an earlier write.
+    Stored(keys::Stored),
+}
+
+/// A failure that may have committed: the call's way of finding out (see
+/// [`PgStore::run_settled`]).
+type Settle<'a, T> = &'a (dyn Fn() -> BoxFuture<'a, RepoResult<Option<T>>> + Send + Sync);
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,7 +76,42 @@ impl std::fmt::Debug for PgStore {
 
 impl PgStore {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            key_ttl: DEFAULT_KEY_TTL,
+        }
+    }
+
+    /// Keeps clients' write keys (`Idempotency-Key`) for `ttl`.
+    #[must_use]
+    pub fn with_key_ttl(mut self, ttl: Duration) -> Self {
+        self.key_ttl = ttl;
+        self
+    }
+
+    /// Whether the write `m` stored under `key` committed (see `keys::settle`): its
+    /// answer if it did, `None` if it did not and may run again.
+    fn settle_write<'a>(
+        &'a self,
+        m: &'a Mutation,
+        key: &'a str,
+    ) -> BoxFuture<'a, RepoResult<Option<Step>>> {
+        Box::pin(async move {
+            let answer = self
+                .run(Op::Read, || async |conn| keys::settle(conn, key).await)
+                .await?;
+            answer
+                .map(|json| Mutated::from_json(m, &json).map(Step::Done))
+                .transpose()
+                .map_err(|e| RepoError::Internal(Cause::new(e)))
+        })
+    }
+
+    /// Deletes the write keys past their lifetime; answers how many went.
+    pub async fn prune_keys(&self) -> RepoResult<usize> {
+        let ttl = self.key_ttl;
+        self.run(Op::Read, || async |conn| keys::prune(conn, ttl).await)
+            .await
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -66,10 +125,31 @@ impl PgStore {
             .map_err(|e| RepoError::Unavailable(Cause::new(e)))
     }
 
+    /// Runs the call `make` makes on a pooled connection (see [`Self::run_settled`]).
+    async fn run<T, F, M>(&self, op: Op, make: M) -> RepoResult<T>
+    where
+        M: Fn() -> F + Send,
+        for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> QueryResult<T>
+            + ConnCall<&'r mut AsyncPgConnection, QueryResult<T>, Fut: Send>
+            + Send,
+        T: Send,
+    {
+        self.run_settled(op, make, None).await
+    }
+
     /// Runs the call `make` makes on a pooled connection. A connection that turns out to
     /// be dead (its session was ended while it sat in the pool) is thrown away and a new
-    /// call runs on a new one, when [`retryable`] allows, until every pooled connection could have been replaced.
-    async fn run<T, F, M>(&self, op: Op, make: M) -> RepoResult<T>
+    /// call runs on a new one, when [`retryable`] allows, until every pooled connection
+    /// could have been replaced. A write whose connection was lost after its COMMIT was
+    /// sent may have committed or not: `settle` finds out which (the write's key, see
+    /// `keys.rs`), answering what it committed, or `None` for a write that did not and
+    /// runs again.
+    async fn run_settled<T, F, M>(
+        &self,
+        op: Op,
+        make: M,
+        settle: Option<Settle<'_, T>>,
+    ) -> RepoResult<T>
     where
         M: Fn() -> F + Send,
         for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> QueryResult<T>
@@ -111,6 +191,17 @@ impl PgStore {
                     tracing::debug!(error = %e, "lost a database connection; retrying on a new one");
                     drop(PgConn::take(conn));
                     attempt += 1;
+                }
+                Err(e) if attempt < budget && op == Op::Write && committing && is_lost(&e) => {
+                    drop(PgConn::take(conn));
+                    let Some(settle) = settle else {
+                        return Err(db_error(e));
+                    };
+                    tracing::warn!(error = %e, "lost a database connection at COMMIT; settling the write by its key");
+                    match settle().await? {
+                        Some(done) => return Ok(done),
+                        None => attempt += 1,
+                    }
                 }
                 result => return result.map_err(db_error),
             }
@@ -207,253 +298,68 @@ impl Repository for PgStore {
         Ok(Fetched::bypass(detail_from_rows(rows)))
     }
 
-    async fn create_business(&self, new: NewBusiness) -> RepoResult<Business> {
-        queried("create_business", 1);
-        let row: BusinessRow = self
-            .run(Op::Write, || {
-                async |conn| {
-                    // `updated_at` has no default in the schema: the writer sets it.
-                    diesel::insert_into(business::table)
-                        .values((
-                            InsertBusiness::from(&new),
-                            business::created_at.eq(utc_now()),
-                            business::updated_at.eq(utc_now()),
-                        ))
-                        .returning(BusinessRow::as_returning())
-                        .get_result(conn)
-                        .await
-                }
-            })
-            .await?;
-        Ok(row.into())
-    }
-
-    async fn update_business(&self, id: i32, patch: BusinessPatch) -> RepoResult<Business> {
-        queried("update_business", 1);
-        let changes = (!patch.is_empty()).then(|| BusinessChanges::from(patch));
-        let row: Option<BusinessRow> = self
-            .run(Op::Write, || {
-                async |conn| match &changes {
-                    // Nothing to change: answer the business as it is.
-                    None => business::table
-                        .find(id)
-                        .select(BusinessRow::as_select())
-                        .first(conn)
-                        .await
-                        .optional(),
-                    Some(changes) => diesel::update(business::table.find(id))
-                        .set(changes)
-                        .returning(BusinessRow::as_returning())
-                        .get_result(conn)
-                        .await
-                        .optional(),
-                }
-            })
-            .await?;
-        row.map(Business::from)
-            .ok_or(RepoError::not_found(Entity::Business, id))
-    }
-
-    async fn delete_business(&self, id: i32) -> RepoResult<()> {
-        queried("delete_business", 1);
-        let deleted = self
-            .run(Op::Write, || {
-                async |conn| diesel::delete(business::table.find(id)).execute(conn).await
-            })
-            .await?;
-        if deleted == 0 {
-            return Err(RepoError::not_found(Entity::Business, id));
+    async fn write(&self, mutation: Mutation, key: Option<&WriteKey>) -> RepoResult<Once> {
+        let ttl = self.key_ttl;
+        if let Some(k) = key {
+            let found = self
+                .run(Op::Read, || {
+                    async |conn| keys::stored(conn, &k.key, ttl).await
+                })
+                .await?;
+            if let Some(stored) = found {
+                return stored
+                    .replay(k)
+                    .map(Once::Replayed)
+                    .ok_or(RepoError::KeyReused);
+            }
         }
-        Ok(())
-    }
-
-    async fn enrich(&self, id: i32, run: EnrichmentRun) -> RepoResult<BusinessDetail> {
-        let status = run.status().as_str();
-        let rows = self
-            .run(Op::Write, || {
-                async |conn| {
-                    // Answers the transaction's time, for the rows inserted below.
-                    let Some(now) = diesel::update(business::table.find(id))
-                        .set(business::enrichment_status.eq(status))
-                        .returning(utc_now())
-                        .get_result::<chrono::NaiveDateTime>(conn)
-                        .await
-                        .optional()?
-                    else {
-                        return Ok::<_, DieselError>(None);
-                    };
-                    if !run.contacts.is_empty() {
-                        let contacts: Vec<_> = run
-                            .contacts
-                            .iter()
-                            .map(|c| {
-                                (
-                                    InsertContact::new(id, c),
-                                    contact::created_at.eq(now),
-                                    contact::updated_at.eq(now),
-                                )
-                            })
-                            .collect();
-                        diesel::insert_into(contact::table)
-                            .values(contacts)
-                            .execute(conn)
-                            .await?;
-                    }
-                    if !run.logs.is_empty() {
-                        let logs: Vec<_> = run
-                            .logs
-                            .iter()
-                            .map(|l| InsertLog::new(id, l, now))
-                            .collect();
-                        diesel::insert_into(enrichment_log::table)
-                            .values(logs)
-                            .execute(conn)
-                            .await?;
-                    }
-                    load_detail(conn, id).await
-                }
-            })
-            .await?;
-        queried("enrich", 4);
-        let rows = rows.ok_or(RepoError::not_found(Entity::Business, id))?;
-        Ok(detail_from_rows(rows))
-    }
-
-    async fn create_contact(&self, business_id: i32, new: NewContact) -> RepoResult<Contact> {
-        queried("create_contact", 1);
-        self.run(Op::Write, || {
-            async |conn| {
-                match diesel::insert_into(contact::table)
-                    .values((
-                        InsertContact::new(business_id, &new),
-                        contact::created_at.eq(utc_now()),
-                        contact::updated_at.eq(utc_now()),
-                    ))
-                    .returning(ContactRow::as_returning())
-                    .get_result::<ContactRow>(conn)
-                    .await
-                {
-                    Ok(row) => Ok(Ok(Contact::from(row))),
-                    // The business does not exist (or was deleted meanwhile).
-                    Err(e) if is_foreign_key_violation(&e) => {
-                        Ok(Err(RepoError::not_found(Entity::Business, business_id)))
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-        })
-        .await?
-    }
-
-    async fn delete_contact(&self, id: i32) -> RepoResult<Contact> {
-        queried("delete_contact", 1);
-        self.run(Op::Write, || {
-            async |conn| {
-                diesel::delete(contact::table.find(id))
-                    .returning(ContactRow::as_returning())
-                    .get_result::<ContactRow>(conn)
-                    .await
-                    .optional()
-            }
-        })
-        .await?
-        .map(Contact::from)
-        .ok_or(RepoError::not_found(Entity::Contact, id))
-    }
-
-    async fn create_message(
-        &self,
-        business_id: i32,
-        new: NewMessage,
-    ) -> RepoResult<OutreachMessage> {
-        queried("create_message", 3);
-        let outcome = self
-            .run(Op::Write, || {
-                async |conn| {
-                    // Locks the business against deletion until the message is in.
-                    let exists = business::table
-                        .find(business_id)
-                        .select(business::id)
-                        .for_key_share()
-                        .first::<i32>(conn)
-                        .await
-                        .optional()?;
-                    if exists.is_none() {
-                        return Ok::<_, DieselError>(Err(RepoError::not_found(
-                            Entity::Business,
-                            business_id,
-                        )));
-                    }
-                    if let Some(contact_id) = new.contact_id {
-                        let owner = contact::table
-                            .find(contact_id)
-                            .select(contact::business_id)
-                            .for_key_share()
-                            .first::<i32>(conn)
-                            .await
-                            .optional()?;
-                        if owner != Some(business_id) {
-                            return Ok(Err(ValidationError::field(
-                                "contact_id",
-                                format!("{contact_id} is not a contact of business {business_id}"),
-                            )
-                            .into()));
+        let record = key.map_or_else(keys::Record::own, keys::Record::client);
+        let (op, statements) = writes::counted(&mutation);
+        queried(op, statements + 1);
+        let (m, r) = (&mutation, &record);
+        let settle = || self.settle_write(m, &r.key);
+        let step = self
+            .run_settled(
+                Op::Write,
+                || {
+                    async |conn| {
+                        if r.client {
+                            if !keys::lock(conn, &r.key).await? {
+                                return Ok(Step::Busy);
+                            }
+                            if let Some(stored) = keys::stored(conn, &r.key, ttl).await? {
+                                return Ok(Step::Stored(stored));
+                            }
+                        }
+                        match writes::apply(conn, m).await? {
+                            Ok(done) => {
+                                let answer = done
+                                    .to_json()
+                                    .map_err(|e| DieselError::SerializationError(Box::new(e)))?;
+                                keys::record(conn, r, &answer).await?;
+                                Ok(Step::Done(done))
+                            }
+                            Err(refused) => Ok(Step::Refused(refused)),
                         }
                     }
-                    let row: MessageRow = diesel::insert_into(outreach_message::table)
-                        .values((
-                            outreach_message::business_id.eq(business_id),
-                            outreach_message::contact_id.eq(new.contact_id),
-                            outreach_message::message_text.eq(&new.message_text),
-                            outreach_message::generated_at.eq(utc_now()),
-                        ))
-                        .returning(MessageRow::as_returning())
-                        .get_result(conn)
-                        .await?;
-                    Ok(Ok(row))
-                }
-            })
+                },
+                Some(&settle),
+            )
             .await?;
-        Ok(outcome?.into())
+        match step {
+            Step::Done(done) => Ok(Once::Done(done)),
+            Step::Refused(e) => Err(e),
+            Step::Busy => Err(RepoError::KeyInFlight),
+            Step::Stored(stored) => key
+                .and_then(|k| stored.replay(k))
+                .map(Once::Replayed)
+                .ok_or(RepoError::KeyReused),
+        }
     }
 
-    async fn update_message_status(
-        &self,
-        id: i32,
-        update: MessageStatusUpdate,
-    ) -> RepoResult<OutreachMessage> {
-        queried("update_message", 1);
-        let status = update.status();
-        let row = self
-            .run(Op::Write, || {
-                async |conn| {
-                    let target = diesel::update(outreach_message::table.find(id));
-                    if status == MessageStatus::Sent {
-                        target
-                            .set((
-                                outreach_message::status.eq(status.as_str()),
-                                outreach_message::sent_at.eq(
-                                    diesel::dsl::sql::<Nullable<Timestamp>>(
-                                        "timezone('UTC', now())",
-                                    ),
-                                ),
-                            ))
-                            .returning(MessageRow::as_returning())
-                            .get_result::<MessageRow>(conn)
-                            .await
-                    } else {
-                        target
-                            .set(outreach_message::status.eq(status.as_str()))
-                            .returning(MessageRow::as_returning())
-                            .get_result::<MessageRow>(conn)
-                            .await
-                    }
-                    .optional()
-                }
-            })
-            .await?;
-        row.map(OutreachMessage::from)
-            .ok_or(RepoError::not_found(Entity::Message, id))
+    async fn reconcile_stats(&self) -> RepoResult<u32> {
+        self.run(Op::Read, || async |conn| reconcile::run(conn).await)
+            .await
     }
 
     async fn health(&self) -> Health {

@@ -1,0 +1,1 @@
+DROP TABLE letip_write_key;

@@ -1,0 +1,22 @@
+-- Writes made once per key. Every write stores its key here in its own transaction, with
+-- its answer: a client's `Idempotency-Key` (kept IDEMPOTENCY_TTL_SECS, so a repeat
+-- answers the first answer again), or a key of the server's own for each write (kept a
+-- few minutes, so that a write whose COMMIT got no answer can learn whether it was
+-- committed before it is tried again). A table of its own: the old backend never reads
+-- it, and nothing about the lead tables changes.
+
+SET LOCAL lock_timeout = '5s';
+
+CREATE TABLE letip_write_key (
+    key         text PRIMARY KEY,
+    -- The client's key, or the server's own (a key a client cannot send).
+    client      boolean NOT NULL,
+    -- What the request was (method, path and body, hashed): a repeat must match it.
+    fingerprint text NOT NULL,
+    -- The answer: its HTTP status and its JSON (empty when it has no body).
+    status      smallint NOT NULL,
+    answer      text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX letip_write_key_created_at ON letip_write_key (created_at);
