@@ -21,7 +21,9 @@
 //! lease renewal it acknowledged since is forgotten); Redis
 //! stalled for both instances (through a proxy, longer than the cache timeout); instance
 //! A alone cut off from Redis; PostgreSQL's idle connections terminated (the pool's and
-//! the change feed's). Every read must be fresh, except in the slot where A is cut off:
+//! the change feed's); PostgreSQL unreachable for 3 s (every connection cut, new ones
+//! refused: what the caches hold is answered, the rest is a 503, never a 500, and a
+//! write refused then is not checked further). Every read must be fresh, except in the slot where A is cut off:
 //! there A's writes reach B's readers through PostgreSQL's change feed, and the staleness
 //! seen must stay within `FEED_BOUND` (docs/design.md, "Freshness guarantees").
 //!
@@ -72,6 +74,9 @@ enum Fault {
     BSubscriptionCut,
     /// C's process is stopped (SIGSTOP) for longer than a lease, then continued.
     CPaused,
+    /// PostgreSQL unreachable from every instance (connections cut, new ones refused)
+    /// for `OUTAGE`: what the caches hold is answered, every other request is a 503.
+    PostgresDown,
 }
 
 /// The fault of each slot, repeated for longer runs; the first ten (the default 60 s)
@@ -86,10 +91,16 @@ const SCHEDULE: [Fault; 12] = [
     Fault::Calm,
     Fault::ACutOff,
     Fault::PostgresDropped,
-    Fault::Calm,
+    Fault::PostgresDown,
     Fault::ACutOff,
     Fault::CPaused,
 ];
+
+/// How long PostgreSQL stays unreachable in a `PostgresDown` slot.
+const OUTAGE: Duration = Duration::from_secs(3);
+/// How long after an outage a 503 is still expected: the pools' and the change feed's
+/// first connections after it.
+const OUTAGE_TAIL: Duration = Duration::from_secs(2);
 
 /// How long C stays stopped: longer than its lease (500 ms).
 const PAUSE: Duration = Duration::from_millis(2500);
@@ -144,6 +155,10 @@ struct Report {
     list_cache: HashMap<String, u64>,
     /// What PostgreSQL held of a business just after a read of it was found stale.
     notes: Vec<String>,
+    /// Requests answered while PostgreSQL was unreachable, by kind: answered (from a
+    /// cache, for reads; writes sent just before) and refused with a 503.
+    outage_answered: HashMap<String, u64>,
+    outage_refused: HashMap<String, u64>,
 }
 
 struct Run {
@@ -157,6 +172,11 @@ struct Run {
     /// Set while A is cut off (and for `FEED_BOUND` after): stale reads are measured
     /// against the bound instead of failing.
     cut_until: Mutex<Option<Instant>>,
+    /// Set while PostgreSQL is unreachable (and for `OUTAGE_TAIL` after): a 503 is the
+    /// answer expected of what the caches do not hold.
+    down_until: Mutex<Option<Instant>>,
+    /// Whether PostgreSQL is unreachable now.
+    unreachable: std::sync::atomic::AtomicBool,
     /// The fault slot under way: its number and its fault.
     slot: Mutex<(usize, Fault)>,
     /// Reads and writes answered (or failed) so far.
@@ -237,6 +257,27 @@ impl Run {
     }
 
     fn server_error(&self, what: &str, res: &Res) -> bool {
+        let down = self
+            .down_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|until| Instant::now() <= until);
+        if down {
+            // Counted while the link is down only, not in the tail after it.
+            let during = self.unreachable.load(Ordering::SeqCst);
+            let mut r = self.report.lock().unwrap_or_else(|p| p.into_inner());
+            let counts = if res.status == 503 {
+                &mut r.outage_refused
+            } else {
+                &mut r.outage_answered
+            };
+            if during && res.status != 500 {
+                *counts.entry(what.to_owned()).or_default() += 1;
+            }
+            if res.status == 503 {
+                return true;
+            }
+        }
         if res.status >= 500 {
             let mut r = self.report.lock().unwrap_or_else(|p| p.into_inner());
             r.server_errors
@@ -802,6 +843,18 @@ async fn reader(run: Arc<Run>, seed: u64) {
     }
 }
 
+/// Where the test's PostgreSQL listens.
+fn postgres_addr(db: &TestDb) -> std::net::SocketAddr {
+    let url = url::Url::parse(&db.url).expect("a database URL");
+    format!(
+        "{}:{}",
+        url.host_str().expect("a host"),
+        url.port().unwrap_or(5432)
+    )
+    .parse()
+    .expect("PostgreSQL on a numeric address")
+}
+
 async fn drop_postgres_connections(db: &TestDb) {
     db.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -875,7 +928,8 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
     let link_a = FaultProxy::start(redis.addr()).await;
     let link_b = FaultProxy::start(redis.addr()).await;
     let link_c = FaultProxy::start(redis.addr()).await;
-    let a = TestApp::spawn_with(|c| {
+    // Every instance reaches PostgreSQL through `link_pg` (A's URL, which B and C take).
+    let (a, link_pg) = TestApp::spawn_through_proxy_with(|c| {
         c.cache_backend = CacheBackend::Tiered;
         c.redis_url = link_a.url();
         // A gives up on an invalidation as soon as a read would: while it is cut off,
@@ -884,6 +938,7 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
         c.cache_invalidate_timeout_ms = c.cache_timeout_ms;
     })
     .await;
+    let postgres = postgres_addr(&a.db);
     let b = a
         .spawn_beside(|c| {
             c.cache_backend = CacheBackend::Tiered;
@@ -900,6 +955,8 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
         report: Mutex::default(),
         started,
         cut_until: Mutex::new(None),
+        down_until: Mutex::new(None),
+        unreachable: std::sync::atomic::AtomicBool::new(false),
         slot: Mutex::new((0, Fault::Calm)),
         operations: AtomicU64::new(0),
         answers: Mutex::default(),
@@ -987,6 +1044,21 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
                 signal(&c_process, "-CONT");
                 tokio::time::sleep_until(slot_end.into()).await;
             }
+            Fault::PostgresDown => {
+                *faults.entry("postgres unreachable").or_default() += 1;
+                *run.down_until.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Instant::now() + SLOT * 10);
+                let nowhere =
+                    std::net::SocketAddr::from(([127, 0, 0, 1], letip_testkit::free_port()));
+                link_pg.switch_to(nowhere);
+                run.unreachable.store(true, Ordering::SeqCst);
+                tokio::time::sleep(OUTAGE).await;
+                run.unreachable.store(false, Ordering::SeqCst);
+                link_pg.switch_to(postgres);
+                *run.down_until.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Instant::now() + OUTAGE_TAIL);
+                tokio::time::sleep_until(slot_end.into()).await;
+            }
             Fault::PostgresDropped => {
                 *faults.entry("postgres connections dropped").or_default() += 1;
                 while Instant::now() + Duration::from_secs(2) < slot_end {
@@ -1064,6 +1136,16 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
         pct(50),
         pct(99),
         bounded.last().copied().unwrap_or(0.0)
+    );
+    let sorted = |m: &HashMap<String, u64>| {
+        let mut v: Vec<_> = m.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        v.sort();
+        v.join(", ")
+    };
+    println!(
+        "while PostgreSQL was unreachable: answered {}; refused with a 503 {}",
+        sorted(&report.outage_answered),
+        sorted(&report.outage_refused)
     );
     println!(
         "violations: {}, 5xx: {}, transport errors: {}",
