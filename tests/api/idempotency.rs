@@ -327,6 +327,8 @@ async fn a_client_retry_after_the_server_was_killed_mid_request_is_stored_once()
         .try_keyed("POST", "/api/businesses", &body, Some("lost"))
         .await;
     assert!(lost.is_err(), "the answer never arrived: {lost:?}");
+    process.start_kill().expect("SIGKILL");
+    process.wait().await.expect("the instance ends");
     let retry = keyed(&a, "POST", "/api/businesses", &body, Some("lost")).await;
     assert_eq!(retry.status, 201, "{}", retry.text);
     assert!(replayed(&retry), "answered from the first write");
@@ -335,8 +337,6 @@ async fn a_client_retry_after_the_server_was_killed_mid_request_is_stored_once()
             .await;
     assert_eq!(rows.len(), 1, "stored once");
     assert_eq!(rows[0]["id"], retry.body["id"]);
-    process.start_kill().expect("SIGKILL");
-    process.wait().await.expect("the instance ends");
 
     // While it waits for a lock: the business's row held by another transaction.
     let (c, mut process) = a

@@ -7,18 +7,6 @@ use letip_server::CacheBackend;
 use letip_tests::{TestApp, id};
 use serde_json::json;
 
-/// Where the test's PostgreSQL listens (the proxy's upstream before the outage).
-fn postgres(app: &TestApp) -> SocketAddr {
-    let url = url::Url::parse(&app.db.url).expect("a database URL");
-    format!(
-        "{}:{}",
-        url.host_str().expect("a host"),
-        url.port().unwrap_or(5432)
-    )
-    .parse()
-    .expect("PostgreSQL on a numeric address")
-}
-
 /// An address nothing listens on: connections to it are refused.
 fn nowhere() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], letip_testkit::free_port()))
@@ -58,7 +46,7 @@ async fn an_unreachable_database_is_a_503_and_the_cache_still_answers() {
     assert_eq!(health.status, 503, "{}", health.text);
     assert_eq!(health.body["database"], "down");
 
-    proxy.switch_to(postgres(&app));
+    proxy.switch_to(app.db.addr());
     let after = app.db.rows("SELECT count(*) AS n FROM business").await;
     assert_eq!(before, after, "nothing was written during the outage");
     let read = app.get(&held).await;

@@ -273,14 +273,26 @@ async fn the_counters_heal_within_the_reconcile_period_after_writes_without_trig
         app.stats().await["totalBusinesses"],
         counted(&app.db).await["totalBusinesses"]
     );
-    let metrics = app.get("/metrics").await.text;
-    let corrections: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("letip_stats_corrections_total"))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum();
+    let corrections = async || -> f64 {
+        app.get("/metrics")
+            .await
+            .text
+            .lines()
+            .filter(|l| l.starts_with("letip_stats_corrections_total"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    let corrected = corrections().await;
     assert!(
-        corrections >= 2.0,
-        "businesses and enriched corrected: {corrections}"
+        corrected >= 2.0,
+        "businesses and enriched corrected: {corrected}"
     );
+    // Corrected once, not over: the next periods find nothing to add.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(
+        corrections().await,
+        corrected,
+        "no correction after the last"
+    );
+    assert_eq!(app.stats().await, counted(&app.db).await);
 }

@@ -843,18 +843,6 @@ async fn reader(run: Arc<Run>, seed: u64) {
     }
 }
 
-/// Where the test's PostgreSQL listens.
-fn postgres_addr(db: &TestDb) -> std::net::SocketAddr {
-    let url = url::Url::parse(&db.url).expect("a database URL");
-    format!(
-        "{}:{}",
-        url.host_str().expect("a host"),
-        url.port().unwrap_or(5432)
-    )
-    .parse()
-    .expect("PostgreSQL on a numeric address")
-}
-
 async fn drop_postgres_connections(db: &TestDb) {
     db.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -938,11 +926,12 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
         c.cache_invalidate_timeout_ms = c.cache_timeout_ms;
     })
     .await;
-    let postgres = postgres_addr(&a.db);
+    let postgres = a.db.addr();
     let b = a
         .spawn_beside(|c| {
             c.cache_backend = CacheBackend::Tiered;
             c.redis_url = link_b.url();
+            c.database_url = a.config.database_url.clone();
         })
         .await;
     let (c, mut c_process) = spawn_process(&a, &link_c.url()).await;

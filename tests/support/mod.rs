@@ -77,6 +77,18 @@ struct JsonRows {
 }
 
 impl TestDb {
+    /// Where its PostgreSQL server listens.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        let url = url::Url::parse(&self.url).expect("a database URL");
+        format!(
+            "{}:{}",
+            url.host_str().expect("a host"),
+            url.port().unwrap_or(5432)
+        )
+        .parse()
+        .expect("PostgreSQL on a numeric address")
+    }
+
     /// Creates the database now, for tests that arrange it before any server runs (a
     /// database the original backend made).
     pub async fn create(&self) {
@@ -205,13 +217,7 @@ impl TestApp {
     ) -> (Self, letip_testkit::FaultProxy) {
         let db = Arc::new(TestDb::new());
         let mut url = url::Url::parse(&db.url).expect("a database URL");
-        let postgres: std::net::SocketAddr = format!(
-            "{}:{}",
-            url.host_str().expect("a host"),
-            url.port().unwrap_or(5432)
-        )
-        .parse()
-        .expect("PostgreSQL on a numeric address");
+        let postgres = db.addr();
         let proxy = letip_testkit::FaultProxy::start(postgres).await;
         url.set_port(Some(proxy.addr().port()))
             .expect("a URL with a port");

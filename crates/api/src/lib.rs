@@ -188,7 +188,10 @@ fn keyed(
                 letip_domain::mutation::WRITE_KEY_MAX_LEN
             )))
             .schema(Some(
-                text().max_length(Some(letip_domain::mutation::WRITE_KEY_MAX_LEN)),
+                text()
+                    .min_length(Some(1))
+                    .max_length(Some(letip_domain::mutation::WRITE_KEY_MAX_LEN))
+                    .pattern(Some("^[!-~]+$")),
             ))
             .build()
             .into(),

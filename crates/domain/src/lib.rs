@@ -25,7 +25,7 @@ pub use model::{
     Business, BusinessDetail, BusinessPage, BusinessWithContacts, Contact, EnrichmentLog,
     EnrichmentStatus, MessageStatus, OutreachMessage, PageMeta, Stats, StatusValue, Stored,
 };
-pub use mutation::{Mutated, Mutation, Once, Replay, WriteKey};
+pub use mutation::{AnswerKind, Mutated, Mutation, Once, Replay, WriteKey};
 pub use ports::{Cause, Entity, Health, RepoError, RepoResult, Repository};
 pub use query::{BusinessFilter, ListQuery};
 pub use validation::ValidationError;

@@ -39,6 +39,28 @@ pub enum Mutation {
     },
 }
 
+/// Which of [`Mutated`]'s kinds a mutation answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerKind {
+    Business,
+    Deleted,
+    Detail,
+    Contact,
+    Message,
+}
+
+impl Mutation {
+    pub fn answer_kind(&self) -> AnswerKind {
+        match self {
+            Self::CreateBusiness(_) | Self::UpdateBusiness { .. } => AnswerKind::Business,
+            Self::DeleteBusiness { .. } => AnswerKind::Deleted,
+            Self::Enrich { .. } => AnswerKind::Detail,
+            Self::CreateContact { .. } | Self::DeleteContact { .. } => AnswerKind::Contact,
+            Self::CreateMessage { .. } | Self::UpdateMessage { .. } => AnswerKind::Message,
+        }
+    }
+}
+
 /// What a committed [`Mutation`] answers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mutated {
@@ -66,20 +88,14 @@ impl Mutated {
         }
     }
 
-    /// The answer `mutation` stored as [`Self::to_json`].
-    pub fn from_json(mutation: &Mutation, json: &str) -> serde_json::Result<Self> {
-        Ok(match mutation {
-            Mutation::CreateBusiness(_) | Mutation::UpdateBusiness { .. } => {
-                Self::Business(serde_json::from_str(json)?)
-            }
-            Mutation::DeleteBusiness { .. } => Self::Deleted,
-            Mutation::Enrich { .. } => Self::Detail(serde_json::from_str(json)?),
-            Mutation::CreateContact { .. } | Mutation::DeleteContact { .. } => {
-                Self::Contact(serde_json::from_str(json)?)
-            }
-            Mutation::CreateMessage { .. } | Mutation::UpdateMessage { .. } => {
-                Self::Message(serde_json::from_str(json)?)
-            }
+    /// An answer of `kind` stored as [`Self::to_json`].
+    pub fn from_json(kind: AnswerKind, json: &str) -> serde_json::Result<Self> {
+        Ok(match kind {
+            AnswerKind::Business => Self::Business(serde_json::from_str(json)?),
+            AnswerKind::Deleted => Self::Deleted,
+            AnswerKind::Detail => Self::Detail(serde_json::from_str(json)?),
+            AnswerKind::Contact => Self::Contact(serde_json::from_str(json)?),
+            AnswerKind::Message => Self::Message(serde_json::from_str(json)?),
         })
     }
 }
@@ -175,7 +191,8 @@ mod tests {
         let json = deleted.to_json().expect("serializable");
         assert_eq!(json, "");
         assert_eq!(
-            Mutated::from_json(&Mutation::DeleteBusiness { id: 1 }, &json).expect("read back"),
+            Mutated::from_json(Mutation::DeleteBusiness { id: 1 }.answer_kind(), &json)
+                .expect("read back"),
             deleted
         );
     }

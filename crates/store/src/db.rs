@@ -178,9 +178,19 @@ pub async fn migrate(database_url: &str) -> Result<usize, SetupError> {
 /// Writers wait while it counts.
 pub async fn recount_stats(database_url: &str) -> Result<(), SetupError> {
     let mut conn = AsyncPgConnection::establish(database_url).await?;
-    diesel::sql_query("SELECT letip_recount_stats()")
-        .execute(&mut conn)
+    // Under the reconcile's lock: a reconcile's difference never lands on a recount.
+    conn.transaction(async |c| {
+        diesel::sql_query(format!(
+            "SELECT pg_advisory_xact_lock({})",
+            crate::repo::STATS_LOCK
+        ))
+        .execute(c)
         .await?;
+        diesel::sql_query("SELECT letip_recount_stats()")
+            .execute(c)
+            .await
+    })
+    .await?;
     Ok(())
 }
 

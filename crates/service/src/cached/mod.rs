@@ -27,8 +27,8 @@ use letip_cache::{Cache, CacheAside, CacheHealth, Key, LoadError, Loaded, Source
 use letip_domain::RepoResult;
 use letip_domain::{
     Body, BusinessDetail, BusinessFilter, BusinessPage, BusinessWithContacts, CacheStatus, Cause,
-    Change, FeedEvent, Fetched, Health, ListQuery, Mutation, Once, RepoError, Repository, Stats,
-    WriteKey,
+    Change, FeedEvent, Fetched, Health, ListQuery, Mutated, Mutation, Once, RepoError, Repository,
+    Stats, WriteKey,
 };
 use serde::Serialize;
 use serde::de::IgnoredAny;
@@ -313,11 +313,27 @@ impl Repository for CachedRepository {
 
     async fn write(&self, mutation: Mutation, key: Option<&WriteKey>) -> RepoResult<Once> {
         let sent = Sent::of(&mutation);
-        let once = self.inner.write(mutation, key).await?;
-        // A replayed answer wrote nothing now: the write it answers was invalidated when
-        // it was made (by its writer, or by the change feed if that writer died first).
-        if let Once::Done(done) = &once {
-            self.changed(sent.written(done)).await;
+        let once = match self.inner.write(mutation, key).await {
+            Ok(once) => once,
+            // It may have committed (its COMMIT could not be settled): what it may have
+            // changed is dropped, so that a repeat later answered as done is seen.
+            Err(e @ RepoError::Unavailable(_)) => {
+                self.invalidate(&sent.unsettled, false).await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        match &once {
+            Once::Done(done) => self.changed(sent.written(done)).await,
+            // Written before: invalidated then by its writer, unless that writer could
+            // not settle it; dropped again, without hooks (no event for a repeat).
+            Once::Replayed(replay) => match Mutated::from_json(sent.kind, &replay.json) {
+                Ok(done) => {
+                    self.invalidate(&invalidation::of(sent.written(&done)), false)
+                        .await;
+                }
+                Err(_) => self.invalidate(&sent.unsettled, false).await,
+            },
         }
         Ok(once)
     }

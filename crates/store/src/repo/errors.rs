@@ -16,13 +16,24 @@ pub(super) fn is_terminated(message: &str) -> bool {
         || message.contains("server closed the connection")
 }
 
+/// The server could not do it now, through no fault of the request: a statement or
+/// lock timeout (overload, or a lock held by a session gone quiet), or a server that
+/// only reads (a standby after a failover, or one not yet promoted).
+fn is_overloaded(message: &str) -> bool {
+    message.starts_with("canceling statement due to statement timeout")
+        || message.starts_with("canceling statement due to lock timeout")
+        || message.contains("in a read-only transaction")
+}
+
 pub(super) fn db_error(e: DieselError) -> RepoError {
     match e {
         DieselError::DatabaseError(
             DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
             info,
         ) => RepoError::Unavailable(Cause::msg(info.message())),
-        DieselError::DatabaseError(_, ref info) if is_terminated(info.message()) => {
+        DieselError::DatabaseError(_, ref info)
+            if is_terminated(info.message()) || is_overloaded(info.message()) =>
+        {
             RepoError::Unavailable(Cause::msg(info.message()))
         }
         other => RepoError::Internal(Cause::new(other)),

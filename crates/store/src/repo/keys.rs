@@ -1,11 +1,13 @@
 //! `letip_write_key`: the key every write is stored under, with its answer, in the
 //! write's own transaction (migration `write_keys`).
 //!
-//! A client's key (`Idempotency-Key`) makes a repeat answer the first answer. The
-//! server's own key, one per write, settles a write whose COMMIT got no answer: another
-//! session inserts the same key, which waits while the first transaction is still
-//! running and conflicts once it has committed, so the answer is known rather than
-//! guessed.
+//! A client's key (`Idempotency-Key`) makes a repeat answer the first answer. Every
+//! row also carries the mark of the request that stored it, and the server's own key
+//! (a UUID, for a write sent without one) is one per request: either settles a write
+//! whose COMMIT got no answer. Another session inserts the same key, which waits while
+//! the first transaction is still running and conflicts once it has committed; the
+//! row's mark says whether that commit was this request's, so the answer is known
+//! rather than guessed.
 
 use std::time::Duration;
 
@@ -13,7 +15,7 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sql_types::{BigInt, Bool, Double, SmallInt, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use letip_domain::{Replay, WriteKey};
+use letip_domain::{Once, Replay, RepoError, RepoResult, WriteKey};
 
 /// How long the server's own keys are kept: far longer than it takes to settle a write
 /// whose COMMIT got no answer (the next connection, a few seconds at most).
@@ -24,6 +26,8 @@ pub(super) const OWN_KEY_TTL: Duration = Duration::from_secs(600);
 pub(super) struct Record {
     pub(super) key: String,
     pub(super) client: bool,
+    /// This request's own mark on the row it stores.
+    pub(super) attempt: String,
     pub(super) fingerprint: String,
     pub(super) status: i16,
 }
@@ -33,6 +37,7 @@ impl Record {
         Self {
             key: k.key.clone(),
             client: true,
+            attempt: uuid::Uuid::new_v4().to_string(),
             fingerprint: k.fingerprint.clone(),
             status: i16::try_from(k.status).unwrap_or(0),
         }
@@ -41,8 +46,9 @@ impl Record {
     /// A key of the server's own, for a write sent without one.
     pub(super) fn own() -> Self {
         Self {
-            key: format!("~{}", uuid::Uuid::new_v4()),
+            key: uuid::Uuid::new_v4().to_string(),
             client: false,
+            attempt: uuid::Uuid::new_v4().to_string(),
             fingerprint: String::new(),
             status: 0,
         }
@@ -61,13 +67,16 @@ pub(super) struct Stored {
 }
 
 impl Stored {
-    /// The stored answer when `key` is the same request again; `None` when it is
+    /// The stored answer when `key` is the same request again; refused when it is
     /// another one.
-    pub(super) fn replay(self, key: &WriteKey) -> Option<Replay> {
-        (self.fingerprint == key.fingerprint).then(|| Replay {
+    pub(super) fn replay_for(self, key: &WriteKey) -> RepoResult<Once> {
+        if self.fingerprint != key.fingerprint {
+            return Err(RepoError::KeyReused);
+        }
+        Ok(Once::Replayed(Replay {
             status: u16::try_from(self.status).unwrap_or(200),
             json: self.answer,
-        })
+        }))
     }
 }
 
@@ -113,13 +122,14 @@ pub(super) async fn record(
     answer: &str,
 ) -> QueryResult<()> {
     diesel::sql_query(
-        "INSERT INTO letip_write_key (key, client, fingerprint, status, answer) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key) DO UPDATE SET \
-         client = EXCLUDED.client, fingerprint = EXCLUDED.fingerprint, \
+        "INSERT INTO letip_write_key (key, client, attempt, fingerprint, status, answer) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (client, key) DO UPDATE SET \
+         attempt = EXCLUDED.attempt, fingerprint = EXCLUDED.fingerprint, \
          status = EXCLUDED.status, answer = EXCLUDED.answer, created_at = now()",
     )
     .bind::<Text, _>(&record.key)
     .bind::<Bool, _>(record.client)
+    .bind::<Text, _>(&record.attempt)
     .bind::<Text, _>(&record.fingerprint)
     .bind::<SmallInt, _>(record.status)
     .bind::<Text, _>(answer)
@@ -128,18 +138,26 @@ pub(super) async fn record(
     Ok(())
 }
 
-/// Whether the transaction that stored `key` committed, once it has ended: its stored
+/// Whether the transaction of `record`'s attempt committed, once it has ended: its stored
 /// answer if it did, `None` if it did not (it rolled back, or never reached its COMMIT).
 /// The probe inserts the key itself in a transaction it rolls back: the insert waits
-/// while the first transaction still holds the key, and conflicts once it committed.
-pub(super) async fn settle(conn: &mut AsyncPgConnection, key: &str) -> QueryResult<Option<String>> {
+/// while the first transaction still holds the key, and conflicts once a row of the key
+/// is committed; the row is this attempt's only if it carries its mark (an older row of
+/// the key, expired or another request's, is not). It waits at most 5 s for a first
+/// transaction that neither commits nor ends (a client gone in a network partition).
+pub(super) async fn settle(
+    conn: &mut AsyncPgConnection,
+    record: &Record,
+) -> QueryResult<Option<String>> {
     #[derive(QueryableByName)]
     struct Inserted {
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
     #[derive(QueryableByName)]
-    struct Answer {
+    struct Row {
+        #[diesel(sql_type = Text)]
+        attempt: String,
         #[diesel(sql_type = Text)]
         answer: String,
     }
@@ -155,22 +173,33 @@ pub(super) async fn settle(conn: &mut AsyncPgConnection, key: &str) -> QueryResu
     }
     let ended = conn
         .transaction(async |c| {
+            diesel::sql_query("SET LOCAL lock_timeout = '5s'")
+                .execute(c)
+                .await?;
             let inserted: Inserted = diesel::sql_query(
                 "WITH probe AS (INSERT INTO letip_write_key \
-                 (key, client, fingerprint, status, answer) VALUES ($1, false, '', 0, '') \
-                 ON CONFLICT (key) DO NOTHING RETURNING 1) SELECT count(*) AS n FROM probe",
+                 (key, client, attempt, fingerprint, status, answer) \
+                 VALUES ($1, $2, '', '', 0, '') \
+                 ON CONFLICT (client, key) DO NOTHING RETURNING 1) \
+                 SELECT count(*) AS n FROM probe",
             )
-            .bind::<Text, _>(key)
+            .bind::<Text, _>(&record.key)
+            .bind::<Bool, _>(record.client)
             .get_result(c)
             .await?;
             if inserted.n > 0 {
                 return Err::<(), _>(Probe::Found(None));
             }
-            let a: Answer = diesel::sql_query("SELECT answer FROM letip_write_key WHERE key = $1")
-                .bind::<Text, _>(key)
-                .get_result(c)
-                .await?;
-            Err(Probe::Found(Some(a.answer)))
+            let row: Row = diesel::sql_query(
+                "SELECT attempt, answer FROM letip_write_key WHERE key = $1 AND client = $2",
+            )
+            .bind::<Text, _>(&record.key)
+            .bind::<Bool, _>(record.client)
+            .get_result(c)
+            .await?;
+            Err(Probe::Found(
+                (row.attempt == record.attempt).then_some(row.answer),
+            ))
         })
         .await;
     match ended {

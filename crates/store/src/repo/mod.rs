@@ -13,6 +13,8 @@ mod errors;
 mod keys;
 mod queries;
 mod reconcile;
+
+pub(crate) use reconcile::STATS_LOCK;
 mod writes;
 
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
@@ -89,19 +91,19 @@ impl PgStore {
         self
     }
 
-    /// Whether the write `m` stored under `key` committed (see `keys::settle`): its
-    /// answer if it did, `None` if it did not and may run again.
+    /// Whether this request's write `m`, stored under `record`, committed (see
+    /// `keys::settle`): its answer if it did, `None` if it did not and may run again.
     fn settle_write<'a>(
         &'a self,
         m: &'a Mutation,
-        key: &'a str,
+        record: &'a keys::Record,
     ) -> BoxFuture<'a, RepoResult<Option<Step>>> {
         Box::pin(async move {
             let answer = self
-                .run(Op::Read, || async |conn| keys::settle(conn, key).await)
+                .run(Op::Read, || async |conn| keys::settle(conn, record).await)
                 .await?;
             answer
-                .map(|json| Mutated::from_json(m, &json).map(Step::Done))
+                .map(|json| Mutated::from_json(m.answer_kind(), &json).map(Step::Done))
                 .transpose()
                 .map_err(|e| RepoError::Internal(Cause::new(e)))
         })
@@ -187,21 +189,29 @@ impl PgStore {
             };
             let committing = AtomicBool::load(&committing, AtomicOrdering::Relaxed);
             match outcome {
+                // Failed at its COMMIT: settled by its key whatever the error says (a
+                // session ended at commit may have committed locally first).
+                Err(e)
+                    if attempt < budget
+                        && op == Op::Write
+                        && committing
+                        && settle.is_some()
+                        && (is_lost(&e) || retryable(&e, op, committing)) =>
+                {
+                    drop(PgConn::take(conn));
+                    tracing::warn!(error = %e, "lost a database connection at COMMIT; settling the write by its key");
+                    match settle {
+                        Some(settle) => match settle().await? {
+                            Some(done) => return Ok(done),
+                            None => attempt += 1,
+                        },
+                        None => return Err(db_error(e)),
+                    }
+                }
                 Err(e) if attempt < budget && retryable(&e, op, committing) => {
                     tracing::debug!(error = %e, "lost a database connection; retrying on a new one");
                     drop(PgConn::take(conn));
                     attempt += 1;
-                }
-                Err(e) if attempt < budget && op == Op::Write && committing && is_lost(&e) => {
-                    drop(PgConn::take(conn));
-                    let Some(settle) = settle else {
-                        return Err(db_error(e));
-                    };
-                    tracing::warn!(error = %e, "lost a database connection at COMMIT; settling the write by its key");
-                    match settle().await? {
-                        Some(done) => return Ok(done),
-                        None => attempt += 1,
-                    }
                 }
                 result => return result.map_err(db_error),
             }
@@ -307,17 +317,14 @@ impl Repository for PgStore {
                 })
                 .await?;
             if let Some(stored) = found {
-                return stored
-                    .replay(k)
-                    .map(Once::Replayed)
-                    .ok_or(RepoError::KeyReused);
+                return stored.replay_for(k);
             }
         }
         let record = key.map_or_else(keys::Record::own, keys::Record::client);
         let (op, statements) = writes::counted(&mutation);
         queried(op, statements + 1);
         let (m, r) = (&mutation, &record);
-        let settle = || self.settle_write(m, &r.key);
+        let settle = || self.settle_write(m, r);
         let step = self
             .run_settled(
                 Op::Write,
@@ -350,10 +357,10 @@ impl Repository for PgStore {
             Step::Done(done) => Ok(Once::Done(done)),
             Step::Refused(e) => Err(e),
             Step::Busy => Err(RepoError::KeyInFlight),
-            Step::Stored(stored) => key
-                .and_then(|k| stored.replay(k))
-                .map(Once::Replayed)
-                .ok_or(RepoError::KeyReused),
+            Step::Stored(stored) => match key {
+                Some(k) => stored.replay_for(k),
+                None => Err(RepoError::KeyReused),
+            },
         }
     }
 

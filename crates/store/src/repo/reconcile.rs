@@ -8,12 +8,16 @@
 //! commute: a write that commits after the snapshot adds its own delta through its
 //! trigger, before or after the correction, and the sum still comes out equal to the
 //! counts. No writer waits (unlike `letip recount-stats`, which locks the tables), and
-//! one reconciler at a time runs across instances (an advisory lock), so no difference
-//! is added twice.
+//! one reconciler at a time runs across instances (an advisory lock, which `letip
+//! recount-stats` takes too), so no difference is added twice and none is added on top
+//! of a recount.
 
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+/// The advisory lock that one reconcile or recount at a time holds, across instances.
+pub(crate) const STATS_LOCK: &str = "hashtextextended('letip_stats_reconcile', 0)";
 
 /// The tables' counts minus the counters, in one snapshot.
 #[derive(Debug, QueryableByName)]
@@ -56,12 +60,22 @@ FROM (SELECT count(*) AS total,
 /// Corrects the counters; answers how many were off. Each one corrected is counted in
 /// `letip_stats_corrections_total`, by counter.
 pub(super) async fn run(conn: &mut AsyncPgConnection) -> QueryResult<u32> {
+    #[derive(QueryableByName)]
+    struct Locked {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        locked: bool,
+    }
     conn.transaction(async |c| {
-        diesel::sql_query(
-            "SELECT pg_advisory_xact_lock(hashtextextended('letip_stats_reconcile', 0))",
-        )
-        .execute(c)
+        // Another instance reconciling (or `letip recount-stats` recounting) now: its
+        // result is this one's, nothing to add.
+        let lock: Locked = diesel::sql_query(format!(
+            "SELECT pg_try_advisory_xact_lock({STATS_LOCK}) AS locked"
+        ))
+        .get_result(c)
         .await?;
+        if !lock.locked {
+            return Ok(0);
+        }
         let d: Diff = diesel::sql_query(DIFF_SQL).get_result(c).await?;
         let off: Vec<(&'static str, i64)> = [
             ("businesses", d.businesses),
