@@ -85,7 +85,8 @@ else
 fi
 
 log "testing $base/api/openapi.json ($mode)"
-"$venv/bin/st" --config-file scripts/schemathesis.toml run "$base/api/openapi.json" \
+PYTHONPATH=scripts SCHEMATHESIS_HOOKS=schemathesis_hooks \
+    "$venv/bin/st" --config-file scripts/schemathesis.toml run "$base/api/openapi.json" \
     --exclude-checks unsupported_method \
     --exclude-path /ws \
     --exclude-path /socket.io/ \
