@@ -139,8 +139,10 @@ impl utoipa::Modify for SharedAnswers {
                             .into(),
                     );
                     let mut unavailable = error(
-                        "PostgreSQL is unreachable and the cache does not hold the answer; \
-                         nothing was written.",
+                        "PostgreSQL is unreachable and the cache does not hold the answer. \
+                         A write was not made, unless the connection was lost at its COMMIT \
+                         and could not be checked: repeat it with the same Idempotency-Key \
+                         to learn which.",
                     );
                     unavailable.headers.insert(
                         "Retry-After".into(),
