@@ -187,6 +187,25 @@ pub struct Config {
         global = true
     )]
     pub cache_ttl_detail_secs: u64,
+    /// Fail-safe reads: while PostgreSQL is unreachable, a read whose entry's TTL ran
+    /// out is answered with the value this instance last stored for it (`X-Cache:
+    /// STALE`, `Age`) for up to this long past the TTL, if nothing was written to it
+    /// since. 0 turns it off.
+    #[arg(
+        long,
+        env = "CACHE_STALE_GRACE_SECS",
+        default_value_t = 3600,
+        global = true
+    )]
+    pub cache_stale_grace_secs: u64,
+    /// The most bytes of values each instance keeps for fail-safe reads.
+    #[arg(
+        long,
+        env = "CACHE_STALE_MAX_BYTES",
+        default_value_t = 64 << 20,
+        global = true
+    )]
+    pub cache_stale_max_bytes: u64,
     /// How long a client's `Idempotency-Key` answers repeats of its write with the
     /// first answer; expired keys are deleted every minute.
     #[arg(

@@ -174,6 +174,10 @@ pub async fn start_with(
         let stats: Weak<dyn Repository> = me.clone();
         CachedRepository::new(store, cache, config.ttls())
             .with_list_max_page(config.cache_list_max_page)
+            .with_stale(letip_cache::StaleConfig {
+                grace: Duration::from_secs(config.cache_stale_grace_secs),
+                max_bytes: config.cache_stale_max_bytes,
+            })
             .with_hook(Notifying::new(stats, events.clone(), bus))
     });
     // Writes by other instances (one that cannot reach Redis, say) and by other clients

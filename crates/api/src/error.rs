@@ -15,6 +15,9 @@ pub const RETRY_AFTER_SECS: u64 = 5;
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// What caused a server-side error, with its chain of sources: for the log line
+    /// the request's answer is logged with, never for the client.
+    cause: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -30,7 +33,20 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            cause: None,
         }
+    }
+
+    /// The same error, with what caused it kept for the log.
+    #[must_use]
+    pub fn caused_by(mut self, cause: &(dyn std::error::Error + 'static)) -> Self {
+        self.cause = Some(chain(cause));
+        self
+    }
+
+    /// What caused it, with its sources, when it was a server-side failure.
+    pub fn cause(&self) -> Option<&str> {
+        self.cause.as_deref()
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -41,7 +57,8 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, message)
     }
 
-    /// A server fault. The cause is logged by the caller; the client learns nothing of it.
+    /// A server fault. The client learns nothing of its cause; give it with
+    /// [`caused_by`](Self::caused_by) for the log.
     pub fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
     }
@@ -104,25 +121,20 @@ impl From<RepoError> for ApiError {
                 "A request with this Idempotency-Key is still being processed; \
                  repeat it once that one is answered",
             ),
-            RepoError::Unavailable(_) => {
-                tracing::warn!(error = %e, causes = causes(&e), "database unavailable");
-                Self::unavailable()
-            }
-            RepoError::Internal(_) => {
-                tracing::error!(error = %e, causes = causes(&e), "request failed");
-                Self::internal()
-            }
+            RepoError::Unavailable(_) => Self::unavailable().caused_by(&e),
+            RepoError::Internal(_) => Self::internal().caused_by(&e),
         }
     }
 }
 
-/// The whole chain of `e`'s causes, for the log only.
-fn causes(e: &RepoError) -> String {
-    let mut causes = String::new();
-    let mut source = std::error::Error::source(e);
+/// `e` and the whole chain of its sources, for the log only.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    use std::fmt::Write as _;
+    let mut chain = e.to_string();
+    let mut source = e.source();
     while let Some(s) = source {
-        causes.push_str(&format!(": {s}"));
+        let _ = write!(chain, ": {s}");
         source = s.source();
     }
-    causes
+    chain
 }

@@ -7,11 +7,11 @@
 //! read, 500 and 503 on every route that reads the database).
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use actix_web::http::header::{AGE, CONTENT_TYPE, HeaderName, HeaderValue};
 use actix_web::{HttpResponse, web};
 use letip_domain::{
-    Body, BusinessDetail, BusinessPage, BusinessPatch, EnrichmentRun, Fetched, MessageStatusUpdate,
-    Mutation, NewBusiness, NewContact, NewMessage, Once, Replay, Stats,
+    Body, BusinessDetail, BusinessPage, BusinessPatch, CacheStatus, EnrichmentRun, Fetched,
+    MessageStatusUpdate, Mutation, NewBusiness, NewContact, NewMessage, Once, Replay, Stats,
 };
 use serde::Serialize;
 
@@ -32,6 +32,9 @@ fn cached<T: Serialize>(fetched: Fetched<T>) -> HttpResponse {
         X_CACHE_NAME.clone(),
         HeaderValue::from_static(fetched.cache.as_str()),
     ));
+    if let CacheStatus::Stale { age } = fetched.cache {
+        res.insert_header((AGE, age.as_secs()));
+    }
     match fetched.body {
         Body::Typed(value) => res.json(value),
         Body::Json(bytes) => res
@@ -54,11 +57,12 @@ async fn write(
     let (status, json, replayed) = match state.repo.write(mutation, key.as_ref()).await? {
         Once::Done(done) => (
             status,
-            done.to_json().map_err(|_| ApiError::internal())?,
+            done.to_json()
+                .map_err(|e| ApiError::internal().caused_by(&e))?,
             false,
         ),
         Once::Replayed(Replay { status, json }) => (
-            StatusCode::from_u16(status).map_err(|_| ApiError::internal())?,
+            StatusCode::from_u16(status).map_err(|e| ApiError::internal().caused_by(&e))?,
             json,
             true,
         ),
@@ -81,7 +85,7 @@ async fn write(
     params(ListParams),
     responses(
         (status = 200, description = "One page, newest `created_at` first, ties by id descending.",
-            body = BusinessPage, headers(("X-Cache" = CacheHeader, description = "HIT, MISS or BYPASS")),
+            body = BusinessPage, headers(("X-Cache" = CacheHeader, description = "HIT, MISS, BYPASS, or STALE (the database is unreachable: the last answer the cache held, with nothing written to it since)"), ("Age" = u64, description = "With `X-Cache: STALE` only: seconds since that answer was stored")),
             links(("BusinessDetail" = (operation_id = "business_detail",
                 parameters(("id" = "$response.body#/data/0/id")))))),
         (status = 400, description = "A parameter out of range, not decimal digits, given twice, \
@@ -99,7 +103,7 @@ pub async fn list_businesses(
 /// The dashboard's counters.
 #[utoipa::path(
     get, path = "/api/businesses/stats", tag = "businesses",
-    responses((status = 200, body = Stats, headers(("X-Cache" = CacheHeader, description = "HIT, MISS or BYPASS"))))
+    responses((status = 200, body = Stats, headers(("X-Cache" = CacheHeader, description = "HIT, MISS, BYPASS, or STALE (the database is unreachable: the last answer the cache held, with nothing written to it since)"), ("Age" = u64, description = "With `X-Cache: STALE` only: seconds since that answer was stored"))))
 )]
 pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(cached(state.repo.stats().await?))
@@ -111,7 +115,7 @@ pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
     params(Id),
     responses(
         (status = 200, body = BusinessDetail,
-            headers(("X-Cache" = CacheHeader, description = "HIT, MISS or BYPASS")),
+            headers(("X-Cache" = CacheHeader, description = "HIT, MISS, BYPASS, or STALE (the database is unreachable: the last answer the cache held, with nothing written to it since)"), ("Age" = u64, description = "With `X-Cache: STALE` only: seconds since that answer was stored")),
             links(
                 ("DeleteContact" = (operation_id = "delete_contact",
                     parameters(("id" = "$response.body#/contacts/0/id")))),
@@ -324,4 +328,5 @@ pub(crate) enum CacheHeader {
     Hit,
     Miss,
     Bypass,
+    Stale,
 }

@@ -245,7 +245,8 @@ pub(crate) async fn start(args: &Args, size: u64, mode: Mode, run: &str) -> anyh
         .env("CACHE_NEAR_LEASE_MS", mode.lease_ms())
         .env("REDIS_URL", redis)
         .env("CACHE_NAMESPACE", namespace(run, size, mode))
-        .env("RUST_LOG", "error")
+        // The default log level, as a user who sets nothing gets it.
+        .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;

@@ -15,6 +15,10 @@
 //! - **Bypass.** When the cache cannot be asked (down, slow, its breaker open), reads go
 //!   to the source, and concurrent ones share only a load that had not started when they
 //!   arrived: each still sees every write answered before it began.
+//! - **Fail-safe.** With [`CacheAside::serve_stale`], a load that fails because the
+//!   source cannot be reached is answered with the value this process last stored for
+//!   the key, up to a grace period past its TTL, if the lookup's ticket shows that its
+//!   scope was not invalidated since ([`Source::Stale`]; see `stale.rs`).
 //!
 //! The same for *index* entries ([`CacheAside::get_or_load_index`]): an entry whose value
 //! names member entries (a page of rows, say), looked up with its members in one call;
@@ -28,7 +32,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::flight::{LoadError, SingleFlight};
-use crate::{Cache, IndexLookup, Key, Lookup, Members, Ticket, metrics};
+use crate::stale::{Keeper, StaleConfig};
+use crate::{Cache, IndexLookup, Key, Lookup, Members, Stored, Ticket, metrics};
 
 /// How long a completed load stays shared with readers of the same generation.
 const LINGER: Duration = Duration::from_millis(250);
@@ -42,6 +47,9 @@ pub enum Source {
     Miss,
     /// Loaded while the cache could not be asked; stored nowhere.
     Bypass,
+    /// The load failed as [`CacheAside::serve_stale`] allows, and this is the value
+    /// last stored for the key, stored `age` ago, its scope not invalidated since.
+    Stale { age: Duration },
 }
 
 /// A value and where it came from.
@@ -72,6 +80,8 @@ pub struct CacheAside<E> {
     cache: Arc<dyn Cache>,
     flights: SingleFlight<E>,
     check: fn(&[u8]) -> bool,
+    /// What it stored, kept for fail-safe reads, and which load failures they answer.
+    stale: Option<(Arc<Keeper>, fn(&E) -> bool)>,
 }
 
 impl<E> std::fmt::Debug for CacheAside<E> {
@@ -118,7 +128,38 @@ impl<E: Clone + Send + Sync + 'static> CacheAside<E> {
             cache,
             flights: SingleFlight::default(),
             check: |_| true,
+            stale: None,
         }
+    }
+
+    /// Fail-safe reads: keeps each value this process stores for `config.grace` past
+    /// its TTL (at most `config.max_bytes` of them), and answers a read whose load fails
+    /// with an error `when` accepts (the source is unreachable, say) with the kept value,
+    /// as [`Source::Stale`], if the read's lookup shows its scope was not invalidated
+    /// since it was stored. A read the cache cannot be asked, and a value this process
+    /// did not store, still fail.
+    #[must_use]
+    pub fn serve_stale(mut self, config: StaleConfig, when: fn(&E) -> bool) -> Self {
+        self.stale = Keeper::new(config).map(|k| (Arc::new(k), when));
+        self
+    }
+
+    /// The kept value of `key` under `ticket`, for a load that failed with `error`.
+    fn stale_answer(&self, key: &Key, ticket: &Ticket, error: &LoadError<E>) -> Option<Loaded> {
+        let (keeper, when) = self.stale.as_ref()?;
+        let LoadError::Load(e) = error else {
+            return None;
+        };
+        if !when(e) {
+            return None;
+        }
+        let kept = keeper.offer(key, ticket)?;
+        metrics::stale_answer(key.family());
+        tracing::debug!(family = key.family(), age = ?kept.age, "answered stale");
+        Some(Loaded {
+            value: kept.value,
+            source: Source::Stale { age: kept.age },
+        })
     }
 
     /// Checks every hit with `check` when the cache does not verify what it answers
@@ -218,24 +259,31 @@ impl<E: Clone + Send + Sync + 'static> CacheAside<E> {
             Ok(Lookup::Miss(ticket)) => {
                 tracing::debug!(family, "cache miss");
                 let flight = flight_name(&key, &ticket);
-                let cache = self.cache.clone();
-                let value = self
+                let (cache, keeper) = (self.cache.clone(), self.keeper());
+                let (k, t) = (key.clone(), ticket.clone());
+                let loaded = self
                     .flights
                     .run(flight, LINGER, async move {
                         let value = load.await?;
-                        if let Err(e) = cache
-                            .put(&key, Fill::new(&ticket, value.clone(), ttl))
-                            .await
-                        {
-                            tracing::debug!(family, error = %e, "cache store failed");
+                        match cache.put(&k, Fill::new(&t, value.clone(), ttl)).await {
+                            Ok(Stored::Stored) => {
+                                if let Some(keeper) = keeper {
+                                    keeper.keep(&k, &t, &value, ttl);
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::debug!(family, error = %e, "cache store failed"),
                         }
                         Ok(value)
                     })
-                    .await?;
-                Ok(Loaded {
-                    value,
-                    source: Source::Miss,
-                })
+                    .await;
+                match loaded {
+                    Ok(value) => Ok(Loaded {
+                        value,
+                        source: Source::Miss,
+                    }),
+                    Err(e) => self.stale_answer(&key, &ticket, &e).ok_or(e),
+                }
             }
             Err(e) => {
                 tracing::debug!(family, error = %e, "cache unavailable; reading the source");
@@ -275,10 +323,17 @@ impl<E: Clone + Send + Sync + 'static> CacheAside<E> {
         metrics::corrupt(key.family());
         let _ = self.cache.remove(key).await;
         self.forget(key);
+        if let Some((keeper, _)) = &self.stale {
+            keeper.forget(key);
+        }
     }
 
     fn forget(&self, key: &Key) {
         self.flights.forget_prefix(&format!("{}#gen:", key.name()));
+    }
+
+    fn keeper(&self) -> Option<Arc<Keeper>> {
+        self.stale.as_ref().map(|(k, _)| k.clone())
     }
 
     /// An index entry and a lookup of each of its members, in one call: on a miss, its

@@ -98,8 +98,9 @@ impl<E: Clone + Send + Sync + 'static> SingleFlight<E> {
     /// Runs `load` unless a load of `key` is under way, in which case its result is
     /// shared. The load runs on its own task: a caller that goes away (a client that
     /// disconnected) does not cancel it for the others. Its result stays shared for
-    /// `linger` after it completes, for callers that asked just too late; only keys that
-    /// name what they may share (a cache generation) should linger.
+    /// `linger` after it completes, for callers that asked just too late (a failure does
+    /// not: the next caller loads again); only keys that name what they may share (a
+    /// cache generation) should linger.
     pub(crate) async fn run<F>(
         &self,
         key: String,
@@ -125,7 +126,9 @@ impl<E: Clone + Send + Sync + 'static> SingleFlight<E> {
                             .unwrap_or_else(|p| p.into_inner())
                             .remove(&done_key);
                     };
-                    if linger.is_zero() {
+                    // A failure is never shared with callers that come after it: the
+                    // next one loads again (the source may answer by then).
+                    if linger.is_zero() || result.is_err() {
                         forget();
                     } else {
                         tokio::spawn(async move {
@@ -288,6 +291,22 @@ mod tests {
             .run("k".into(), linger, async { Ok(Bytes::from_static(b"3")) })
             .await;
         assert_eq!(fresh.expect("fresh"), "3");
+    }
+
+    #[tokio::test]
+    async fn a_failure_does_not_linger() {
+        let flights = SingleFlight::<String>::default();
+        let linger = Duration::from_secs(60);
+        let failed = flights
+            .run("k".into(), linger, async { Err("unreachable".to_owned()) })
+            .await;
+        assert_eq!(failed, Err(LoadError::Load("unreachable".to_owned())));
+        let next = flights
+            .run("k".into(), linger, async {
+                Ok(Bytes::from_static(b"back"))
+            })
+            .await;
+        assert_eq!(next.expect("loaded again"), "back");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,6 +64,7 @@ mod memory;
 pub mod metrics;
 mod noop;
 mod redis;
+mod stale;
 mod tiered;
 
 use std::sync::Arc;
@@ -81,6 +82,7 @@ pub use key::Key;
 pub use lease::LeaseConfig;
 pub use memory::MemoryConfig;
 pub use redis::RedisConfig;
+pub use stale::{StaleConfig, StaleValue};
 pub use tiered::NearConfig;
 
 // The backends, for wiring by hand, and the bus between instances.

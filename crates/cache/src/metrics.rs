@@ -8,6 +8,7 @@
 //! | `cache_sets_total` | `family`, `result` = `stored` / `stale` / `too_large` / `error` | stores |
 //! | `cache_invalidations_total` | `family` (the scope's first segment) | scopes invalidated |
 //! | `cache_corrupt_total` | `family` | entries found unusable and removed |
+//! | `cache_stale_answers_total` | `family` | values answered past their TTL because the load failed (fail-safe reads) |
 //! | `cache_near_hits_total` | `family` | hits served from the near tier once Redis confirmed them (also counted as hits) |
 //! | `cache_near_leased_hits_total` | `family` | hits served from the near tier under a lease, without a round trip (also counted as hits) |
 //! | `cache_near_bytes` | `namespace` | bytes of keys and values the near tier holds (at most its `max_bytes`), updated every second |
@@ -213,6 +214,11 @@ pub(crate) fn redis_call(op: &'static str, elapsed: Duration) {
 /// Counts an entry of `family` found unusable (undecodable, say) by a caller.
 pub fn corrupt(family: &'static str) {
     metrics::counter!("cache_corrupt_total", "family" => family).increment(1);
+}
+
+/// A kept value of `family` answered past its TTL because its load failed.
+pub(crate) fn stale_answer(family: &'static str) {
+    metrics::counter!("cache_stale_answers_total", "family" => family).increment(1);
 }
 
 /// A PING sent to learn whether Redis answers, by whom and what it found.

@@ -12,6 +12,11 @@ pub enum CacheStatus {
     Miss,
     /// No cache took part: caching is disabled or the cache was unavailable.
     Bypass,
+    /// The source of truth could not be reached: the value last stored in the cache,
+    /// `age` ago, with nothing written to what it shows since (a fail-safe read).
+    Stale {
+        age: std::time::Duration,
+    },
 }
 
 impl CacheStatus {
@@ -20,6 +25,7 @@ impl CacheStatus {
             Self::Hit => "HIT",
             Self::Miss => "MISS",
             Self::Bypass => "BYPASS",
+            Self::Stale { .. } => "STALE",
         }
     }
 }

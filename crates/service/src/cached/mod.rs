@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt};
-use letip_cache::{Cache, CacheAside, CacheHealth, Key, LoadError, Loaded, Source};
+use letip_cache::{Cache, CacheAside, CacheHealth, Key, LoadError, Loaded, Source, StaleConfig};
 use letip_domain::RepoResult;
 use letip_domain::{
     Body, BusinessDetail, BusinessFilter, BusinessPage, BusinessWithContacts, CacheStatus, Cause,
@@ -118,6 +118,7 @@ fn answered<T>(loaded: Loaded) -> Fetched<T> {
         Source::Hit => CacheStatus::Hit,
         Source::Miss => CacheStatus::Miss,
         Source::Bypass => CacheStatus::Bypass,
+        Source::Stale { age } => CacheStatus::Stale { age },
     };
     fetched(loaded.value, status)
 }
@@ -155,6 +156,21 @@ impl CachedRepository {
     #[must_use]
     pub fn with_hook(mut self, hook: Arc<dyn WriteHook>) -> Self {
         self.hooks.push(hook);
+        self
+    }
+
+    /// Fail-safe reads: while the inner repository answers `Unavailable`, a read whose
+    /// entry's TTL ran out is answered with the value this process last stored for it
+    /// (as [`CacheStatus::Stale`]) for up to `config.grace` past the TTL, if the cache
+    /// shows nothing was written to it since. Stats and details; a list page still
+    /// needs the database.
+    #[must_use]
+    pub fn with_stale(mut self, config: StaleConfig) -> Self {
+        self.aside = Arc::new(
+            CacheAside::new(self.cache.clone())
+                .check_hits_with(is_json)
+                .serve_stale(config, |e| matches!(e, RepoError::Unavailable(_))),
+        );
         self
     }
 
