@@ -65,6 +65,7 @@ async fn stale_reads_on(backend: CacheBackend) {
         c.redis_url = redis.url();
         c.cache_ttl_detail_secs = 1;
         c.cache_ttl_stats_secs = 1;
+        c.cache_ttl_list_secs = 1;
     })
     .await;
     let kept = app
@@ -77,11 +78,14 @@ async fn stale_reads_on(backend: CacheBackend) {
     // Invalidated, and not read again: what was cached of it is never answered.
     let patched = app.patch(&changed, json!({"name": "After"})).await;
     assert_eq!(patched.status, 200, "{}", patched.text);
-    for path in [&kept, &"/api/businesses/stats".to_owned()] {
+    let (stats, list) = ("/api/businesses/stats", "/api/businesses?city=Freehold");
+    for path in [&kept, stats, list] {
         let read = app.get(path).await;
         assert_ne!(read.header("x-cache"), Some("STALE"), "{path}");
     }
-    let stats = app.get("/api/businesses/stats").await.body;
+    let stats = app.get(stats).await.body;
+    let list_body = app.get(list).await.body;
+    assert_eq!(list_body["meta"]["total"], 1, "{list_body}");
     tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
 
     proxy.switch_to(nowhere());
@@ -90,12 +94,23 @@ async fn stale_reads_on(backend: CacheBackend) {
     assert_eq!(stale.status, 200, "{}", stale.text);
     assert_eq!(stale.header("x-cache"), Some("STALE"));
     assert_eq!(stale.body["name"], "Kept");
-    let age: u64 = stale.header("age").expect("an Age header").parse().unwrap();
+    let age: u64 = stale
+        .header("age")
+        .expect("an Age header")
+        .parse()
+        .expect("whole seconds");
     assert!((2..60).contains(&age), "age {age}");
     let counters = app.get("/api/businesses/stats").await;
     assert_eq!(counters.status, 200, "{}", counters.text);
     assert_eq!(counters.header("x-cache"), Some("STALE"));
     assert_eq!(counters.body, stats, "the counters as last stored");
+    let page = app.get(list).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert_eq!(page.header("x-cache"), Some("STALE"));
+    assert!(page.header("age").is_some());
+    assert_eq!(page.body, list_body, "the page as last stored");
+    let never_read = app.get("/api/businesses?city=Elsewhere").await;
+    never_read.error(503);
     let refused = app.get(&changed).await;
     assert_eq!(
         refused.error(503),

@@ -83,6 +83,13 @@ pub async fn migrate(config: &Config) -> anyhow::Result<usize> {
     Ok(letip_store::migrate(&config.database_url).await?)
 }
 
+/// How long a scope's generation lives after it was last moved: longer than every entry
+/// of the scope (twice the longest TTL), and than every value kept for fail-safe reads
+/// (its TTL plus the grace), since a generation made anew makes them all unusable.
+fn generation_ttl(config: &Config) -> Duration {
+    config.ttls().longest() * 2 + Duration::from_secs(config.cache_stale_grace_secs)
+}
+
 /// The cache `CACHE_BACKEND` names, with what keeps it running (the background probe
 /// of Redis, stopped with the server). Redis being down is not an error: the server
 /// starts and reads go to PostgreSQL until Redis answers, which the probe notices.
@@ -107,15 +114,14 @@ pub fn cache(config: &Config) -> anyhow::Result<Caching> {
         max_value_bytes: config.cache_max_value_bytes,
         compress_above: (config.cache_compress_above_bytes > 0)
             .then_some(config.cache_compress_above_bytes),
-        // Generations must outlive every entry of their scope.
-        generation_ttl: config.ttls().longest() * 2,
+        generation_ttl: generation_ttl(config),
     };
     let builder = match config.cache_backend {
         CacheBackend::None => CacheBuilder::none(),
         CacheBackend::Memory => CacheBuilder::memory(MemoryConfig {
             max_bytes: config.cache_memory_max_bytes,
             max_value_bytes: config.cache_max_value_bytes,
-            generation_ttl: config.ttls().longest() * 2,
+            generation_ttl: generation_ttl(config),
         }),
         CacheBackend::Redis => CacheBuilder::redis(redis()),
         CacheBackend::Tiered => {

@@ -112,6 +112,7 @@ impl Products {
             value,
             members: found,
             hit,
+            ..
         } = read
         else {
             // The cache cannot be asked: read the source.
@@ -150,7 +151,7 @@ impl Products {
                 .map_err(|e| e.to_string())?;
             // The missing ones, in the order they were asked.
             let empty = names.iter_mut().filter(|n| n.is_none());
-            for (slot, v) in empty.zip(loaded) {
+            for (slot, v) in empty.zip(loaded.values) {
                 *slot = Some(String::from_utf8_lossy(&v).into_owned());
             }
         }

@@ -69,10 +69,22 @@ pub enum IndexRead {
         value: Bytes,
         members: Arc<[Lookup]>,
         hit: bool,
+        /// Set when the index's load failed as [`CacheAside::serve_stale`] allows and
+        /// this is its kept value, stored this long ago.
+        stale: Option<Duration>,
     },
     /// The cache could not be asked: read the whole from the source, with
     /// [`CacheAside::load_fresh`].
     Unavailable,
+}
+
+/// The members [`CacheAside::load_members`] loaded, in the order they were asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedMembers {
+    pub values: Vec<Bytes>,
+    /// Set when their load failed as [`CacheAside::serve_stale`] allows and these are
+    /// their kept values: the age of the oldest.
+    pub stale: Option<Duration>,
 }
 
 /// Cache-aside reads over any [`Cache`], for loads that fail with `E`.
@@ -81,8 +93,11 @@ pub struct CacheAside<E> {
     flights: SingleFlight<E>,
     check: fn(&[u8]) -> bool,
     /// What it stored, kept for fail-safe reads, and which load failures they answer.
-    stale: Option<(Arc<Keeper>, fn(&E) -> bool)>,
+    stale: Option<(Arc<Keeper>, StaleWhen<E>)>,
 }
+
+/// Which load failures a kept value may answer.
+type StaleWhen<E> = fn(&E) -> bool;
 
 impl<E> std::fmt::Debug for CacheAside<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -144,16 +159,18 @@ impl<E: Clone + Send + Sync + 'static> CacheAside<E> {
         self
     }
 
+    /// The keeper, when a load that failed with `error` may be answered stale.
+    fn stale_for(&self, error: &LoadError<E>) -> Option<&Keeper> {
+        let (keeper, when) = self.stale.as_ref()?;
+        match error {
+            LoadError::Load(e) if when(e) => Some(keeper),
+            _ => None,
+        }
+    }
+
     /// The kept value of `key` under `ticket`, for a load that failed with `error`.
     fn stale_answer(&self, key: &Key, ticket: &Ticket, error: &LoadError<E>) -> Option<Loaded> {
-        let (keeper, when) = self.stale.as_ref()?;
-        let LoadError::Load(e) = error else {
-            return None;
-        };
-        if !when(e) {
-            return None;
-        }
-        let kept = keeper.offer(key, ticket)?;
+        let kept = self.stale_for(error)?.offer(key, ticket)?;
         metrics::stale_answer(key.family());
         tracing::debug!(family = key.family(), age = ?kept.age, "answered stale");
         Some(Loaded {
@@ -360,6 +377,7 @@ impl<E: Clone + Send + Sync + 'static> CacheAside<E> {
                     value,
                     members,
                     hit: true,
+                    stale: None,
                 })
             }
             Ok(IndexLookup::Miss(ticket)) => {
@@ -387,20 +405,37 @@ impl<E: Clone + Send + Sync + 'static> CacheAside<E> {
         let family = key.family();
         tracing::debug!(family, "cache miss");
         let flight = flight_name(key, &ticket);
-        let (cache, k) = (self.cache.clone(), key.clone());
-        let value = self
+        let (cache, keeper) = (self.cache.clone(), self.keeper());
+        let (k, t) = (key.clone(), ticket.clone());
+        let loaded = self
             .flights
             .run(flight, LINGER, async move {
                 let (value, keys) = load.await?;
-                if let Err(e) = cache
-                    .put_index(&k, Fill::new(&ticket, value.clone(), ttl), &keys)
+                match cache
+                    .put_index(&k, Fill::new(&t, value.clone(), ttl), &keys)
                     .await
                 {
-                    tracing::debug!(family, error = %e, "cache store failed");
+                    Ok(Stored::Stored) => {
+                        if let Some(keeper) = keeper {
+                            keeper.keep(&k, &t, &value, ttl);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(family, error = %e, "cache store failed"),
                 }
                 Ok(value)
             })
-            .await?;
+            .await;
+        let (value, stale) = match loaded {
+            Ok(value) => (value, None),
+            Err(e) => match self.stale_answer(key, &ticket, &e) {
+                Some(Loaded {
+                    value,
+                    source: Source::Stale { age },
+                }) => (value, Some(age)),
+                _ => return Err(e),
+            },
+        };
         let Some(keys) = members(&value) else {
             return Ok(IndexRead::Unavailable);
         };
@@ -412,6 +447,7 @@ impl<E: Clone + Send + Sync + 'static> CacheAside<E> {
             value,
             members: lookups.into(),
             hit: false,
+            stale,
         })
     }
 
@@ -427,7 +463,7 @@ impl<E: Clone + Send + Sync + 'static> CacheAside<E> {
         ttl: Duration,
         missing: &[(Key, Ticket)],
         load: Fut,
-    ) -> Result<Vec<Bytes>, LoadError<E>>
+    ) -> Result<LoadedMembers, LoadError<E>>
     where
         Fut: Future<Output = Result<Vec<Bytes>, E>> + Send + 'static,
     {
@@ -440,15 +476,23 @@ impl<E: Clone + Send + Sync + 'static> CacheAside<E> {
         }
         let known = missing.iter().all(|(_, t)| *t != Ticket::none());
         let wanted = missing.to_vec();
-        let cache = self.cache.clone();
+        let (cache, keeper) = (self.cache.clone(), self.keeper());
         let load = async move {
             let values = load.await?;
             if values.len() == wanted.len() {
                 let puts = values.iter().zip(&wanted).map(|(value, (key, ticket))| {
-                    let cache = &cache;
+                    let (cache, keeper) = (&cache, &keeper);
                     async move {
-                        if let Err(e) = cache.put(key, Fill::new(ticket, value.clone(), ttl)).await {
-                            tracing::debug!(family = key.family(), error = %e, "cache store failed");
+                        match cache.put(key, Fill::new(ticket, value.clone(), ttl)).await {
+                            Ok(Stored::Stored) => {
+                                if let Some(keeper) = keeper {
+                                    keeper.keep(key, ticket, value, ttl);
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::debug!(family = key.family(), error = %e, "cache store failed");
+                            }
                         }
                     }
                 });
@@ -457,11 +501,44 @@ impl<E: Clone + Send + Sync + 'static> CacheAside<E> {
             Ok(pack(&values))
         };
         let packed = if known {
-            self.flights.run(flight, LINGER, load).await?
+            self.flights.run(flight, LINGER, load).await
         } else {
-            self.flights.run_fresh(flight, load).await?
+            self.flights.run_fresh(flight, load).await
         };
-        unpack(&packed).ok_or_else(|| LoadError::Aborted("members that do not unpack".into()))
+        let packed = match packed {
+            Ok(packed) => packed,
+            Err(e) => return self.stale_members(missing, &e).ok_or(e),
+        };
+        let values = unpack(&packed)
+            .ok_or_else(|| LoadError::Aborted("members that do not unpack".into()))?;
+        Ok(LoadedMembers {
+            values,
+            stale: None,
+        })
+    }
+
+    /// The kept values of every member `missing` names under its ticket, for a load
+    /// that failed with `error`; `None` unless every one is kept.
+    fn stale_members(
+        &self,
+        missing: &[(Key, Ticket)],
+        error: &LoadError<E>,
+    ) -> Option<LoadedMembers> {
+        let keeper = self.stale_for(error)?;
+        let mut values = Vec::with_capacity(missing.len());
+        let mut oldest = Duration::ZERO;
+        for (key, ticket) in missing {
+            let kept = keeper.offer(key, ticket)?;
+            oldest = oldest.max(kept.age);
+            values.push(kept.value);
+        }
+        for (key, _) in missing {
+            metrics::stale_answer(key.family());
+        }
+        Some(LoadedMembers {
+            values,
+            stale: Some(oldest),
+        })
     }
 }
 

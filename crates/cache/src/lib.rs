@@ -74,7 +74,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 // What an embedder needs first: the builder, the cache-aside call, keys and settings.
-pub use aside::{CacheAside, IndexRead, Loaded, Source};
+pub use aside::{CacheAside, IndexRead, Loaded, LoadedMembers, Source};
 pub use builder::{CacheBuilder, Caching};
 pub use error::{CacheError, Cause};
 pub use flight::LoadError;

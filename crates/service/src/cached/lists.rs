@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use letip_cache::{CacheAside, IndexRead, Key, Lookup, Ticket};
+use letip_cache::{CacheAside, IndexRead, Key, LoadedMembers, Lookup, Ticket};
 use letip_domain::RepoResult;
 use letip_domain::{
     Body, BusinessFilter, BusinessPage, CacheStatus, Cause, Fetched, ListQuery, PageMeta,
@@ -175,6 +175,7 @@ impl CachedRepository {
         page: &IdPage,
         members: &[Lookup],
         page_hit: bool,
+        page_stale: Option<Duration>,
     ) -> RepoResult<Fetched<BusinessPage>> {
         let mut rows: Vec<Option<Bytes>> = Vec::with_capacity(page.ids.len());
         let mut missing: Vec<(usize, i32, Ticket)> = Vec::new();
@@ -198,12 +199,14 @@ impl CachedRepository {
             }
         }
         let all_hit = page_hit && missing.is_empty();
+        let mut stale = page_stale;
         if !missing.is_empty() {
             let loaded = self.load_rows(&missing).await?;
-            if loaded.len() != missing.len() {
+            if loaded.values.len() != missing.len() {
                 return self.bypass(key, self.page_load(query)).await;
             }
-            for ((i, _, _), bytes) in missing.iter().zip(loaded) {
+            stale = stale.max(loaded.stale);
+            for ((i, _, _), bytes) in missing.iter().zip(loaded.values) {
                 if let Some(row) = rows.get_mut(*i) {
                     *row = Some(bytes);
                 }
@@ -212,24 +215,22 @@ impl CachedRepository {
         let mut found = Vec::with_capacity(rows.len());
         found.extend(rows.into_iter().flatten());
         let rows = found;
-        Ok(fetched(
-            page_json(&page.meta, &rows),
-            if all_hit {
-                CacheStatus::Hit
-            } else {
-                CacheStatus::Miss
-            },
-        ))
+        let status = match stale {
+            Some(age) => CacheStatus::Stale { age },
+            None if all_hit => CacheStatus::Hit,
+            None => CacheStatus::Miss,
+        };
+        Ok(fetched(page_json(&page.meta, &rows), status))
     }
 
     /// Reads the rows `missing` names (index in the page, id, ticket) and stores each
     /// under its ticket; answers their JSON in the same order, or fewer when some
-    /// business is gone. Reads missing the same rows at the same generations share one
+    /// business is gone (or their kept values, while the database is unreachable). Reads missing the same rows at the same generations share one
     /// load (see [`CacheAside::load_members`]).
     pub(super) async fn load_rows(
         &self,
         missing: &[(usize, i32, Ticket)],
-    ) -> RepoResult<Vec<Bytes>> {
+    ) -> RepoResult<LoadedMembers> {
         let wanted: Vec<(Key, Ticket)> = missing
             .iter()
             .map(|(_, id, t)| (keys::row(*id), t.clone()))
@@ -286,6 +287,7 @@ impl CachedRepository {
                 value,
                 members,
                 hit: true,
+                ..
             } => {
                 if let Some(body) = self.pages.get(key.name(), &value, &members) {
                     tracing::debug!(family, "cache hit");
@@ -297,7 +299,9 @@ impl CachedRepository {
                     self.aside.discard(&key).await;
                     return self.bypass(&key, self.page_load(query)).await;
                 };
-                let fetched = self.assemble(&key, query, &page, &members, true).await?;
+                let fetched = self
+                    .assemble(&key, query, &page, &members, true, None)
+                    .await?;
                 if let (CacheStatus::Hit, Body::Json(body)) = (&fetched.cache, &fetched.body) {
                     self.pages.keep(key.name(), value, members, body.clone());
                 }
@@ -307,11 +311,13 @@ impl CachedRepository {
                 value,
                 members,
                 hit: false,
+                stale,
             } => {
                 let page = IdPage::decode(&value, false).ok_or_else(|| {
                     RepoError::Internal(Cause::msg("a list page that is not one"))
                 })?;
-                self.assemble(&key, query, &page, &members, false).await
+                self.assemble(&key, query, &page, &members, false, stale)
+                    .await
             }
             IndexRead::Unavailable => self.bypass(&key, self.page_load(query)).await,
         }

@@ -162,8 +162,8 @@ impl CachedRepository {
     /// Fail-safe reads: while the inner repository answers `Unavailable`, a read whose
     /// entry's TTL ran out is answered with the value this process last stored for it
     /// (as [`CacheStatus::Stale`]) for up to `config.grace` past the TTL, if the cache
-    /// shows nothing was written to it since. Stats and details; a list page still
-    /// needs the database.
+    /// shows nothing was written to it since: stats, details, and list pages whose
+    /// index and every row were kept.
     #[must_use]
     pub fn with_stale(mut self, config: StaleConfig) -> Self {
         self.aside = Arc::new(
