@@ -90,6 +90,10 @@ async fn stale_reads_on(backend: CacheBackend) {
 
     proxy.switch_to(nowhere());
 
+    // A write refused before its COMMIT changed nothing, and drops nothing.
+    app.patch(&kept, json!({"name": "Refused"}))
+        .await
+        .error(503);
     let stale = app.get(&kept).await;
     assert_eq!(stale.status, 200, "{}", stale.text);
     assert_eq!(stale.header("x-cache"), Some("STALE"));

@@ -121,7 +121,9 @@ impl From<RepoError> for ApiError {
                 "A request with this Idempotency-Key is still being processed; \
                  repeat it once that one is answered",
             ),
-            RepoError::Unavailable(_) => Self::unavailable().caused_by(&e),
+            RepoError::Unavailable(_) | RepoError::Unsettled(_) => {
+                Self::unavailable().caused_by(&e)
+            }
             RepoError::Internal(_) => Self::internal().caused_by(&e),
         }
     }

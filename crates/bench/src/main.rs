@@ -24,6 +24,7 @@ mod compare;
 mod footprint;
 mod load;
 mod measure;
+mod outage;
 mod peer;
 mod plot;
 mod rate;
@@ -113,6 +114,13 @@ pub(crate) struct Args {
     /// Node.js processes of the NestJS peer (letip runs one HTTP worker per core).
     #[arg(long, default_value_t = 2)]
     peer_workers: u32,
+    /// Seconds PostgreSQL is cut off under the mix (the default mode, the largest
+    /// dataset), after as long a warm-up; none when 0.
+    #[arg(long, default_value_t = 30)]
+    outage_seconds: u64,
+    /// Requests per second of the mix around and during the outage.
+    #[arg(long, default_value_t = 1000)]
+    outage_rate: u32,
 }
 
 #[tokio::main]
@@ -144,6 +152,7 @@ pub(crate) async fn main() -> anyhow::Result<()> {
     let mut memory = String::new();
     let mut footprints: Vec<footprint::Footprint> = Vec::new();
     let mut perf = String::new();
+    let mut outage_section = String::new();
     let largest = args.sizes.iter().copied().max().unwrap_or(0);
 
     let mut largest_ids = BTreeMap::new();
@@ -303,6 +312,28 @@ pub(crate) async fn main() -> anyhow::Result<()> {
             }
             server.stop().await;
         }
+        if size == largest && args.outage_seconds > 0 {
+            let o = outage::measure(
+                &args,
+                size,
+                Mode::Tiered,
+                &run,
+                (args.outage_rate, args.outage_seconds, args.outage_seconds),
+            )
+            .await?;
+            let t = outage::Tally::of(&o.during, "detail");
+            println!(
+                "outage {} s at {} req/s: details answered {:.1}% ({} HIT, {} STALE, {} 503, {} other 5xx)",
+                o.seconds,
+                o.rate,
+                t.answered() * 100.0,
+                t.hit,
+                t.stale,
+                t.unavailable,
+                t.server_errors
+            );
+            outage_section = outage::section(&o);
+        }
     }
 
     // The ceilings, measured with the bodies of the largest dataset.
@@ -394,7 +425,7 @@ pub(crate) async fn main() -> anyhow::Result<()> {
         &perf,
         largest,
     );
-    std::fs::write(&args.report, report)?;
+    std::fs::write(&args.report, report + &outage_section)?;
     println!(
         "wrote {} and {}",
         args.report.display(),

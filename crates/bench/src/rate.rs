@@ -232,14 +232,36 @@ pub struct RateRun {
     /// The whole mix, then each endpoint.
     pub all: Percentiles,
     pub endpoints: BTreeMap<&'static str, Percentiles>,
+    /// How many requests of each endpoint got each answer: its status (0: none in
+    /// time) and its `X-Cache` (`none` without one).
+    pub answers: BTreeMap<(&'static str, u16, &'static str), u64>,
+}
+
+/// What a request was answered: its status and its `X-Cache`, or nothing in time.
+type Answer = Option<(u16, &'static str)>;
+
+fn is_2xx(answer: Answer) -> bool {
+    answer.is_some_and(|(status, _)| (200..300).contains(&status))
+}
+
+/// An answer's `X-Cache`, as one of the values the server sends.
+fn cache_label(value: Option<&hyper::header::HeaderValue>) -> &'static str {
+    match value.map(hyper::header::HeaderValue::as_bytes) {
+        Some(b"HIT") => "HIT",
+        Some(b"MISS") => "MISS",
+        Some(b"BYPASS") => "BYPASS",
+        Some(b"STALE") => "STALE",
+        Some(_) => "other",
+        None => "none",
+    }
 }
 
 /// A request of the schedule and when it was due.
 type Due = (Instant, Request);
 
 /// What one request came to: its endpoint, its latency from when it was due (µs), and
-/// whether it was answered 2xx in time.
-type Outcome = (&'static str, u64, bool);
+/// its answer.
+type Outcome = (&'static str, u64, Answer);
 
 /// Sends the mix to `base` (`http://host:port`) at `rate` requests per second for
 /// `seconds`, then waits for the answers still due.
@@ -278,10 +300,13 @@ pub async fn run(base: &str, rate: u32, seconds: u64, businesses: u64) -> anyhow
     let mut all = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
     let mut by_endpoint: BTreeMap<&'static str, Vec<u64>> = BTreeMap::new();
     let mut failed = 0;
-    while let Some((endpoint, latency, ok)) = rx.recv().await {
-        if !ok {
+    let mut answers = BTreeMap::new();
+    while let Some((endpoint, latency, answer)) = rx.recv().await {
+        if !is_2xx(answer) {
             failed += 1;
         }
+        let (status, cache) = answer.unwrap_or((0, "none"));
+        *answers.entry((endpoint, status, cache)).or_insert(0) += 1;
         all.push(latency);
         by_endpoint.entry(endpoint).or_default().push(latency);
     }
@@ -298,6 +323,7 @@ pub async fn run(base: &str, rate: u32, seconds: u64, businesses: u64) -> anyhow
             .into_iter()
             .map(|(e, l)| (e, Percentiles::of(l)))
             .collect(),
+        answers,
     })
 }
 
@@ -323,42 +349,41 @@ async fn connection(
         // has failed: a server far below the rate would otherwise hold the run for as
         // long as it takes to drain the whole schedule.
         if due.elapsed() > TIMEOUT {
-            let _ = out.send((endpoint, micros(due.elapsed()), false));
+            let _ = out.send((endpoint, micros(due.elapsed()), None));
             continue;
         }
-        let ok = match tokio::time::timeout(TIMEOUT, send(&mut sender, &addr, request)).await {
-            Ok(ok) => ok,
+        let answer = match tokio::time::timeout(TIMEOUT, send(&mut sender, &addr, request)).await {
+            Ok(answer) => answer,
             Err(_) => {
                 // The answer may still come: this connection cannot be reused.
                 sender = None;
-                false
+                None
             }
         };
-        let _ = out.send((endpoint, micros(due.elapsed()), ok));
+        let _ = out.send((endpoint, micros(due.elapsed()), answer));
     }
 }
 
 /// Sends `request` on `sender` (connecting first when there is none) and reads its
-/// answer: whether it was a 2xx read whole.
-async fn send(sender: &mut Option<SendRequest<Full<Bytes>>>, addr: &str, request: Request) -> bool {
+/// answer whole: its status and `X-Cache`, or `None` when none came.
+async fn send(
+    sender: &mut Option<SendRequest<Full<Bytes>>>,
+    addr: &str,
+    request: Request,
+) -> Answer {
     if sender.as_ref().is_none_or(SendRequest::is_closed) {
-        let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
-            return false;
-        };
+        let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
         let _ = stream.set_nodelay(true);
-        let Ok((s, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-        else {
-            return false;
-        };
+        let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
         tokio::spawn(conn);
         *sender = Some(s);
     }
-    let Some(s) = sender.as_mut() else {
-        return false;
-    };
+    let s = sender.as_mut()?;
     if s.ready().await.is_err() {
         *sender = None;
-        return false;
+        return None;
     }
     let mut builder = hyper::Request::builder()
         .method(request.method)
@@ -371,19 +396,18 @@ async fn send(sender: &mut Option<SendRequest<Full<Bytes>>>, addr: &str, request
         }
         None => Full::new(Bytes::new()),
     };
-    let Ok(req) = builder.body(body) else {
-        return false;
-    };
+    let req = builder.body(body).ok()?;
     match s.send_request(req).await {
         Ok(answer) => {
-            let ok = answer.status().is_success();
+            let status = answer.status().as_u16();
+            let cache = cache_label(answer.headers().get("x-cache"));
             // Read whole either way, so that the connection can carry the next request.
-            let read = answer.into_body().collect().await.is_ok();
-            ok && read
+            answer.into_body().collect().await.ok()?;
+            Some((status, cache))
         }
         Err(_) => {
             *sender = None;
-            false
+            None
         }
     }
 }

@@ -229,6 +229,18 @@ pub(crate) async fn vacuum(args: &Args, size: u64) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn start(args: &Args, size: u64, mode: Mode, run: &str) -> anyhow::Result<Server> {
+    start_on(args, size, mode, run, &db_url(args, size)).await
+}
+
+/// [`start`], reaching the dataset of `size` at `database_url` (through a link the
+/// runner can cut, say).
+pub(crate) async fn start_on(
+    args: &Args,
+    size: u64,
+    mode: Mode,
+    run: &str,
+    database_url: &str,
+) -> anyhow::Result<Server> {
     vacuum(args, size).await?;
     let port = free_port()?;
     let redis = if mode == Mode::RedisDown {
@@ -239,7 +251,7 @@ pub(crate) async fn start(args: &Args, size: u64, mode: Mode, run: &str) -> anyh
     };
     let child = own_session(sibling("letip")?)
         .arg("serve")
-        .env("DATABASE_URL", db_url(args, size))
+        .env("DATABASE_URL", database_url)
         .env("PORT", port.to_string())
         .env("CACHE_BACKEND", mode.backend())
         .env("CACHE_NEAR_LEASE_MS", mode.lease_ms())

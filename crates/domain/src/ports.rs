@@ -47,9 +47,15 @@ pub enum RepoError {
     /// is done answers its answer.
     #[error("a request with this Idempotency-Key is still being processed")]
     KeyInFlight,
-    /// The database could not be reached or did not answer in time.
+    /// The database could not be reached or did not answer in time; a write that
+    /// fails so was not made.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] Cause),
+    /// The database became unreachable while a write's COMMIT was under way, and
+    /// whether it committed could not be learned: it may have been made. A repeat with
+    /// the write's key tells.
+    #[error("database unavailable at commit, the write may have been made: {0}")]
+    Unsettled(#[source] Cause),
     /// Anything else: a bug or a broken invariant. Logged, never shown to clients.
     #[error("internal error: {0}")]
     Internal(#[source] Cause),

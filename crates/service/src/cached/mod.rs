@@ -332,8 +332,10 @@ impl Repository for CachedRepository {
         let once = match self.inner.write(mutation, key).await {
             Ok(once) => once,
             // It may have committed (its COMMIT could not be settled): what it may have
-            // changed is dropped, so that a repeat later answered as done is seen.
-            Err(e @ RepoError::Unavailable(_)) => {
+            // changed is dropped, so that a repeat later answered as done is seen. A
+            // write refused before its COMMIT (`Unavailable`) changed nothing, and
+            // leaves what the cache holds to answer while the database is away.
+            Err(e @ RepoError::Unsettled(_)) => {
                 self.invalidate(&sent.unsettled, false).await;
                 return Err(e);
             }

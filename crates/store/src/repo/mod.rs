@@ -201,11 +201,12 @@ impl PgStore {
                     drop(PgConn::take(conn));
                     tracing::warn!(error = %e, "lost a database connection at COMMIT; settling the write by its key");
                     match settle {
-                        Some(settle) => match settle().await? {
-                            Some(done) => return Ok(done),
-                            None => attempt += 1,
+                        Some(settle) => match settle().await {
+                            Ok(Some(done)) => return Ok(done),
+                            Ok(None) => attempt += 1,
+                            Err(e) => return Err(unsettled(e)),
                         },
-                        None => return Err(db_error(e)),
+                        None => return Err(unsettled(db_error(e))),
                     }
                 }
                 Err(e) if attempt < budget && retryable(&e, op, committing) => {
@@ -213,9 +214,21 @@ impl PgStore {
                     drop(PgConn::take(conn));
                     attempt += 1;
                 }
+                // The database went away at its COMMIT and no attempt is left to settle
+                // it: it may have committed.
+                Err(e) if op == Op::Write && committing => return Err(unsettled(db_error(e))),
                 result => return result.map_err(db_error),
             }
         }
+    }
+}
+
+/// A write's failure at its COMMIT that could not be settled: an unreachable database
+/// leaves it unknown whether it committed.
+fn unsettled(e: RepoError) -> RepoError {
+    match e {
+        RepoError::Unavailable(cause) => RepoError::Unsettled(cause),
+        other => other,
     }
 }
 
