@@ -1,82 +1,17 @@
 //! A PostgreSQL outage under the dashboard mix: the server reaches PostgreSQL through a
-//! TCP link the runner cuts (every connection closed, new ones closed at once) for a
-//! while, then restores. The mix runs at a constant rate before (the cache warms), during
+//! TCP proxy (the test kit's) that the runner points at an address nothing listens on
+//! (every connection closed, new ones closed at once) for a while, then back. The mix runs at a constant rate before (the cache warms), during
 //! and after; what each request was answered during the outage is counted.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{AbortHandle, JoinHandle};
+use letip_testkit::{FaultProxy, free_port};
 
 use crate::Args;
 use crate::rate::{self, RateRun};
 use crate::servers::{Mode, start_on};
-
-/// A TCP link to PostgreSQL that can be cut.
-struct Link {
-    addr: SocketAddr,
-    down: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<AbortHandle>>>,
-    accept: JoinHandle<()>,
-}
-
-impl Link {
-    async fn start(upstream: SocketAddr) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let down = Arc::new(AtomicBool::new(false));
-        let open: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let (d, o) = (down.clone(), open.clone());
-        let accept = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if d.load(Ordering::SeqCst) {
-                    continue; // dropped: closed at once
-                }
-                let task = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                let mut open = o.lock().unwrap_or_else(|p| p.into_inner());
-                open.retain(|t| !t.is_finished());
-                open.push(task.abort_handle());
-            }
-        });
-        Ok(Self {
-            addr,
-            down,
-            open,
-            accept,
-        })
-    }
-
-    fn cut(&self) {
-        self.down.store(true, Ordering::SeqCst);
-        for task in self
-            .open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
-            task.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.down.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
-    }
-}
 
 /// What the outage run measured.
 #[derive(Debug)]
@@ -153,16 +88,18 @@ pub(crate) async fn measure(
     run: &str,
     (rate, warm_seconds, seconds): (u32, u64, u64),
 ) -> anyhow::Result<Outage> {
-    let link = Link::start(postgres_addr(&args.database)?).await?;
+    let postgres = postgres_addr(&args.database)?;
+    let link = FaultProxy::start(postgres).await;
     let mut url = reqwest::Url::parse(&crate::servers::db_url(args, size))?;
-    url.set_port(Some(link.addr.port()))
+    url.set_port(Some(link.addr().port()))
         .map_err(|()| anyhow::anyhow!("a PostgreSQL URL with a port"))?;
     let server = start_on(args, size, mode, &format!("{run}-outage"), url.as_str()).await?;
     let base = server.url("");
     rate::run(&base, rate, warm_seconds, size).await?;
-    link.cut();
+    // Nothing listens there: every connection is closed, new ones at once.
+    link.switch_to(SocketAddr::from(([127, 0, 0, 1], free_port())));
     let during = rate::run(&base, rate, seconds, size).await;
-    link.restore();
+    link.switch_to(postgres);
     let during = during?;
     let after = rate::run(&base, rate, seconds, size).await?;
     server.stop().await;
