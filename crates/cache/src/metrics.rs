@@ -9,6 +9,7 @@
 //! | `cache_invalidations_total` | `family` (the scope's first segment) | scopes invalidated |
 //! | `cache_corrupt_total` | `family` | entries found unusable and removed |
 //! | `cache_stale_answers_total` | `family` | values answered past their TTL because the load failed (fail-safe reads) |
+//! | `cache_stale_kept_bytes` | | bytes of keys and values kept for fail-safe reads (at most their `max_bytes`), updated as values are kept |
 //! | `cache_near_hits_total` | `family` | hits served from the near tier once Redis confirmed them (also counted as hits) |
 //! | `cache_near_leased_hits_total` | `family` | hits served from the near tier under a lease, without a round trip (also counted as hits) |
 //! | `cache_near_bytes` | `namespace` | bytes of keys and values the near tier holds (at most its `max_bytes`), updated every second |
@@ -219,6 +220,11 @@ pub fn corrupt(family: &'static str) {
 /// A kept value of `family` answered past its TTL because its load failed.
 pub(crate) fn stale_answer(family: &'static str) {
     metrics::counter!("cache_stale_answers_total", "family" => family).increment(1);
+}
+
+/// What the values kept for fail-safe reads weigh.
+pub(crate) fn stale_kept(bytes: u64) {
+    metrics::gauge!("cache_stale_kept_bytes").set(bytes as f64);
 }
 
 /// A PING sent to learn whether Redis answers, by whom and what it found.

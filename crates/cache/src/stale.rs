@@ -122,6 +122,7 @@ impl Keeper {
                 keep: ttl.saturating_add(self.grace),
             }),
         );
+        crate::metrics::stale_kept(self.kept.weighted_size());
     }
 
     /// The value kept for `key` if it was stored under `current`, the ticket a lookup
