@@ -32,7 +32,8 @@
 //! it happened in, and it fails the run like a 5xx, since a user would see it.
 //!
 //! `CHECKER_SECONDS` sets the length (60 by default; `scripts/checker.sh --seconds 600`
-//! runs it longer); `CHECKER_OPERATIONS` instead runs until that many reads and writes
+//! runs it longer); `CHECKER_FAULTS` repeats only the faults it names (comma-separated,
+//! e.g. `ACutOff,PostgresDropped`); `CHECKER_OPERATIONS` instead runs until that many reads and writes
 //! were checked (`scripts/checker.sh --release --operations 1000000`). The run prints
 //! operations, operations per second, stale reads, violations, 5xx and transport
 //! errors, and fails unless the last three are zero.
@@ -95,6 +96,33 @@ const SCHEDULE: [Fault; 12] = [
     Fault::ACutOff,
     Fault::CPaused,
 ];
+
+/// The schedule of a run: `CHECKER_FAULTS` (fault names, comma-separated, e.g.
+/// `ACutOff,PostgresDropped`) to repeat a few faults, else [`SCHEDULE`].
+fn schedule() -> Vec<Fault> {
+    let all = [
+        Fault::Calm,
+        Fault::RedisKilled,
+        Fault::RedisRestored,
+        Fault::RedisStalled,
+        Fault::ACutOff,
+        Fault::PostgresDropped,
+        Fault::BSubscriptionCut,
+        Fault::CPaused,
+        Fault::PostgresDown,
+    ];
+    match std::env::var("CHECKER_FAULTS") {
+        Ok(names) => names
+            .split(',')
+            .map(|n| {
+                *all.iter()
+                    .find(|f| format!("{f:?}") == n.trim())
+                    .unwrap_or_else(|| panic!("CHECKER_FAULTS: no fault {n}"))
+            })
+            .collect(),
+        Err(_) => SCHEDULE.to_vec(),
+    }
+}
 
 /// How long PostgreSQL stays unreachable in a `PostgresDown` slot.
 const OUTAGE: Duration = Duration::from_secs(3);
@@ -187,6 +215,8 @@ struct Run {
     /// With `CHECKER_OPERATIONS`: the run ends once this many were made.
     target: Option<u64>,
     end: Instant,
+    /// The Redis every instance shares, for what it holds when a read is found stale.
+    redis_port: u16,
 }
 
 impl Run {
@@ -759,7 +789,54 @@ async fn read_list(run: &Run, rng: &mut StdRng) {
             );
         }
     }
+    if suspects.iter().any(|id| !shown.contains_key(id)) {
+        let ids: Vec<i64> = rows
+            .iter()
+            .map(|r| r["id"].as_i64().unwrap_or(-1))
+            .collect();
+        run.report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .notes
+            .push(format!("{path} showed ids {ids:?}"));
+        note_redis(run, &path);
+    }
     note_database(run, &path, &suspects).await;
+}
+
+/// Records the list pages and their generations Redis holds now, after a list read was
+/// found to miss businesses: whether the page it answered is still stored as current.
+fn note_redis(run: &Run, read: &str) {
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &run.redis_port.to_string()])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        out
+    };
+    let mut lines = Vec::new();
+    for key in cli(&["--scan", "--pattern", "*{list}*"]).lines() {
+        if key.contains("row") {
+            continue;
+        }
+        let value = cli(&["GET", key]);
+        let ttl = cli(&["PTTL", key]);
+        let head: String = value.chars().take(160).collect();
+        lines.push(format!("{key} (pttl {}) = {head}", ttl.trim()));
+    }
+    lines.sort();
+    let note = format!(
+        "at {:.3}s, Redis after {read}:\n  {}",
+        run.started.elapsed().as_secs_f64(),
+        lines.join("\n  ")
+    );
+    run.report
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .notes
+        .push(note);
 }
 
 async fn read_stats(run: &Run, rng: &mut StdRng) {
@@ -951,7 +1028,14 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
         answers: Mutex::default(),
         target,
         end: started + Duration::from_secs(seconds),
+        redis_port: redis.addr().port(),
     });
+    println!(
+        "started at {:?} (seconds since the epoch)",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+    );
     let mut tasks = Vec::new();
     // Each client answers when it stopped, for the rate of operations.
     for w in 0..WRITERS {
@@ -969,6 +1053,7 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
         }));
     }
 
+    let schedule = schedule();
     let mut faults: HashMap<&'static str, u32> = HashMap::new();
     let mut slot = 0;
     while !run.over() {
@@ -976,7 +1061,7 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
         let fault = if calm {
             Fault::Calm
         } else {
-            SCHEDULE[slot % SCHEDULE.len()]
+            schedule[slot % schedule.len()]
         };
         *run.slot.lock().unwrap_or_else(|p| p.into_inner()) = (slot, fault);
         let slot_end = Instant::now() + SLOT;

@@ -200,6 +200,52 @@ async fn near_copies_of_an_index_and_its_members_are_served_once_confirmed_and_n
     ));
 }
 
+/// Two loads under one ticket can store two indexes under one tag, one after the other
+/// (a write committed between them and has not bumped the generation yet). A near copy of
+/// the first is not the second: asked about by tag, the answer's members must still be
+/// the copy's own, never the stored index's members answered in the copy's positions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_near_copy_is_never_confirmed_against_another_index_stored_under_its_tag() {
+    let redis = RedisServer::start();
+    let (a, b) = (instance(&redis.url(), false), instance(&redis.url(), false));
+    let page = Key::new("list", "list|[null]", &[("page", "1")]);
+    for (id, v) in [(1, &b"one"[..]), (2, b"two"), (3, b"three")] {
+        warm(&b, &row(id), v).await;
+    }
+    // Both instances miss the page under the same generation.
+    let IndexLookup::Miss(tb) = b.get_index(&page, &rows_named).await.expect("lookup") else {
+        panic!("cold")
+    };
+    let IndexLookup::Miss(ta) = a.get_index(&page, &rows_named).await.expect("lookup") else {
+        panic!("cold")
+    };
+    assert_eq!(ta.generation(), tb.generation());
+    // B stores (and keeps a copy of) the page as it read it, then A as it read it later.
+    let (first, later) = ([row(1), row(2)], [row(3), row(1)]);
+    let stored = b.put_index(&page, Fill::new(&tb, "1,2", TTL), &first);
+    assert_eq!(stored.await.expect("store"), Stored::Stored);
+    let stored = a.put_index(&page, Fill::new(&ta, "3,1", TTL), &later);
+    assert_eq!(stored.await.expect("store"), Stored::Stored);
+    // Row 2 changes, so that B's copies are not all current and B asks by script.
+    a.invalidate(&["list|row:2"]).await.expect("invalidate");
+    let found = b.get_index(&page, &rows_named).await.expect("lookup");
+    let IndexLookup::Hit { value, .. } = &found else {
+        panic!("the page is stored")
+    };
+    let by_id = |id: &str| match id {
+        "1" => Some(Bytes::from("one")),
+        "3" => Some(Bytes::from("three")),
+        _ => None,
+    };
+    // Each member answered is the one the answered index names at its position.
+    let named: Vec<Option<Bytes>> = std::str::from_utf8(value)
+        .expect("ids")
+        .split(',')
+        .map(by_id)
+        .collect();
+    assert_eq!(members(&found), named, "index {value:?}");
+}
+
 /// The near tier never holds more than its setting, whatever is read through it: the
 /// copies it lets go are the least used, and what it holds is reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,10 @@ use crate::{CacheError, IndexLookup, Key, Members, Ticket};
 /// the value keys of the index's members, and its copies' tags of them (by position).
 pub(crate) struct KnownIndex<'a> {
     pub(crate) tag: &'a str,
+    /// The SHA-1 (hex) of the members section the copy was stored with
+    /// ([`RedisCache::index_head_digest`]): a stored index under the same tag that names
+    /// other members is not the copy.
+    pub(crate) head: &'a str,
     pub(crate) names: &'a [String],
     pub(crate) tags: &'a [Option<Arc<str>>],
     /// The key names that confirm the copies in one round trip, when the caller has
@@ -114,6 +118,7 @@ impl RedisCache {
         let ttl = self.generation_ttl_ms();
         let prefix = self.scope_prefix(key.scope());
         let known_tag = known.as_ref().map_or("", |k| k.tag);
+        let known_head = known.as_ref().map_or("", |k| k.head);
         let member_tags: Vec<&str> = known
             .as_ref()
             .map(|k| k.tags.iter().map(|t| t.as_deref().unwrap_or("")).collect())
@@ -125,6 +130,7 @@ impl RedisCache {
                         .arg(self.history.floor())
                         .arg(&prefix)
                         .arg(known_tag)
+                        .arg(known_head)
                         .arg(&member_tags[..]);
                 })
                 .await
@@ -352,6 +358,14 @@ impl RedisCache {
             index: Raw::Current,
             members: (0..n).map(|_| Raw::Current).collect(),
         }))
+    }
+
+    /// The SHA-1 (hex) of the members section an index naming `members` is stored with,
+    /// as the lookup script computes it of a stored index.
+    pub(crate) fn index_head_digest(&self, members: &[Key]) -> String {
+        sha1_smol::Sha1::from(self.index_head(members))
+            .digest()
+            .to_string()
     }
 
     /// The members section an index entry is stored with: the member count, then the

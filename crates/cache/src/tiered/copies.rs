@@ -116,6 +116,9 @@ pub(super) struct IndexPlan {
     pub(super) scopes: Vec<Arc<str>>,
     /// What confirms the index and its members in one round trip.
     pub(super) confirm: ConfirmKeys,
+    /// The digest of the members section the index is stored with: what tells this copy
+    /// from another index stored under the same tag.
+    pub(super) head: String,
     /// The members' copies (tag and bytes) as the last lookup of this index found them
     /// all current, so that the next one needs no lookup of each in the near tier. They
     /// are served only once confirmed, as any copy.
@@ -127,6 +130,7 @@ pub(super) struct IndexPlan {
 impl IndexPlan {
     pub(super) fn bytes(&self) -> usize {
         self.confirm.bytes()
+            + self.head.len()
             + self
                 .rows
                 .iter()
@@ -262,6 +266,7 @@ impl TieredCache {
             names: members.iter().map(|k| self.far.value_key(k)).collect(),
             scopes: members.iter().map(|k| Arc::from(k.scope())).collect(),
             confirm: self.far.confirm_keys(index, members),
+            head: self.far.index_head_digest(members),
             rows: Vec::new(),
             hits: Arc::new([]),
         }

@@ -82,6 +82,7 @@ impl TieredCache {
             .collect();
         let known = copy.as_ref().map(|c| KnownIndex {
             tag: &c.tag,
+            head: plan.as_ref().map_or("", |p| &p.head),
             names,
             tags: &tags,
             confirm: plan.as_ref().map(|p| &p.confirm),
