@@ -76,6 +76,27 @@ async fn a_value_put_with_a_current_ticket_is_served_exactly() {
     assert_eq!(c.health().await, CacheHealth::Up);
 }
 
+/// A hit, and a miss of a scope whose generations exist, are one `MULTI` of plain
+/// commands: no script runs (a script costs Redis several times a hit's work).
+#[tokio::test]
+async fn a_lookup_of_existing_generations_runs_no_script() {
+    let (redis, c) = started();
+    let k = detail("5");
+    fill(&c, &k, "{\"id\":5}").await;
+    c.invalidate(&["detail:6"]).await.expect("invalidate");
+    redis.cli(&["CONFIG", "RESETSTAT"]);
+    assert_eq!(hit(&c, &k).await, &b"{\"id\":5}"[..]);
+    let t = miss(&c, &detail("6")).await;
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    assert!(stats.contains("cmdstat_exec:calls=2,"), "{stats}");
+    assert!(!stats.contains("cmdstat_eval"), "{stats}");
+    // The miss's ticket is the script's: a put under it is stored.
+    let six = detail("6");
+    let stored = c.put(&six, Fill::new(&t, "{\"id\":6}", TTL));
+    assert_eq!(stored.await.expect("store"), Stored::Stored);
+    assert_eq!(hit(&c, &detail("6")).await, &b"{\"id\":6}"[..]);
+}
+
 #[tokio::test]
 async fn a_put_after_an_invalidation_is_refused() {
     let (_redis, c) = started();
