@@ -455,6 +455,70 @@ async fn index(c: &RedisCache, k: &Key) -> IndexLookup {
     c.get_index(k, &rows_named).await.expect("Redis answers")
 }
 
+/// A page read again whose rows have not changed is confirmed without a value sent: the
+/// index memo keeps the rows it last read, all hits, and one MULTI of generations and
+/// existence tells they are current. Any change to a row is seen at once.
+#[tokio::test]
+async fn a_page_whose_rows_did_not_change_is_confirmed_without_their_values() {
+    let (redis, c) = started();
+    let page = Key::new("list", "list|[null]", &[("page", "1")]);
+    let rows = [row(1), row(2)];
+    for (k, v) in rows.iter().zip(["row 1", "row 2"]) {
+        let t = miss(&c, k).await;
+        let stored = c.put(k, Fill::new(&t, Bytes::from(v), TTL));
+        assert_eq!(stored.await.expect("put"), Stored::Stored);
+    }
+    let IndexLookup::Miss(ticket) = index(&c, &page).await else {
+        panic!("cold")
+    };
+    let stored = c.put_index(&page, Fill::new(&ticket, "1,2", TTL), &rows);
+    assert_eq!(stored.await.expect("put"), Stored::Stored);
+    // The script, then the memo with the values: both rows hit.
+    for _ in 0..2 {
+        let found = index(&c, &page).await;
+        assert_eq!(
+            members(&found),
+            [Some(Bytes::from("row 1")), Some(Bytes::from("row 2"))]
+        );
+    }
+    // Rewrite the rows behind the cache's back, keeping their headers: only rows the
+    // memo kept can still say the originals.
+    for name in ["cache:v1:{list}:row:id=1", "cache:v1:{list}:row:id=2"] {
+        let stored = redis.cli(&["GET", name]);
+        let header = stored.split('\n').next().expect("a header");
+        redis.cli(&["SET", name, &format!("{header}\nrewritten"), "PX", "60000"]);
+    }
+    redis.cli(&["CONFIG", "RESETSTAT"]);
+    let found = index(&c, &page).await;
+    assert_eq!(
+        members(&found),
+        [Some(Bytes::from("row 1")), Some(Bytes::from("row 2"))]
+    );
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    assert!(stats.contains("cmdstat_exec:calls=1,"), "{stats}");
+    assert!(
+        stats.contains("cmdstat_mget:calls=1,"),
+        "one MGET, of generations: {stats}"
+    );
+    assert!(!stats.contains("cmdstat_evalsha"), "{stats}");
+    // Row 2 expires in Redis: the kept rows are not confirmed any more, the values are
+    // read (row 1's, rewritten without its checksum, is found damaged and removed).
+    redis.cli(&["DEL", "cache:v1:{list}:row:id=2"]);
+    assert_eq!(members(&index(&c, &page).await), [None, None]);
+    // Stored again and read twice, then invalidated: the very next lookup misses it.
+    for (k, v) in rows.iter().zip(["row 1", "row 2"]) {
+        let t = miss(&c, k).await;
+        let stored = c.put(k, Fill::new(&t, Bytes::from(v), TTL));
+        assert_eq!(stored.await.expect("put"), Stored::Stored);
+    }
+    for _ in 0..2 {
+        assert!(members(&index(&c, &page).await).iter().all(Option::is_some));
+    }
+    c.invalidate(&["list|row:1"]).await.expect("invalidate");
+    let found = index(&c, &page).await;
+    assert_eq!(members(&found), [None, Some(Bytes::from("row 2"))]);
+}
+
 #[tokio::test]
 async fn an_index_and_its_members_are_one_lookup_each_member_against_its_own_scope() {
     let (redis, c) = started();

@@ -70,7 +70,10 @@ impl RedisCache {
             .cmd("GET")
             .arg(&name);
         let (gens, value): (Vec<Option<String>>, Option<Vec<u8>>) = self
-            .call("lookup", |mut c| async move { pipe.query_async(&mut c).await })
+            .call(
+                "lookup",
+                |mut c| async move { pipe.query_async(&mut c).await },
+            )
             .await?;
         let [Some(root), Some(own)] = &gens[..] else {
             return Ok(None);

@@ -34,7 +34,7 @@ pub(crate) struct KnownIndex<'a> {
 /// The key names [`RedisCache::lookup_index`] reads to confirm copies of an index and of
 /// its members without a script: every generation key (root and own of the index, then
 /// of each member) and every value key (the index's, then each member's).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct ConfirmKeys {
     /// Each generation key once (the members of a page share their root's).
     gens: Vec<String>,
@@ -83,6 +83,31 @@ pub(super) struct IndexMemo {
     value: Bytes,
     families: Vec<&'static str>,
     confirm: ConfirmKeys,
+    /// The members as the last read found them, every one a hit: their tags, and the
+    /// lookups answered for them. A lookup first confirms these (generations and
+    /// existence, no value sent); only when one is not current are the values read.
+    rows: Option<MemoRows>,
+}
+
+#[derive(Debug)]
+struct MemoRows {
+    tags: Vec<Option<Arc<str>>>,
+    hits: Arc<[crate::Lookup]>,
+}
+
+impl IndexMemo {
+    fn bytes(&self) -> usize {
+        let rows = self.rows.as_ref().map_or(0, |r| {
+            r.hits
+                .iter()
+                .map(|h| match h {
+                    crate::Lookup::Hit(b) => b.len() + 32,
+                    crate::Lookup::Miss(_) => 32,
+                })
+                .sum::<usize>()
+        });
+        self.value.len() + self.confirm.bytes() + rows + 64
+    }
 }
 
 impl IndexMemo {
@@ -91,7 +116,7 @@ impl IndexMemo {
         moka::sync::Cache::builder()
             .max_capacity(INDEX_MEMO_BYTES)
             .weigher(|k: &String, v: &Arc<Self>| {
-                u32::try_from(k.len() + v.value.len() + v.confirm.bytes() + 64).unwrap_or(u32::MAX)
+                u32::try_from(k.len() + v.bytes()).unwrap_or(u32::MAX)
             })
             .build()
     }
@@ -196,7 +221,35 @@ impl RedisCache {
         self.recover_all(key.scope()).await?;
         let name = self.value_key(key);
         if let Some(memo) = self.indexes.get(&name) {
-            if let Some(found) = self.read_memo(&memo).await? {
+            if let Some(rows) = &memo.rows {
+                let known = KnownIndex {
+                    tag: &memo.tag,
+                    head: "",
+                    names: memo.confirm.values.get(1..).unwrap_or_default(),
+                    tags: &rows.tags,
+                    confirm: Some(&memo.confirm),
+                };
+                if self.confirm_index(&known).await?.is_some() {
+                    return Ok(IndexLookup::Hit {
+                        value: memo.value.clone(),
+                        members: rows.hits.clone(),
+                    });
+                }
+            }
+            if let Some((found, tags)) = self.read_memo(&memo).await? {
+                if let (Some(tags), IndexLookup::Hit { members, .. }) = (tags, &found) {
+                    let with_rows = IndexMemo {
+                        tag: memo.tag.clone(),
+                        value: memo.value.clone(),
+                        families: memo.families.clone(),
+                        confirm: memo.confirm.clone(),
+                        rows: Some(MemoRows {
+                            tags,
+                            hits: members.clone(),
+                        }),
+                    };
+                    self.indexes.insert(name, Arc::new(with_rows));
+                }
                 return Ok(found);
             }
             self.indexes.invalidate(&name);
@@ -213,6 +266,7 @@ impl RedisCache {
                         value: bytes.clone(),
                         families: keys.iter().map(Key::family).collect(),
                         confirm: self.confirm_keys(key, &keys),
+                        rows: None,
                     };
                     self.indexes.insert(name, Arc::new(memo));
                 }
@@ -232,8 +286,11 @@ impl RedisCache {
     /// when the index is not the memo's any more, or a generation is missing (the
     /// script makes it). Each member is answered as the script would: a hit when its
     /// value carries the tag of its generations (and passes its checksum), else a miss
-    /// with that tag as its ticket.
-    pub(super) async fn read_memo(&self, memo: &IndexMemo) -> Result<Option<IndexLookup>> {
+    /// with that tag as its ticket. With the answer, every member's tag when all are hits.
+    pub(super) async fn read_memo(
+        &self,
+        memo: &IndexMemo,
+    ) -> Result<Option<(IndexLookup, Option<Vec<Option<Arc<str>>>>)>> {
         let confirm = &memo.confirm;
         let (Some(index), Some(names)) = (confirm.values.first(), confirm.values.get(1..)) else {
             return Ok(None);
@@ -270,6 +327,7 @@ impl RedisCache {
             return Ok(None);
         }
         let mut members = Vec::with_capacity(names.len());
+        let mut tags = Some(Vec::with_capacity(names.len()));
         for (i, (name, value)) in names.iter().zip(values).enumerate() {
             let (root, own) = current.get(i + 1).copied().unwrap_or_default();
             let tag = || format!("{root}.{own}\n").into_bytes();
@@ -280,12 +338,21 @@ impl RedisCache {
                 Some(_) => (State::Foreign, tag()),
             };
             let family = memo.families.get(i).copied().unwrap_or_default();
-            members.push(raw_lookup(self.member(family, name, state, bytes).await));
+            let found = self.member(family, name, state, bytes).await;
+            tags = match (&found, tags) {
+                (Raw::Hit { tag, .. }, Some(mut t)) => {
+                    t.push(Some(tag.clone()));
+                    Some(t)
+                }
+                _ => None,
+            };
+            members.push(raw_lookup(found));
         }
-        Ok(Some(IndexLookup::Hit {
+        let found = IndexLookup::Hit {
             value: memo.value.clone(),
             members: members.into(),
-        }))
+        };
+        Ok(Some((found, tags)))
     }
 
     /// The names [`Self::confirm_index`] reads for `index` and its `members`.
