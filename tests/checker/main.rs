@@ -33,7 +33,8 @@
 //!
 //! `CHECKER_SECONDS` sets the length (60 by default; `scripts/checker.sh --seconds 600`
 //! runs it longer); `CHECKER_FAULTS` repeats only the faults it names (comma-separated,
-//! e.g. `ACutOff,PostgresDropped`); `CHECKER_OPERATIONS` instead runs until that many reads and writes
+//! e.g. `ACutOff,PostgresDropped`); `CHECKER_BACKEND=redis` runs A and B in the Redis
+//! mode beside C on the default; `CHECKER_OPERATIONS` instead runs until that many reads and writes
 //! were checked (`scripts/checker.sh --release --operations 1000000`). The run prints
 //! operations, operations per second, stale reads, violations, 5xx and transport
 //! errors, and fails unless the last three are zero.
@@ -994,8 +995,13 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
     let link_b = FaultProxy::start(redis.addr()).await;
     let link_c = FaultProxy::start(redis.addr()).await;
     // Every instance reaches PostgreSQL through `link_pg` (A's URL, which B and C take).
+    // CHECKER_BACKEND=redis: A and B in the Redis mode (C stays on the default).
+    let backend = match std::env::var("CHECKER_BACKEND").as_deref() {
+        Ok("redis") => CacheBackend::Redis,
+        _ => CacheBackend::Tiered,
+    };
     let (a, link_pg) = TestApp::spawn_through_proxy_with(|c| {
-        c.cache_backend = CacheBackend::Tiered;
+        c.cache_backend = backend;
         c.redis_url = link_a.url();
         // A gives up on an invalidation as soon as a read would: while it is cut off,
         // its writes are answered at once and reach B's readers through the change
@@ -1006,7 +1012,7 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
     let postgres = a.db.addr();
     let b = a
         .spawn_beside(|c| {
-            c.cache_backend = CacheBackend::Tiered;
+            c.cache_backend = backend;
             c.redis_url = link_b.url();
             c.database_url = a.config.database_url.clone();
         })
