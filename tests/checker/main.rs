@@ -809,13 +809,12 @@ async fn read_list(run: &Run, rng: &mut StdRng) {
 /// found to miss businesses: whether the page it answered is still stored as current.
 fn note_redis(run: &Run, read: &str) {
     let cli = |args: &[&str]| {
-        let out = std::process::Command::new("redis-cli")
+        std::process::Command::new("redis-cli")
             .args(["-p", &run.redis_port.to_string()])
             .args(args)
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        out
+            .unwrap_or_default()
     };
     let mut lines = Vec::new();
     for key in cli(&["--scan", "--pattern", "*{list}*"]).lines() {
