@@ -22,6 +22,7 @@ mod instances;
 mod list;
 mod ops;
 mod outage;
+mod replicas;
 mod seed;
 mod sessions;
 mod socketio;

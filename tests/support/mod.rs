@@ -77,6 +77,15 @@ struct JsonRows {
 }
 
 impl TestDb {
+    /// The database's name.
+    pub fn name(&self) -> String {
+        url::Url::parse(&self.url)
+            .expect("a database URL")
+            .path()
+            .trim_start_matches('/')
+            .to_owned()
+    }
+
     /// Where its PostgreSQL server listens.
     pub fn addr(&self) -> std::net::SocketAddr {
         let url = url::Url::parse(&self.url).expect("a database URL");
@@ -371,10 +380,16 @@ impl TestApp {
 
     /// How many announced database changes this instance has applied to its cache.
     pub async fn changes_applied(&self) -> u64 {
+        self.counter("letip_changes_applied_total").await
+    }
+
+    /// The value of one metric series of this instance (`name` or `name{labels}`, as
+    /// `/metrics` prints it), 0 while it has none.
+    pub async fn counter(&self, series: &str) -> u64 {
         let metrics = self.get("/metrics").await.text;
         metrics
             .lines()
-            .find_map(|l| l.strip_prefix("letip_changes_applied_total "))
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
             .and_then(|v| v.trim().parse::<f64>().ok())
             .map_or(0, |v| v as u64)
     }

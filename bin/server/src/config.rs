@@ -70,6 +70,34 @@ pub struct Config {
     /// Most PostgreSQL connections the server opens.
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16, global = true)]
     pub database_pool_size: usize,
+    /// Streaming replicas of that database, comma-separated URLs. Reads that fill the
+    /// cache, and uncached reads, go to a replica only once it has replayed every write
+    /// answered before the read began; writes stay on the primary. Each replica gets a
+    /// pool of DATABASE_POOL_SIZE connections.
+    #[arg(
+        long,
+        env = "DATABASE_REPLICA_URLS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub database_replica_urls: Vec<String>,
+    /// Longest a read waits for a replica to replay the writes it must see before it
+    /// reads the primary instead.
+    #[arg(
+        long,
+        env = "DATABASE_REPLICA_WAIT_MS",
+        default_value_t = 50,
+        global = true
+    )]
+    pub database_replica_wait_ms: u64,
+    /// A replica further behind the primary than this is left out until it catches up.
+    #[arg(
+        long,
+        env = "DATABASE_REPLICA_MAX_LAG_MS",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub database_replica_max_lag_ms: u64,
     /// Redis URL of the shared cache.
     #[arg(
         long,
@@ -336,13 +364,22 @@ impl Config {
         })
     }
 
+    /// The replicas' URLs, without empty entries (`DATABASE_REPLICA_URLS=""`).
+    pub fn replica_urls(&self) -> impl Iterator<Item = &str> {
+        self.database_replica_urls
+            .iter()
+            .map(|u| u.trim())
+            .filter(|u| !u.is_empty())
+    }
+
     /// The configuration as a log line, with passwords in URLs masked.
     pub fn describe(&self) -> String {
         format!(
-            "database_url={} pool_size={} redis_url={} cache_backend={:?} cache_namespace={} \
+            "database_url={} replicas={:?} pool_size={} redis_url={} cache_backend={:?} cache_namespace={} \
              cache_timeout_ms={} listen={}:{} workers={} keep_alive_secs={} \
              ttl_secs(stats={}, list={}, detail={}) cors_origins={:?}",
             redact(&self.database_url),
+            self.replica_urls().map(redact).collect::<Vec<_>>(),
             self.database_pool_size,
             redact(&self.redis()),
             self.cache_backend,

@@ -13,7 +13,7 @@ use letip_api::AppState;
 use letip_cache::{CacheBuilder, Caching, LeaseConfig, MemoryConfig, RedisConfig};
 use letip_domain::Repository;
 use letip_service::{CachedRepository, EventHub, Notifying};
-use letip_store::{PgStore, PoolOptions};
+use letip_store::{PgStore, PoolOptions, ReplicaOptions, Replicas};
 use tokio_util::task::AbortOnDropHandle;
 
 pub use config::{CacheBackend, Cli, Command, Config, SeedArgs};
@@ -166,7 +166,11 @@ pub async fn start_with(
             ..PoolOptions::default()
         },
     )?;
-    let pg = PgStore::new(pool).with_key_ttl(Duration::from_secs(config.idempotency_ttl_secs));
+    let mut pg =
+        PgStore::new(pool.clone()).with_key_ttl(Duration::from_secs(config.idempotency_ttl_secs));
+    if let Some(replicas) = replicas(config, pool)? {
+        pg = pg.with_replicas(replicas);
+    }
     let pruning = tokio::spawn(prune_keys(pg.clone()));
     let store: Arc<dyn Repository> = wrap(Arc::new(pg));
     let caching = cache(config)?;
@@ -233,6 +237,42 @@ pub async fn start_with(
             .map(AbortOnDropHandle::new)
             .collect(),
     })
+}
+
+/// The read replicas of `DATABASE_REPLICA_URLS`, each with a pool of its own, and the
+/// task that checks them (it ends with the store).
+fn replicas(
+    config: &Config,
+    primary: letip_store::PgPool,
+) -> anyhow::Result<Option<Arc<Replicas>>> {
+    let members = config
+        .replica_urls()
+        .map(|url| {
+            let pool = letip_store::pool(
+                url,
+                PoolOptions {
+                    max_size: config.database_pool_size,
+                    // A replica that does not answer soon is not waited for: the primary is.
+                    acquire_timeout: Duration::from_secs(1),
+                    ..PoolOptions::default()
+                },
+            )
+            .with_context(|| format!("the replica {}", config::redact(url)))?;
+            Ok((url.to_owned(), pool))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if members.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Replicas::start(
+        primary,
+        members,
+        ReplicaOptions {
+            wait: Duration::from_millis(config.database_replica_wait_ms),
+            max_lag: Duration::from_millis(config.database_replica_max_lag_ms),
+            ..ReplicaOptions::default()
+        },
+    )))
 }
 
 /// Deletes expired write keys every minute.

@@ -23,6 +23,21 @@ pub struct HealthBody {
     /// while it reconnects. Absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     change_feed: Option<&'static str>,
+    /// With read replicas (`DATABASE_REPLICA_URLS`): each one, `up` while misses may read
+    /// it, `lagging` or `down` while it is left out. Absent otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    replicas: Vec<ReplicaBody>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReplicaBody {
+    /// `host:port`.
+    name: String,
+    /// `up`, `lagging` or `down`.
+    state: &'static str,
+    /// How far behind the primary it was at its last check, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lag_ms: Option<u64>,
 }
 
 /// Whether PostgreSQL and the cache answer. 503 when PostgreSQL does not.
@@ -38,6 +53,15 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         database: if h.database { "up" } else { "down" },
         near_tier: h.near_tier,
         change_feed: h.change_feed,
+        replicas: h
+            .replicas
+            .into_iter()
+            .map(|r| ReplicaBody {
+                name: r.name,
+                state: r.state,
+                lag_ms: r.lag_ms,
+            })
+            .collect(),
     };
     let status = if h.database {
         StatusCode::OK

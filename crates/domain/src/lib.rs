@@ -26,6 +26,6 @@ pub use model::{
     EnrichmentStatus, MessageStatus, OutreachMessage, PageMeta, Stats, StatusValue, Stored,
 };
 pub use mutation::{AnswerKind, Mutated, Mutation, Once, Replay, WriteKey};
-pub use ports::{Cause, Entity, Health, RepoError, RepoResult, Repository};
+pub use ports::{Cause, Entity, Health, ReplicaHealth, RepoError, RepoResult, Repository};
 pub use query::{BusinessFilter, ListQuery};
 pub use validation::ValidationError;

@@ -101,13 +101,27 @@ impl RepoError {
 /// What a health check found. `cache` is `"disabled"` where no cache is configured.
 /// `near_tier` (whether a near tier's invalidation subscription is in place) and
 /// `change_feed` (whether the change feed is connected) are `"up"` or `"down"`, and
-/// `None` where there is no such thing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `None` where there is no such thing. `replicas` are the read replicas configured,
+/// each as the last check found it (empty without replicas).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
     pub database: bool,
     pub cache: &'static str,
     pub near_tier: Option<&'static str>,
     pub change_feed: Option<&'static str>,
+    pub replicas: Vec<ReplicaHealth>,
+}
+
+/// A read replica as the last check found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaHealth {
+    /// `host:port`, without credentials.
+    pub name: String,
+    /// `up` (misses may read it), `lagging` (behind the primary by more than the bound:
+    /// left out), `down` (unreachable, or not a standby: left out).
+    pub state: &'static str,
+    /// How far behind the primary it was, when it answered.
+    pub lag_ms: Option<u64>,
 }
 
 /// Storage of the lead data. Reads return [`Fetched`] so a cache can say where the answer

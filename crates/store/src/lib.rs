@@ -6,6 +6,7 @@
 
 pub mod changes;
 pub mod db;
+pub mod replicas;
 mod repo;
 mod rows;
 mod schema;
@@ -15,4 +16,5 @@ pub mod seed;
 pub use db::{
     PgPool, PoolOptions, SetupError, drop_database, ensure_database, migrate, pool, recount_stats,
 };
+pub use replicas::{ReplicaOptions, Replicas};
 pub use repo::PgStore;

@@ -1,13 +1,16 @@
 //! Fixtures for tests that break Redis on purpose. They never touch a shared Redis: each
 //! [`RedisServer`] is a private `redis-server` on a free loopback port, and a
 //! [`FaultProxy`] sits between a client and any server to stall or cut its connections.
+//! [`PgCluster`] is a private PostgreSQL server, or a streaming replica of one.
 
 mod cluster;
+mod postgres;
 mod proxy;
 mod server;
 mod tls;
 
 pub use cluster::RedisCluster;
+pub use postgres::PgCluster;
 pub use proxy::FaultProxy;
 pub use server::RedisServer;
 pub use tls::TestCa;

@@ -6,7 +6,7 @@ use letip_domain::{Cause, RepoError};
 use crate::db::PoolError;
 
 /// Counts statements sent to PostgreSQL, by operation, for `/metrics`.
-pub(super) fn queried(op: &'static str, statements: u64) {
+pub(crate) fn queried(op: &'static str, statements: u64) {
     metrics::counter!("letip_db_queries_total", "op" => op).increment(statements);
 }
 

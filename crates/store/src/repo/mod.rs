@@ -14,11 +14,13 @@ mod keys;
 mod queries;
 mod reconcile;
 
+pub(crate) use errors::queried;
 pub(crate) use reconcile::STATS_LOCK;
 mod writes;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use diesel::prelude::*;
@@ -31,6 +33,7 @@ use letip_domain::{
 };
 
 use crate::db::{PgConn, PgPool};
+use crate::replicas::Replicas;
 use futures_util::future::BoxFuture;
 
 use errors::*;
@@ -40,6 +43,8 @@ use queries::*;
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Where reads outside writes may go when they need not wait (see [`Replicas`]).
+    replicas: Option<Arc<Replicas>>,
     /// How long a client's write key answers repeats.
     key_ttl: Duration,
 }
@@ -80,8 +85,18 @@ impl PgStore {
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
+            replicas: None,
             key_ttl: DEFAULT_KEY_TTL,
         }
+    }
+
+    /// Serves reads outside writes from `replicas` whenever one has replayed every write
+    /// answered before the read began; writes, and the reads inside them, stay on the
+    /// primary.
+    #[must_use]
+    pub fn with_replicas(mut self, replicas: Arc<Replicas>) -> Self {
+        self.replicas = Some(replicas);
+        self
     }
 
     /// Keeps clients' write keys (`Idempotency-Key`) for `ttl`.
@@ -125,6 +140,37 @@ impl PgStore {
             .get()
             .await
             .map_err(|e| RepoError::Unavailable(Cause::new(e)))
+    }
+
+    /// Runs the read `make` makes on a replica that has replayed every write answered
+    /// before now, or else on the primary (see [`Self::run`]). A read that fails on a
+    /// replica runs again on the primary.
+    async fn read<T, F, M>(&self, make: M) -> RepoResult<T>
+    where
+        M: Fn() -> F + Send,
+        for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> QueryResult<T>
+            + ConnCall<&'r mut AsyncPgConnection, QueryResult<T>, Fut: Send>
+            + Send,
+        T: Send,
+    {
+        if let Some(replicas) = &self.replicas
+            && let Some(mut conn) = replicas.connection(Instant::now()).await
+        {
+            let call = make();
+            match call(&mut conn).await {
+                Ok(answer) => {
+                    Replicas::served();
+                    return Ok(answer);
+                }
+                Err(e) => {
+                    if is_lost(&e) {
+                        drop(PgConn::take(conn));
+                    }
+                    Replicas::failed(&e);
+                }
+            }
+        }
+        self.run(Op::Read, make).await
     }
 
     /// Runs the call `make` makes on a pooled connection (see [`Self::run_settled`]).
@@ -237,9 +283,7 @@ impl Repository for PgStore {
     async fn stats(&self) -> RepoResult<Fetched<Stats>> {
         queried("stats", 1);
         let r: StatsRow = self
-            .run(Op::Read, || {
-                async |conn| diesel::sql_query(STATS_SQL).get_result(conn).await
-            })
+            .read(|| async |conn| diesel::sql_query(STATS_SQL).get_result(conn).await)
             .await?;
         Ok(Fetched::bypass(Stats {
             total_businesses: r.total_businesses,
@@ -253,7 +297,7 @@ impl Repository for PgStore {
 
     async fn list_businesses(&self, query: &ListQuery) -> RepoResult<Fetched<BusinessPage>> {
         let (total, (rows, contacts, statements)) = self
-            .run(Op::Read, || {
+            .read(|| {
                 async |conn| {
                     conn.build_transaction()
                         .repeatable_read()
@@ -273,13 +317,13 @@ impl Repository for PgStore {
 
     async fn count_businesses(&self, filter: &BusinessFilter) -> RepoResult<i64> {
         queried("count", 1);
-        self.run(Op::Read, || async |conn| count_filtered(conn, filter).await)
+        self.read(|| async |conn| count_filtered(conn, filter).await)
             .await
     }
 
     async fn list_page(&self, query: &ListQuery, total: i64) -> RepoResult<Fetched<BusinessPage>> {
         let (rows, contacts, statements) = self
-            .run(Op::Read, || {
+            .read(|| {
                 async |conn| {
                     conn.build_transaction()
                         .repeatable_read()
@@ -297,10 +341,8 @@ impl Repository for PgStore {
         if query.offset() < total {
             queried("page_ids", 1);
         }
-        self.run(Op::Read, || {
-            async |conn| load_page_ids(conn, query, total).await
-        })
-        .await
+        self.read(|| async |conn| load_page_ids(conn, query, total).await)
+            .await
     }
 
     async fn listed_rows(&self, ids: &[i32]) -> RepoResult<Vec<BusinessWithContacts>> {
@@ -308,14 +350,14 @@ impl Repository for PgStore {
             return Ok(Vec::new());
         }
         queried("rows", 1);
-        self.run(Op::Read, || async |conn| load_listed(conn, ids).await)
+        self.read(|| async |conn| load_listed(conn, ids).await)
             .await
     }
 
     async fn business_detail(&self, id: i32) -> RepoResult<Fetched<BusinessDetail>> {
         queried("detail", 1);
         let rows = self
-            .run(Op::Read, || async |conn| load_detail(conn, id).await)
+            .read(|| async |conn| load_detail(conn, id).await)
             .await?;
         let rows = rows.ok_or(RepoError::not_found(Entity::Business, id))?;
         Ok(Fetched::bypass(detail_from_rows(rows)))
@@ -397,6 +439,11 @@ impl Repository for PgStore {
             cache: "disabled",
             near_tier: None,
             change_feed: None,
+            replicas: self
+                .replicas
+                .as_ref()
+                .map(|r| r.health())
+                .unwrap_or_default(),
         }
     }
 }
