@@ -154,6 +154,19 @@ pub struct Config {
     /// A Redis Cluster's nodes (`host1:port1,host2:port2`); overrides `REDIS_URL`.
     #[arg(long, env = "REDIS_CLUSTER_NODES", default_value = "", global = true)]
     pub redis_cluster_nodes: String,
+    /// Redis Sentinel's nodes (`host1:26379,host2:26379`). When set, the cache follows
+    /// the primary they name (and after a failover, the promoted one, trusting nothing
+    /// it stored before); `REDIS_URL` then gives only the password, database and TLS.
+    #[arg(long, env = "REDIS_SENTINEL_NODES", default_value = "", global = true)]
+    pub redis_sentinel_nodes: String,
+    /// The name the sentinels monitor the primary by.
+    #[arg(
+        long,
+        env = "REDIS_SENTINEL_MASTER",
+        default_value = "mymaster",
+        global = true
+    )]
+    pub redis_sentinel_master: String,
     /// Most bytes the near tier holds in process (`CACHE_BACKEND=tiered`).
     #[arg(long, env = "CACHE_NEAR_MAX_BYTES", default_value_t = 64 * 1024 * 1024, global = true)]
     pub cache_near_max_bytes: u64,
@@ -295,6 +308,13 @@ impl Config {
     /// command-line flags; what tests and embedders start from.
     pub fn from_env() -> Self {
         Cli::parse_from(["letip"]).config
+    }
+
+    /// The Sentinel group of `REDIS_SENTINEL_NODES`, if any.
+    pub fn sentinel(&self) -> Option<letip_cache::SentinelConfig> {
+        let nodes = self.redis_sentinel_nodes.trim();
+        (!nodes.is_empty())
+            .then(|| letip_cache::SentinelConfig::new(nodes, &self.redis_sentinel_master))
     }
 
     /// The Redis URL to use: `REDIS_URL`, or the cluster `REDIS_CLUSTER_NODES` names.

@@ -115,6 +115,7 @@ pub fn cache(config: &Config) -> anyhow::Result<Caching> {
         compress_above: (config.cache_compress_above_bytes > 0)
             .then_some(config.cache_compress_above_bytes),
         generation_ttl: generation_ttl(config),
+        sentinel: config.sentinel(),
     };
     let builder = match config.cache_backend {
         CacheBackend::None => CacheBuilder::none(),

@@ -60,20 +60,18 @@ async fn subscribe_forever(
     let mut answering_again = cache.answering_again();
     let mut resets = cache.resets();
     let mut backoff = Duration::from_millis(100);
-    let (urls, connect_timeout) = (cache.node_urls(), cache.connect_timeout());
-    for url in urls.iter().cycle() {
-        let Ok(client) = cache.client(url) else {
-            continue;
-        };
+    let connect_timeout = cache.connect_timeout();
+    for attempt in 0.. {
         // A reset from now on may find this subscription on the server it replaced.
         resets.mark_unchanged();
-        let attempt = tokio::time::timeout(connect_timeout, async {
+        let subscribed = tokio::time::timeout(connect_timeout, async {
+            let client = cache.subscription_client(attempt).await?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         })
         .await;
-        if let Ok(Ok(pubsub)) = attempt {
+        if let Ok(Ok(pubsub)) = subscribed {
             backoff = Duration::from_millis(100);
             connected.store(true, Ordering::Relaxed);
             let _ = tx.send(BusEvent::Connected);

@@ -81,7 +81,7 @@ pub use flight::LoadError;
 pub use key::Key;
 pub use lease::LeaseConfig;
 pub use memory::MemoryConfig;
-pub use redis::RedisConfig;
+pub use redis::{RedisConfig, SentinelConfig};
 pub use stale::{StaleConfig, StaleValue};
 pub use tiered::NearConfig;
 

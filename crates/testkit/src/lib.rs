@@ -1,17 +1,20 @@
 //! Fixtures for tests that break Redis on purpose. They never touch a shared Redis: each
 //! [`RedisServer`] is a private `redis-server` on a free loopback port, and a
 //! [`FaultProxy`] sits between a client and any server to stall or cut its connections.
-//! [`PgCluster`] is a private PostgreSQL server, or a streaming replica of one.
+//! [`PgCluster`] is a private PostgreSQL server, or a streaming replica of one;
+//! [`SentinelGroup`] a Redis primary with replicas and sentinels that fail it over.
 
 mod cluster;
 mod postgres;
 mod proxy;
+pub mod sentinel;
 mod server;
 mod tls;
 
 pub use cluster::RedisCluster;
 pub use postgres::PgCluster;
 pub use proxy::FaultProxy;
+pub use sentinel::SentinelGroup;
 pub use server::RedisServer;
 pub use tls::TestCa;
 

@@ -38,6 +38,90 @@ pub struct RedisConfig {
     /// How long a scope's generation lives; at least the longest entry TTL, so entries
     /// are not orphaned early.
     pub generation_ttl: Duration,
+    /// A Sentinel group that names the primary: when set, connections go to the primary
+    /// it names now (asked again for every new connection), with `url`'s password,
+    /// database and TLS mode; `url`'s host and port are not used.
+    pub sentinel: Option<SentinelConfig>,
+}
+
+/// A Redis Sentinel group (`SENTINEL get-master-addr-by-name`).
+#[derive(Debug, Clone)]
+pub struct SentinelConfig {
+    /// `host:port` of each sentinel.
+    pub nodes: Vec<String>,
+    /// The name the sentinels monitor the primary by (`mymaster` by default).
+    pub master: String,
+}
+
+impl SentinelConfig {
+    /// The sentinels at `nodes` (comma-separated `host:port`) watching `master`.
+    pub fn new(nodes: &str, master: &str) -> Self {
+        Self {
+            nodes: nodes
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            master: master.to_owned(),
+        }
+    }
+
+    /// The sentinels' URLs, and how to reach the primary they name: with the password,
+    /// database and TLS mode of `url`.
+    fn parts(
+        &self,
+        url: &str,
+    ) -> redis::RedisResult<(
+        Vec<String>,
+        deadpool_redis::sentinel::SentinelNodeConnectionInfo,
+    )> {
+        use redis::IntoConnectionInfo;
+        let info = url.into_connection_info()?;
+        let sentinels = self
+            .nodes
+            .iter()
+            .map(|n| {
+                if n.contains("://") {
+                    n.clone()
+                } else {
+                    format!("redis://{n}")
+                }
+            })
+            .collect();
+        let node = deadpool_redis::sentinel::SentinelNodeConnectionInfo {
+            tls_mode: url
+                .starts_with("rediss://")
+                .then_some(deadpool_redis::sentinel::TlsMode::Secure),
+            redis_connection_info: Some(info.redis_settings().clone().into()),
+        };
+        Ok((sentinels, node))
+    }
+
+    /// The deadpool-redis configuration of a pool of connections to the primary.
+    pub(super) fn pool_config(
+        &self,
+        url: &str,
+    ) -> redis::RedisResult<deadpool_redis::sentinel::Config> {
+        let (sentinels, node) = self.parts(url)?;
+        Ok(deadpool_redis::sentinel::Config::from_urls(
+            sentinels,
+            self.master.clone(),
+            deadpool_redis::sentinel::SentinelServerType::Master,
+        )
+        .with_node_connection_info(Some(node)))
+    }
+
+    /// A client that answers a client of the primary the sentinels name now.
+    pub(super) fn client(&self, url: &str) -> redis::RedisResult<redis::sentinel::SentinelClient> {
+        let (sentinels, node) = self.parts(url)?;
+        redis::sentinel::SentinelClient::build(
+            sentinels.iter().map(String::as_str).collect(),
+            self.master.clone(),
+            Some(node.into()),
+            redis::sentinel::SentinelServerType::Master,
+        )
+    }
 }
 
 impl Default for RedisConfig {
@@ -53,6 +137,7 @@ impl Default for RedisConfig {
             max_value_bytes: 1024 * 1024,
             compress_above: Some(512),
             generation_ttl: Duration::from_secs(3600),
+            sentinel: None,
         }
     }
 }

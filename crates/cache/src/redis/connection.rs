@@ -77,6 +77,8 @@ pub(super) enum ConnKind {
 #[derive(Clone)]
 pub(super) enum Pools {
     Single(deadpool_redis::Pool),
+    /// To the primary a Sentinel group names when each connection is made.
+    Sentinel(deadpool_redis::sentinel::Pool),
     Cluster(ClusterPool),
 }
 
@@ -103,6 +105,28 @@ impl Pools {
         }
         fn bad(e: impl std::error::Error + Send + Sync + 'static) -> CacheError {
             CacheError::Config(Cause::new(e))
+        }
+        if let Some(sentinel) = &config.sentinel {
+            if sentinel.nodes.is_empty() {
+                return Err(CacheError::Config(
+                    "the Sentinel group names no sentinel".into(),
+                ));
+            }
+            if config.tls_ca_pem.is_some() {
+                return Err(CacheError::Config(
+                    "a private TLS authority is not supported with Sentinel: the primary's \
+                     certificate must be signed by one the system trusts"
+                        .into(),
+                ));
+            }
+            let builder = sentinel
+                .pool_config(&config.url)
+                .map_err(bad)?
+                .builder()
+                .map_err(bad)?;
+            return Ok(Pools::Sentinel(
+                bounded(builder, config).build().map_err(bad)?,
+            ));
         }
         Ok(if let Some(nodes) = cluster_nodes(&config.url) {
             if nodes.is_empty() {
@@ -134,6 +158,7 @@ impl Pools {
 /// A pooled connection held in a slot.
 pub(super) enum Pooled {
     Single(deadpool_redis::Connection),
+    Sentinel(deadpool_redis::sentinel::Connection),
     Cluster(ClusterObject),
 }
 
@@ -141,6 +166,7 @@ impl Pooled {
     fn shared(&self) -> Conn {
         match self {
             Self::Single(c) => Conn::Single((**c).clone()),
+            Self::Sentinel(c) => Conn::Single((**c).clone()),
             Self::Cluster(c) => Conn::Cluster((**c).clone()),
         }
     }
@@ -149,8 +175,24 @@ impl Pooled {
     fn discard(self) {
         match self {
             Self::Single(c) => drop(deadpool_redis::Connection::take(c)),
+            Self::Sentinel(c) => drop(deadpool_redis::sentinel::Connection::take(c)),
             Self::Cluster(c) => drop(deadpool::managed::Object::take(c)),
         }
+    }
+}
+
+impl Pools {
+    /// A new connection to the one server (the primary a Sentinel group names now), not
+    /// pooled; `None` for a cluster.
+    async fn create_single(
+        &self,
+    ) -> Option<std::result::Result<MultiplexedConnection, RedisError>> {
+        use deadpool::managed::Manager;
+        Some(match self {
+            Self::Single(p) => p.manager().create().await,
+            Self::Sentinel(p) => p.manager().create().await,
+            Self::Cluster(_) => return None,
+        })
     }
 }
 
@@ -219,8 +261,14 @@ pub(super) fn unavailable(cause: impl Into<Cause>) -> CacheError {
 }
 
 /// Whether the connection that returned `e` should be replaced.
+/// A server that refuses writes as a replica (`READONLY`) is one a failover demoted: its
+/// connection is replaced by one to the primary.
 pub(super) fn connection_is_broken(e: &RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error()
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
+        || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
 }
 
 impl RedisCache {
@@ -246,16 +294,17 @@ impl RedisCache {
     /// This thread's own connection on the thread of a current-thread runtime (made if
     /// it has none), else a shared one.
     pub(super) async fn connection(&self) -> Result<(Held, Conn)> {
-        if let Pools::Single(pool) = &self.pools {
+        if !matches!(self.pools, Pools::Cluster(_)) {
             match own_connection(self.id) {
                 (Some(conn), _) => return Ok((Held::Own, Conn::Single(conn))),
                 (None, true) => {
                     let made = tokio::time::timeout(
                         self.config.connect_timeout,
-                        deadpool::managed::Manager::create(pool.manager()),
+                        self.pools.create_single(),
                     )
                     .await
                     .map_err(|_| unavailable("connecting to Redis timed out"))?
+                    .ok_or_else(|| unavailable("no single-server connection to a cluster"))?
                     .map_err(unavailable)?;
                     let mut conn = Conn::Single(made.clone());
                     self.check_history(&mut conn).await?;
@@ -285,6 +334,7 @@ impl RedisCache {
             async move {
                 match pools {
                     Pools::Single(p) => p.get().await.map(Pooled::Single).map_err(unavailable),
+                    Pools::Sentinel(p) => p.get().await.map(Pooled::Sentinel).map_err(unavailable),
                     Pools::Cluster(p) => p.get().await.map(Pooled::Cluster).map_err(unavailable),
                 }
             }

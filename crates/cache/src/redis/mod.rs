@@ -28,7 +28,7 @@
 //! | file | holds |
 //! |---|---|
 //! | `mod.rs` | [`RedisCache`], its key names, and the [`Cache`] implementation |
-//! | `config.rs` | [`RedisConfig`], clients of a URL, a cluster URL's nodes |
+//! | `config.rs` | [`RedisConfig`], clients of a URL, a cluster URL's nodes, a Sentinel group |
 //! | `connection.rs` | the shared connections, each call's timeout and breaker accounting |
 //! | `identity.rs` | which Redis history is trusted: the floor, resets |
 //! | `cluster.rs` | cluster connections that never retry on another node |
@@ -48,8 +48,8 @@ mod index;
 mod scripts;
 mod wire;
 
-pub use config::RedisConfig;
 pub(crate) use config::cluster_nodes;
+pub use config::{RedisConfig, SentinelConfig};
 pub use health::BackgroundProbe;
 pub(crate) use index::{ConfirmKeys, KnownIndex};
 pub(crate) use wire::{Raw, split_scope};
@@ -111,6 +111,9 @@ pub struct RedisCache {
     /// made by a request on an HTTP worker it would read every caller's answers (the
     /// lease renewals' among them) only between that worker's requests.
     runtime: Option<tokio::runtime::Handle>,
+    /// With a Sentinel group: what names the primary for subscriptions (the pools ask
+    /// their own).
+    sentinel: Option<tokio::sync::Mutex<redis::sentinel::SentinelClient>>,
     namespace: String,
     config: RedisConfig,
 }
@@ -131,6 +134,12 @@ impl RedisCache {
     pub fn new(config: RedisConfig) -> Result<Self> {
         let connections = config.connections.max(1);
         let pools = Pools::new(&config)?;
+        let sentinel = config
+            .sentinel
+            .as_ref()
+            .map(|s| s.client(&config.url).map(tokio::sync::Mutex::new))
+            .transpose()
+            .map_err(|e| crate::CacheError::Config(crate::Cause::new(e)))?;
         let ns = config.namespace.clone();
         static CACHES: AtomicU64 = AtomicU64::new(1);
         Ok(Self {
@@ -148,6 +157,7 @@ impl RedisCache {
             answering: AtomicBool::new(true),
             answering_again: tokio::sync::watch::Sender::new(0),
             runtime: tokio::runtime::Handle::try_current().ok(),
+            sentinel,
             namespace: ns,
             config,
         })
@@ -201,14 +211,19 @@ impl RedisCache {
         format!("{}:{{{}}}:", self.namespace, encode(root))
     }
 
-    /// The URLs of the servers: one, or every node of a cluster.
-    pub(crate) fn node_urls(&self) -> Vec<String> {
-        cluster_nodes(&self.config.url).unwrap_or_else(|| vec![self.config.url.clone()])
-    }
-
-    /// A client of one server (`url` is one of [`Self::node_urls`]), with this cache's
-    /// TLS settings.
-    pub(crate) fn client(&self, url: &str) -> redis::RedisResult<redis::Client> {
+    /// A client of the server to subscribe on, the `attempt`th time: the primary a
+    /// Sentinel group names now, the one server, or each node of a cluster in turn.
+    pub(crate) async fn subscription_client(
+        &self,
+        attempt: usize,
+    ) -> redis::RedisResult<redis::Client> {
+        if let Some(sentinel) = &self.sentinel {
+            return sentinel.lock().await.async_get_client().await;
+        }
+        let urls = cluster_nodes(&self.config.url).unwrap_or_else(|| vec![self.config.url.clone()]);
+        let url = urls
+            .get(attempt % urls.len().max(1))
+            .unwrap_or(&self.config.url);
         client(url, self.config.tls_ca_pem.as_deref())
     }
 
