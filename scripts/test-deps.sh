@@ -2,7 +2,9 @@
 # Installs what the Socket.IO end-to-end tests drive: the dashboard's own client library
 # and a headless browser driver (`npm ci` in tests/node, whenever its lock file is newer
 # than what is installed), and Debian's chromium (apt-get, when root) for the browser
-# test. Node.js and npm must be installed. Progress goes to stderr.
+# test, and Debian's redis-sentinel for the failover tests. PostgreSQL's server programs
+# (initdb, pg_basebackup) come with the PostgreSQL the tests run on. Node.js and npm must
+# be installed. Progress goes to stderr.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -19,9 +21,12 @@ if [ ! -f "$stamp" ] || [ tests/node/package-lock.json -nt "$stamp" ]; then
     (cd tests/node && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund >&2)
 fi
 
-if ! command -v chromium >/dev/null 2>&1; then
-    [ "$(id -u)" -eq 0 ] || die "chromium is missing; install it (apt-get install -y chromium) as root"
-    log "installing chromium"
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
+if [ "${#missing[@]}" -gt 0 ]; then
+    [ "$(id -u)" -eq 0 ] || die "missing: ${missing[*]}; install them (apt-get install -y ${missing[*]}) as root"
+    log "installing ${missing[*]}"
     apt-get update >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y chromium >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >&2
 fi
