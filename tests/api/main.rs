@@ -15,6 +15,7 @@ mod commit;
 mod contacts_messages;
 mod enrichment;
 mod events;
+mod failover;
 mod health;
 mod history;
 mod idempotency;
