@@ -82,9 +82,13 @@ pub fn pool(database_url: &str, options: PoolOptions) -> Result<PgPool, SetupErr
             // have no time zone and hold UTC: every statement writes UTC explicitly, and
             // the session's zone is UTC too, so column defaults (`CURRENT_TIMESTAMP`)
             // also store UTC whatever the server's or database's zone is.
+            // Every write is answered only once its commit is on disk
+            // (`synchronous_commit`, whatever the server's default), which is also what
+            // makes the primary's flush position cover it for the read replicas
+            // (`replicas.rs`).
             conn.batch_execute(&format!(
                 "SET statement_timeout = {statement_timeout_ms}; SET jit = off; \
-                 SET TIME ZONE 'UTC'{origin}"
+                 SET synchronous_commit = on; SET TIME ZONE 'UTC'{origin}"
             ))
             .await
             .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;

@@ -2,8 +2,9 @@
 //!
 //! A read may be served by a streaming replica only once the replica has replayed every
 //! write answered before the read began. The position of those writes is the primary's
-//! WAL insert position (`pg_current_wal_insert_lsn()`) taken after the read began: every
-//! commit acknowledged before then was inserted before then. One such probe serves every
+//! WAL flush position (`pg_current_wal_flush_lsn()`) taken after the read began: every
+//! write this service answered committed with `synchronous_commit = on` (set on every
+//! session, `db.rs`), so its commit record was flushed before its answer. One such probe serves every
 //! read that began before the probe was sent, so concurrent misses share it
 //! ([`Probe`]). The replica's own position (`pg_last_wal_replay_lsn()`) is checked on the
 //! very connection the read then uses (replay only moves forward while that session
@@ -71,13 +72,13 @@ struct Replay {
     lsn: Option<String>,
 }
 
-/// The primary's WAL insert position now.
+/// The primary's WAL flush position now.
 async fn primary_position(pool: &PgPool) -> Result<u64, String> {
     // Here only: its `load` would shadow the atomics' below.
     use diesel_async::RunQueryDsl;
     let mut conn = pool.get().await.map_err(|e| e.to_string())?;
     crate::repo::queried("position", 1);
-    let p: Position = diesel::sql_query("SELECT pg_current_wal_insert_lsn()::text AS lsn")
+    let p: Position = diesel::sql_query("SELECT pg_current_wal_flush_lsn()::text AS lsn")
         .get_result(&mut conn)
         .await
         .map_err(|e| e.to_string())?;
