@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Runs the freshness checker (tests/checker): writers and readers on two instances while
-# Redis is killed, stalled and cut off from one instance, and PostgreSQL connections are
-# dropped. Prints operations, operations per second, stale reads, violations, 5xx and
-# transport errors; fails unless the last three are zero.
+# Runs the freshness checker (tests/checker): writers and readers on three instances
+# while Redis is killed, stalled and cut off from one instance, PostgreSQL connections
+# are dropped, PostgreSQL is unreachable, and its read replica lags or stops
+# (CHECKER_REDIS=sentinel: Redis behind Sentinel, failed over and its primary killed).
+# Prints operations, operations per second, stale reads, violations, 5xx and transport
+# errors; fails unless the last three are zero.
 #
 #   --seconds N      run for N seconds (60 by default)
 #   --operations N   run until N reads and writes were checked instead (a whole number

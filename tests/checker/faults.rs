@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use letip_server::CacheBackend;
-use letip_testkit::{FaultProxy, RedisServer};
+use letip_testkit::{FaultProxy, PgCluster, RedisServer, SentinelGroup};
 use letip_tests::{TestApp, TestDb};
 
 use crate::model::Run;
@@ -28,11 +28,20 @@ pub(crate) enum Fault {
     /// PostgreSQL unreachable from every instance (connections cut, new ones refused)
     /// for `OUTAGE`: what the caches hold is answered, every other request is a 503.
     PostgresDown,
+    /// The read replica replays each commit `REPLICA_LAG` late.
+    ReplicaLagging,
+    /// The read replica stopped (`pg_ctl stop -m immediate`), then started again.
+    ReplicaDown,
+    /// `SENTINEL FAILOVER`: a replica of Redis promoted, the primary demoted.
+    SentinelFailover,
+    /// The Redis primary killed (SIGKILL): the sentinels promote its replica; the killed
+    /// node comes back as a replica of it.
+    RedisPrimaryKilled,
 }
 
 /// The fault of each slot, repeated for longer runs; the first ten (the default 60 s)
-/// hold every fault.
-const SCHEDULE: [Fault; 12] = [
+/// hold every fault but the replica's, which the next two hold.
+const SCHEDULE: [Fault; 14] = [
     Fault::Calm,
     Fault::RedisKilled,
     Fault::BSubscriptionCut,
@@ -43,13 +52,30 @@ const SCHEDULE: [Fault; 12] = [
     Fault::ACutOff,
     Fault::PostgresDropped,
     Fault::PostgresDown,
+    Fault::ReplicaLagging,
+    Fault::ReplicaDown,
     Fault::ACutOff,
     Fault::CPaused,
 ];
 
+/// The schedule with Redis behind Sentinel (`CHECKER_REDIS=sentinel`): the faults that
+/// need one Redis behind proxies are left out; the first eight hold every other fault.
+const SENTINEL_SCHEDULE: [Fault; 10] = [
+    Fault::Calm,
+    Fault::SentinelFailover,
+    Fault::ReplicaLagging,
+    Fault::CPaused,
+    Fault::RedisPrimaryKilled,
+    Fault::PostgresDropped,
+    Fault::ReplicaDown,
+    Fault::PostgresDown,
+    Fault::SentinelFailover,
+    Fault::RedisPrimaryKilled,
+];
+
 /// The schedule of a run: `CHECKER_FAULTS` (fault names, comma-separated, e.g.
-/// `ACutOff,PostgresDropped`) to repeat a few faults, else [`SCHEDULE`].
-pub(crate) fn schedule() -> Vec<Fault> {
+/// `ACutOff,PostgresDropped`) to repeat a few faults, else the topology's.
+pub(crate) fn schedule(sentinel: bool) -> Vec<Fault> {
     let all = [
         Fault::Calm,
         Fault::RedisKilled,
@@ -60,6 +86,10 @@ pub(crate) fn schedule() -> Vec<Fault> {
         Fault::BSubscriptionCut,
         Fault::CPaused,
         Fault::PostgresDown,
+        Fault::ReplicaLagging,
+        Fault::ReplicaDown,
+        Fault::SentinelFailover,
+        Fault::RedisPrimaryKilled,
     ];
     match std::env::var("CHECKER_FAULTS") {
         Ok(names) => names
@@ -70,9 +100,13 @@ pub(crate) fn schedule() -> Vec<Fault> {
                     .unwrap_or_else(|| panic!("CHECKER_FAULTS: no fault {n}"))
             })
             .collect(),
+        Err(_) if sentinel => SENTINEL_SCHEDULE.to_vec(),
         Err(_) => SCHEDULE.to_vec(),
     }
 }
+
+/// How late the replica replays in a `ReplicaLagging` slot.
+const REPLICA_LAG: Duration = Duration::from_secs(2);
 
 /// How long PostgreSQL stays unreachable in a `PostgresDown` slot.
 const OUTAGE: Duration = Duration::from_secs(3);
@@ -83,19 +117,46 @@ const OUTAGE_TAIL: Duration = Duration::from_secs(2);
 /// How long C stays stopped: longer than its lease (500 ms).
 const PAUSE: Duration = Duration::from_millis(2500);
 
-/// What the faults act on: the Redis every instance shares (persistent, for the slots
-/// that restart it from an older snapshot), the proxies from A and B to it and from every
-/// instance to PostgreSQL, and C's process; with the faults injected so far.
-/// Dropped in the order of its fields: C's process first, Redis last.
+/// The Redis the instances share: one server (persistent, for the slots that restart it
+/// from an older snapshot) behind a proxy for A and one for B, or a Sentinel group they
+/// find the primary of by themselves.
+pub(crate) enum Redis {
+    Single {
+        link_b: FaultProxy,
+        link_a: FaultProxy,
+        redis: RedisServer,
+    },
+    Sentinel(SentinelGroup),
+}
+
+impl Redis {
+    /// The port of the Redis primary now.
+    pub(crate) fn port(&self) -> u16 {
+        match self {
+            Self::Single { redis, .. } => redis.addr().port(),
+            Self::Sentinel(group) => group.primary_port(),
+        }
+    }
+}
+
+/// The database: a private primary and a streaming replica every instance reads misses
+/// from (`CHECKER_REPLICA=0`: the shared server, no replica).
+pub(crate) struct Database {
+    pub(crate) replica: Option<PgCluster>,
+    pub(crate) primary: Option<PgCluster>,
+}
+
+/// What the faults act on: Redis, the proxy from every instance to PostgreSQL, the
+/// replica, and C's process; with the faults injected so far.
+/// Dropped in the order of its fields: C's process first, the database last.
 pub(crate) struct Injector {
     pub(crate) c_process: tokio::process::Child,
     /// Every instance reaches PostgreSQL through it.
     pub(crate) link_pg: FaultProxy,
     /// PostgreSQL's own address, where `link_pg` leads back to after an outage.
     pub(crate) postgres: std::net::SocketAddr,
-    pub(crate) link_b: FaultProxy,
-    pub(crate) link_a: FaultProxy,
-    pub(crate) redis: RedisServer,
+    pub(crate) redis: Redis,
+    pub(crate) database: Database,
     /// How many slots each fault had, by its description.
     pub(crate) faults: HashMap<&'static str, u32>,
 }
@@ -107,21 +168,28 @@ impl Injector {
             c_process,
             link_pg,
             postgres,
-            link_b,
-            link_a,
             redis,
+            database,
             faults,
         } = self;
         let postgres = *postgres;
-        match fault {
-            Fault::Calm => tokio::time::sleep_until(slot_end.into()).await,
-            Fault::RedisKilled => {
+        let single = match redis {
+            Redis::Single {
+                link_b,
+                link_a,
+                redis,
+            } => Some((link_b, link_a, redis)),
+            Redis::Sentinel(_) => None,
+        };
+        match (fault, single) {
+            (Fault::Calm, _) => tokio::time::sleep_until(slot_end.into()).await,
+            (Fault::RedisKilled, Some((_, _, redis))) => {
                 *faults.entry("redis killed and restarted").or_default() += 1;
                 redis.kill();
                 tokio::time::sleep_until(slot_end.into()).await;
                 redis.restart_empty();
             }
-            Fault::RedisRestored => {
+            (Fault::RedisRestored, Some((_, _, redis))) => {
                 *faults
                     .entry("redis restored from an older snapshot")
                     .or_default() += 1;
@@ -130,7 +198,7 @@ impl Injector {
                 redis.restart();
                 tokio::time::sleep_until(slot_end.into()).await;
             }
-            Fault::RedisStalled => {
+            (Fault::RedisStalled, Some((link_b, link_a, _))) => {
                 *faults.entry("redis stalled").or_default() += 1;
                 link_a.stall();
                 link_b.stall();
@@ -138,7 +206,7 @@ impl Injector {
                 link_a.resume();
                 link_b.resume();
             }
-            Fault::ACutOff => {
+            (Fault::ACutOff, Some((_, link_a, _))) => {
                 *faults.entry("A cut off from redis").or_default() += 1;
                 *run.cut_until.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some(Instant::now() + SLOT * 10);
@@ -148,20 +216,20 @@ impl Injector {
                 *run.cut_until.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some(Instant::now() + FEED_BOUND);
             }
-            Fault::BSubscriptionCut => {
+            (Fault::BSubscriptionCut, Some((link_b, _, _))) => {
                 *faults.entry("B's subscriptions silent").or_default() += 1;
                 link_b.stall_subscriptions();
                 tokio::time::sleep_until(slot_end.into()).await;
                 link_b.resume();
             }
-            Fault::CPaused => {
+            (Fault::CPaused, _) => {
                 *faults.entry("C stopped (SIGSTOP)").or_default() += 1;
                 signal(c_process, "-STOP");
                 tokio::time::sleep(PAUSE).await;
                 signal(c_process, "-CONT");
                 tokio::time::sleep_until(slot_end.into()).await;
             }
-            Fault::PostgresDown => {
+            (Fault::PostgresDown, _) => {
                 *faults.entry("postgres unreachable").or_default() += 1;
                 *run.down_until.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some(Instant::now() + SLOT * 10);
@@ -176,7 +244,7 @@ impl Injector {
                     Some(Instant::now() + OUTAGE_TAIL);
                 tokio::time::sleep_until(slot_end.into()).await;
             }
-            Fault::PostgresDropped => {
+            (Fault::PostgresDropped, _) => {
                 *faults.entry("postgres connections dropped").or_default() += 1;
                 while Instant::now() + Duration::from_secs(2) < slot_end {
                     drop_postgres_connections(&run.a.db).await;
@@ -184,6 +252,49 @@ impl Injector {
                 }
                 tokio::time::sleep_until(slot_end.into()).await;
             }
+            (Fault::ReplicaLagging, _) => {
+                if let Some(replica) = &database.replica {
+                    *faults.entry("replica lagging 2 s").or_default() += 1;
+                    replica.set_apply_delay(REPLICA_LAG);
+                    tokio::time::sleep_until(slot_end.into()).await;
+                    replica.set_apply_delay(Duration::ZERO);
+                } else {
+                    tokio::time::sleep_until(slot_end.into()).await;
+                }
+            }
+            (Fault::ReplicaDown, _) => {
+                if let Some(replica) = &database.replica {
+                    *faults.entry("replica down").or_default() += 1;
+                    tokio::task::block_in_place(|| replica.stop());
+                    tokio::time::sleep_until(slot_end.into()).await;
+                    tokio::task::block_in_place(|| replica.restart());
+                } else {
+                    tokio::time::sleep_until(slot_end.into()).await;
+                }
+            }
+            (Fault::SentinelFailover, None) => {
+                if let Redis::Sentinel(group) = redis {
+                    *faults.entry("sentinel failover").or_default() += 1;
+                    tokio::task::block_in_place(|| group.failover());
+                    run.redis_port
+                        .store(group.primary_port(), Ordering::Relaxed);
+                }
+                tokio::time::sleep_until(slot_end.into()).await;
+            }
+            (Fault::RedisPrimaryKilled, None) => {
+                if let Redis::Sentinel(group) = redis {
+                    *faults.entry("redis primary killed (-9)").or_default() += 1;
+                    tokio::task::block_in_place(|| {
+                        group.kill_primary();
+                        group.restart_killed();
+                    });
+                    run.redis_port
+                        .store(group.primary_port(), Ordering::Relaxed);
+                }
+                tokio::time::sleep_until(slot_end.into()).await;
+            }
+            // A fault of the other Redis topology: a calm slot.
+            (_, _) => tokio::time::sleep_until(slot_end.into()).await,
         }
     }
 }

@@ -23,13 +23,22 @@
 //! A alone cut off from Redis; PostgreSQL's idle connections terminated (the pool's and
 //! the change feed's); PostgreSQL unreachable for 3 s (every connection cut, new ones
 //! refused: what the caches hold is answered, the rest is a 503, never a 500, and a
-//! write refused then is not checked further). Every read must be fresh, except in the slot where A is cut off:
+//! write refused then is not checked further); the read replica replaying each commit
+//! 2 s late; the read replica stopped, then started again. Every read must be fresh,
+//! except in the slot where A is cut off:
 //! there A's writes reach B's readers through PostgreSQL's change feed, and the staleness
 //! seen must stay within `FEED_BOUND` (docs/design.md, "Freshness guarantees").
 //!
 //! A request that gets no answer at all (a connection closed before the response, say)
 //! is a **transport error**: counted with the request, the instance and the fault slot
 //! it happened in, and it fails the run like a 5xx, since a user would see it.
+//!
+//! The database is a private PostgreSQL primary (`initdb`) with a streaming replica of
+//! it (`pg_basebackup -R`) every instance reads misses from (`CHECKER_REPLICA=0`: the
+//! shared server, no replica). `CHECKER_REDIS=sentinel` puts Redis behind a Sentinel
+//! group (a primary, a replica, three sentinels) that the instances find the primary
+//! through, with slots of `SENTINEL FAILOVER` and of a `kill -9` of the primary (the
+//! faults that need one Redis behind proxies are left out then).
 //!
 //! `CHECKER_SECONDS` sets the length (60 by default; `scripts/checker.sh --seconds 600`
 //! runs it longer); `CHECKER_FAULTS` repeats only the faults it names (comma-separated,
@@ -54,10 +63,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use letip_server::CacheBackend;
-use letip_testkit::{FaultProxy, RedisServer};
-use letip_tests::TestApp;
+use letip_testkit::{FaultProxy, PgCluster, RedisServer, SentinelGroup};
+use letip_tests::{TestApp, TestDb};
 
-use crate::faults::{Fault, Injector, schedule, signal, spawn_process};
+use crate::faults::{Database, Fault, Injector, Redis, schedule, signal, spawn_process};
 use crate::model::Run;
 use crate::readers::reader;
 use crate::writer::writer;
@@ -88,42 +97,112 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
         .ok()
         .and_then(|s| s.parse().ok());
     let calm = std::env::var_os("CHECKER_CALM").is_some();
-    // Persistent, for the slots that restart it from an older snapshot.
-    let redis = RedisServer::start_persistent(&[]);
-    let link_a = FaultProxy::start(redis.addr()).await;
-    let link_b = FaultProxy::start(redis.addr()).await;
-    let link_c = FaultProxy::start(redis.addr()).await;
+    // CHECKER_REDIS=sentinel: a Sentinel group every instance finds the primary through
+    // (for the failover slots), else one Redis behind a proxy per instance.
+    let sentinel = std::env::var("CHECKER_REDIS").as_deref() == Ok("sentinel");
+    let redis = if sentinel {
+        Redis::Sentinel(tokio::task::block_in_place(|| SentinelGroup::start(1)))
+    } else {
+        // Persistent, for the slots that restart it from an older snapshot.
+        let redis = RedisServer::start_persistent(&[]);
+        Redis::Single {
+            link_a: FaultProxy::start(redis.addr()).await,
+            link_b: FaultProxy::start(redis.addr()).await,
+            redis,
+        }
+    };
+    let redis_url = |link: Option<&FaultProxy>| match (&redis, link) {
+        (Redis::Single { .. }, Some(link)) => link.url(),
+        // With Sentinel the URL gives only the password and database.
+        _ => "redis://127.0.0.1:1/0".to_owned(),
+    };
+    let sentinel_nodes = match &redis {
+        Redis::Sentinel(group) => group.sentinel_nodes(),
+        Redis::Single { .. } => String::new(),
+    };
+    let (link_a, link_b) = match &redis {
+        Redis::Single { link_a, link_b, .. } => (Some(link_a), Some(link_b)),
+        Redis::Sentinel(_) => (None, None),
+    };
+    let link_c = match &redis {
+        Redis::Single { redis, .. } => Some(FaultProxy::start(redis.addr()).await),
+        Redis::Sentinel(_) => None,
+    };
+    // A private primary with a streaming replica every instance reads misses from
+    // (CHECKER_REPLICA=0: the shared PostgreSQL, no replica).
+    let database = if std::env::var("CHECKER_REPLICA").as_deref() == Ok("0") {
+        Database {
+            replica: None,
+            primary: None,
+        }
+    } else {
+        let primary = tokio::task::block_in_place(PgCluster::start);
+        let replica =
+            tokio::task::block_in_place(|| PgCluster::replica_of(&primary, Duration::ZERO));
+        Database {
+            replica: Some(replica),
+            primary: Some(primary),
+        }
+    };
+    let db = match &database.primary {
+        Some(primary) => Arc::new(TestDb {
+            url: primary.url(&format!("letip_checker_{}", uuid::Uuid::new_v4().simple())),
+        }),
+        None => Arc::new(TestDb::new()),
+    };
+    let replica_urls: Vec<String> = database.replica.iter().map(|r| r.url(&db.name())).collect();
     // Every instance reaches PostgreSQL through `link_pg` (A's URL, which B and C take).
     // CHECKER_BACKEND=redis: A and B in the Redis mode (C stays on the default).
     let backend = match std::env::var("CHECKER_BACKEND").as_deref() {
         Ok("redis") => CacheBackend::Redis,
         _ => CacheBackend::Tiered,
     };
-    let (a, link_pg) = TestApp::spawn_through_proxy_with(|c| {
+    let shared = |c: &mut letip_server::Config| {
         c.cache_backend = backend;
-        c.redis_url = link_a.url();
+        c.redis_sentinel_nodes = sentinel_nodes.clone();
+        c.database_replica_urls = replica_urls.clone();
+    };
+    let (a, link_pg) = TestApp::spawn_through_proxy_on(db, |c| {
+        shared(c);
+        c.redis_url = redis_url(link_a);
         // A gives up on an invalidation as soon as a read would: while it is cut off,
         // its writes are answered at once and reach B's readers through the change
-        // feed alone (B waits the default second).
-        c.cache_invalidate_timeout_ms = c.cache_timeout_ms;
+        // feed alone (B waits the default second). Not with Sentinel, which has no
+        // slot that cuts A off.
+        if !sentinel {
+            c.cache_invalidate_timeout_ms = c.cache_timeout_ms;
+        }
     })
     .await;
     let postgres = a.db.addr();
     let b = a
         .spawn_beside(|c| {
-            c.cache_backend = backend;
-            c.redis_url = link_b.url();
+            shared(c);
+            c.redis_url = redis_url(link_b);
             c.database_url = a.config.database_url.clone();
         })
         .await;
-    let (c, c_process) = spawn_process(&a, &link_c.url()).await;
+    let (c, c_process) = spawn_process(&a, &redis_url(link_c.as_ref())).await;
+    println!(
+        "topology: Redis {}, PostgreSQL {}",
+        if sentinel {
+            "behind Sentinel (a primary, a replica, three sentinels)"
+        } else {
+            "one server behind a proxy per instance"
+        },
+        if database.replica.is_some() {
+            "a private primary and a streaming replica"
+        } else {
+            "the shared server, no replica"
+        }
+    );
+    let redis_port = redis.port();
     let mut injector = Injector {
         c_process,
         link_pg,
         postgres,
-        link_b,
-        link_a,
         redis,
+        database,
         faults: HashMap::new(),
     };
     let started = Instant::now();
@@ -142,7 +221,7 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
         answers: Mutex::default(),
         target,
         end: started + Duration::from_secs(seconds),
-        redis_port: injector.redis.addr().port(),
+        redis_port: std::sync::atomic::AtomicU16::new(redis_port),
     });
     println!(
         "started at {:?} (seconds since the epoch)",
@@ -167,7 +246,7 @@ async fn reads_never_miss_an_answered_write_while_faults_are_injected() {
         }));
     }
 
-    let schedule = schedule();
+    let schedule = schedule(sentinel);
     let mut slot = 0;
     while !run.over() {
         // CHECKER_CALM=1: the same load with no fault, as a control run.

@@ -73,8 +73,9 @@ pub(crate) struct Run {
     /// With `CHECKER_OPERATIONS`: the run ends once this many were made.
     pub(crate) target: Option<u64>,
     pub(crate) end: Instant,
-    /// The Redis every instance shares, for what it holds when a read is found stale.
-    pub(crate) redis_port: u16,
+    /// The Redis primary every instance shares, for what it holds when a read is found
+    /// stale (moved by a failover).
+    pub(crate) redis_port: std::sync::atomic::AtomicU16,
 }
 
 impl Run {

@@ -260,7 +260,12 @@ async fn read_list(run: &Run, rng: &mut StdRng) {
 fn note_redis(run: &Run, read: &str) {
     let cli = |args: &[&str]| {
         std::process::Command::new("redis-cli")
-            .args(["-p", &run.redis_port.to_string()])
+            .args([
+                "-p",
+                &run.redis_port
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    .to_string(),
+            ])
             .args(args)
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())

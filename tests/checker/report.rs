@@ -37,6 +37,19 @@ pub(crate) async fn leases(run: &Run) -> Vec<String> {
     for (who, app) in [("A and B", &run.a), ("C", &run.c)] {
         if let Ok(m) = app.try_get("/metrics").await {
             leases.push(format!("leases on {who}: {}", lease_figures(&m.text)));
+            let routed: Vec<String> = m
+                .text
+                .lines()
+                .filter_map(|l| l.strip_prefix("letip_db_replica_reads_total{outcome=\""))
+                .filter_map(|l| l.split_once("\"} "))
+                .map(|(outcome, n)| format!("{outcome} {}", n.trim()))
+                .collect();
+            if !routed.is_empty() {
+                leases.push(format!(
+                    "reads outside writes on {who}: {}",
+                    routed.join(", ")
+                ));
+            }
         }
     }
     leases

@@ -224,7 +224,15 @@ impl TestApp {
     pub async fn spawn_through_proxy_with(
         adjust: impl FnOnce(&mut Config),
     ) -> (Self, letip_testkit::FaultProxy) {
-        let db = Arc::new(TestDb::new());
+        Self::spawn_through_proxy_on(Arc::new(TestDb::new()), adjust).await
+    }
+
+    /// [`Self::spawn_through_proxy_with`], on the database `db` names (on a server of
+    /// the test's own, say).
+    pub async fn spawn_through_proxy_on(
+        db: Arc<TestDb>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> (Self, letip_testkit::FaultProxy) {
         let mut url = url::Url::parse(&db.url).expect("a database URL");
         let postgres = db.addr();
         let proxy = letip_testkit::FaultProxy::start(postgres).await;
@@ -421,6 +429,12 @@ impl TestApp {
             .env("PORT", "0")
             .env("WORKERS", "2")
             .env("DATABASE_POOL_SIZE", "8")
+            .env(
+                "DATABASE_REPLICA_URLS",
+                self.config.database_replica_urls.join(","),
+            )
+            .env("REDIS_SENTINEL_NODES", &self.config.redis_sentinel_nodes)
+            .env("REDIS_SENTINEL_MASTER", &self.config.redis_sentinel_master)
             .stdout(std::process::Stdio::piped())
             .stderr(if std::env::var_os("RUST_LOG").is_some() {
                 std::process::Stdio::inherit()

@@ -28,6 +28,7 @@ mod outage;
 mod peer;
 mod plot;
 mod rate;
+mod replica;
 mod report;
 mod servers;
 
@@ -121,6 +122,13 @@ pub(crate) struct Args {
     /// Requests per second of the mix around and during the outage.
     #[arg(long, default_value_t = 1000)]
     outage_rate: u32,
+    /// Seconds of each run of the mix with a read replica (the largest dataset, on a
+    /// private primary and a streaming replica of it); none when 0.
+    #[arg(long, default_value_t = 20)]
+    replica_seconds: u64,
+    /// Requests per second of the mix in the replica runs.
+    #[arg(long, default_value_t = 1000)]
+    replica_rate: u32,
 }
 
 #[tokio::main]
@@ -153,6 +161,7 @@ pub(crate) async fn main() -> anyhow::Result<()> {
     let mut footprints: Vec<footprint::Footprint> = Vec::new();
     let mut perf = String::new();
     let mut outage_section = String::new();
+    let mut replica_section = String::new();
     let largest = args.sizes.iter().copied().max().unwrap_or(0);
 
     let mut largest_ids = BTreeMap::new();
@@ -334,6 +343,28 @@ pub(crate) async fn main() -> anyhow::Result<()> {
             );
             outage_section = outage::section(&o);
         }
+        if size == largest && args.replica_seconds > 0 {
+            let r = replica::measure(
+                &args,
+                size,
+                &run,
+                (
+                    args.replica_rate,
+                    args.replica_seconds,
+                    Duration::from_secs(2),
+                ),
+            )
+            .await?;
+            println!(
+                "replica: {:.1}% of reads outside writes served by the replica; primary statements per 1,000 requests {:.0} (without a replica {:.0}); p99 {} µs, lagging 2 s {} µs",
+                r.with.replica_share() * 100.0,
+                r.with.statements_per_1000(),
+                r.without.statements_per_1000(),
+                r.with.run.all.p99_us,
+                r.lagging.run.all.p99_us
+            );
+            replica_section = replica::section(&r);
+        }
     }
 
     // The ceilings, measured with the bodies of the largest dataset.
@@ -425,7 +456,7 @@ pub(crate) async fn main() -> anyhow::Result<()> {
         &perf,
         largest,
     );
-    std::fs::write(&args.report, report + &outage_section)?;
+    std::fs::write(&args.report, report + &outage_section + &replica_section)?;
     println!(
         "wrote {} and {}",
         args.report.display(),

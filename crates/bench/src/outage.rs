@@ -93,7 +93,16 @@ pub(crate) async fn measure(
     let mut url = reqwest::Url::parse(&crate::servers::db_url(args, size))?;
     url.set_port(Some(link.addr().port()))
         .map_err(|()| anyhow::anyhow!("a PostgreSQL URL with a port"))?;
-    let server = start_on(args, size, mode, &format!("{run}-outage"), url.as_str()).await?;
+    crate::servers::vacuum(args, size).await?;
+    let server = start_on(
+        args,
+        size,
+        mode,
+        &format!("{run}-outage"),
+        url.as_str(),
+        &[],
+    )
+    .await?;
     let base = server.url("");
     rate::run(&base, rate, warm_seconds, size).await?;
     // Nothing listens there: every connection is closed, new ones at once.

@@ -169,6 +169,12 @@ pub(crate) fn db_url(args: &Args, size: u64) -> String {
 }
 
 pub(crate) async fn seed(args: &Args, size: u64) -> anyhow::Result<()> {
+    seed_at(&db_url(args, size), size).await
+}
+
+/// Seeds `size` businesses into the database at `database_url` (made if missing) unless
+/// it holds some already.
+pub(crate) async fn seed_at(database_url: &str, size: u64) -> anyhow::Result<()> {
     let started = Instant::now();
     let status = Command::new(sibling("letip")?)
         .args([
@@ -179,7 +185,7 @@ pub(crate) async fn seed(args: &Args, size: u64) -> anyhow::Result<()> {
             "42",
             "--if-empty",
         ])
-        .env("DATABASE_URL", db_url(args, size))
+        .env("DATABASE_URL", database_url)
         .env("RUST_LOG", "warn")
         .status()
         .await?;
@@ -215,33 +221,39 @@ pub(crate) async fn largest_business(args: &Args, size: u64) -> anyhow::Result<i
 /// PATCHes) or an autovacuum that overlapped the seeding decides between index-only and
 /// sequential scans, and so what the uncached modes measure.
 pub(crate) async fn vacuum(args: &Args, size: u64) -> anyhow::Result<()> {
+    vacuum_at(&db_url(args, size)).await
+}
+
+/// [`vacuum`] of the database at `database_url`.
+pub(crate) async fn vacuum_at(database_url: &str) -> anyhow::Result<()> {
     let status = Command::new("psql")
-        .arg(db_url(args, size))
+        .arg(database_url)
         .args(["-qXc", "VACUUM (ANALYZE)"])
         .stdout(Stdio::null())
         .status()
         .await
         .context("running psql")?;
     if !status.success() {
-        bail!("VACUUM of the {size}-business dataset failed");
+        bail!("VACUUM of {database_url} failed");
     }
     Ok(())
 }
 
 pub(crate) async fn start(args: &Args, size: u64, mode: Mode, run: &str) -> anyhow::Result<Server> {
-    start_on(args, size, mode, run, &db_url(args, size)).await
+    vacuum(args, size).await?;
+    start_on(args, size, mode, run, &db_url(args, size), &[]).await
 }
 
 /// [`start`], reaching the dataset of `size` at `database_url` (through a link the
-/// runner can cut, say).
+/// runner can cut, say; the caller has vacuumed it), with the settings `env` adds.
 pub(crate) async fn start_on(
     args: &Args,
     size: u64,
     mode: Mode,
     run: &str,
     database_url: &str,
+    env: &[(&str, String)],
 ) -> anyhow::Result<Server> {
-    vacuum(args, size).await?;
     let port = free_port()?;
     let redis = if mode == Mode::RedisDown {
         // Nothing listens on port 1: every Redis call fails as it would with Redis down.
@@ -257,6 +269,7 @@ pub(crate) async fn start_on(
         .env("CACHE_NEAR_LEASE_MS", mode.lease_ms())
         .env("REDIS_URL", redis)
         .env("CACHE_NAMESPACE", namespace(run, size, mode))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         // The default log level, as a user who sets nothing gets it.
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())

@@ -286,6 +286,12 @@ impl Replicas {
         match self.caught_up(replica, need).await {
             Ok(Some(conn)) => Some(conn),
             Ok(None) => {
+                // Known to be behind by at least the wait until the next check says
+                // how far: the reads until then go to the primary without waiting.
+                let waited = u64::try_from(self.options.wait.as_millis()).unwrap_or(u64::MAX);
+                replica
+                    .lag_ms
+                    .fetch_max(waited.saturating_add(1), Ordering::Relaxed);
                 routed("primary_replica_behind");
                 None
             }

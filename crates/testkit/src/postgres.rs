@@ -62,6 +62,11 @@ pub struct PgCluster {
 impl PgCluster {
     /// Makes a new cluster with `initdb` and starts it.
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// [`Self::start`], with more settings (`postgresql.conf` lines) added.
+    pub fn start_with(settings: &str) -> Self {
         let cluster = Self::empty();
         let mut initdb = as_postgres("initdb");
         initdb
@@ -72,8 +77,10 @@ impl PgCluster {
         run(initdb, "initdb");
         std::fs::write(
             cluster.data().join("postgresql.auto.conf"),
-            "fsync = off\nfull_page_writes = off\nsynchronous_commit = on\n\
-             max_wal_senders = 4\nwal_level = replica\n",
+            format!(
+                "fsync = off\nfull_page_writes = off\nsynchronous_commit = on\n\
+                 max_wal_senders = 4\nwal_level = replica\n{settings}\n"
+            ),
         )
         .expect("writing the cluster's settings");
         cluster.start_server();

@@ -191,6 +191,25 @@ impl SentinelGroup {
     }
 }
 
+impl SentinelGroup {
+    /// Starts every killed node again, as a replica of the primary the sentinels name
+    /// now, and waits until it is in sync (so that the group can fail over again).
+    pub fn restart_killed(&mut self) {
+        let primary = self.primary_port();
+        for (port, child) in &mut self.nodes {
+            if child.is_none() {
+                *child = Some(Self::spawn_node(*port, Some(primary)));
+                let port = *port;
+                wait_for(
+                    "a restarted node is in sync",
+                    Duration::from_secs(30),
+                    || cli(port, &["info", "replication"]).contains("master_link_status:up"),
+                );
+            }
+        }
+    }
+}
+
 impl Drop for SentinelGroup {
     fn drop(&mut self) {
         for (_, child) in &mut self.sentinels {
