@@ -119,7 +119,58 @@ async fn a_node_restored_from_an_older_snapshot_serves_nothing_older() {
     let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
     cache.invalidate(&scopes).await.expect("invalidate");
     cluster.restart_node(0);
+    answered_again_never_old(&cache, &keys).await;
+    for k in &keys {
+        assert!(matches!(cache.get(k).await, Ok(Lookup::Hit(b)) if b == "new"));
+    }
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_promoted_inside_the_cluster_serves_nothing_older() {
+    let cluster = RedisCluster::start_with_replicas(3, 1);
+    let cache = cluster_cache(&cluster);
+    let keys: Vec<Key> = (0..30).map(|i| detail(&i.to_string())).collect();
+    for k in &keys {
+        fill(&cache, k, "old").await;
+    }
+    // Every replica holds what its master held.
+    for n in 0..6 {
+        if cluster.cli(n, &["role"]).starts_with("master") {
+            assert_eq!(cluster.cli(n, &["wait", "1", "5000"]), "1");
+        }
+    }
+    let promoted = cluster.fail_over_a_replica();
+    assert!(
+        cluster
+            .cli(promoted, &["dbsize"])
+            .parse::<u64>()
+            .unwrap_or(0)
+            > 0,
+        "the promoted replica holds the old entries"
+    );
+
+    // The entries of the promoted replica's slots: its replication id is new, so the
+    // first lookup there (the old master answers MOVED) brings a connection checked
+    // against every master, which begins a new history: none is served again.
+    let held = cluster.cli(promoted, &["keys", "*"]);
+    let keys: Vec<Key> = keys
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| held.contains(&format!("{{detail%3A{i}}}")))
+        .map(|(_, k)| k)
+        .collect();
+    assert!(
+        !keys.is_empty(),
+        "the promoted replica holds entries: {held}"
+    );
+    answered_again_never_old(&cache, &keys).await;
+}
+
+/// Asks for every key until each answers: a miss is filled with `new` under its ticket
+/// (a ticket taken on another node before this process saw the new history is below its
+/// floor and stores nothing: the next lookup hands out a current one); a hit of `old`
+/// fails the test.
+async fn answered_again_never_old(cache: &RedisCache, keys: &[Key]) {
     let mut answered = vec![false; keys.len()];
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while answered.iter().any(|a| !a) {
@@ -127,25 +178,19 @@ async fn a_node_restored_from_an_older_snapshot_serves_nothing_older() {
             std::time::Instant::now() < deadline,
             "the cache never answered again"
         );
-        for (i, k) in keys.iter().enumerate() {
+        for (k, done) in keys.iter().zip(answered.iter_mut()) {
             match cache.get(k).await {
                 Ok(Lookup::Hit(v)) if v == "old" => {
-                    panic!("key {i} answered {v:?} after its invalidation")
+                    panic!("key {} answered {v:?}", k.name())
                 }
-                Ok(Lookup::Hit(_)) => answered[i] = true,
+                Ok(Lookup::Hit(_)) => *done = true,
                 Ok(Lookup::Miss(t)) => {
-                    // A ticket taken on another node before this process saw the new
-                    // history is below its floor, and stores nothing: the next lookup
-                    // hands out a current one.
                     let stored = cache.put(k, Fill::new(&t, "new", Duration::from_secs(60)));
-                    answered[i] = stored.await.is_ok_and(|s| s == Stored::Stored);
+                    *done = stored.await.is_ok_and(|s| s == Stored::Stored);
                 }
                 Err(_) => {}
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    for k in &keys {
-        assert!(matches!(cache.get(k).await, Ok(Lookup::Hit(b)) if b == "new"));
     }
 }

@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::free_port;
-use crate::server::answers_ping;
+use crate::server::{answers_ping, redis_cli};
 
 /// A private Redis Cluster of masters without replicas on free loopback ports, stopped and
 /// removed when dropped.
@@ -19,10 +19,15 @@ impl RedisCluster {
     /// Starts `masters` nodes with `--cluster-enabled yes` and joins them into one cluster
     /// covering every slot.
     pub fn start(masters: usize) -> Self {
+        Self::start_with_replicas(masters, 0)
+    }
+
+    /// [`Self::start`], with `replicas` replicas of each master.
+    pub fn start_with_replicas(masters: usize, replicas: usize) -> Self {
         let dir = std::env::temp_dir().join(format!("letip-cluster-{}", free_port()));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
         let mut nodes = Vec::new();
-        for _ in 0..masters {
+        for _ in 0..masters * (1 + replicas) {
             let port = free_port();
             nodes.push((port, Self::spawn_node(&dir, port)));
         }
@@ -41,7 +46,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -57,6 +62,14 @@ impl RedisCluster {
             out.contains("cluster_state:ok")
         }) {
             assert!(Instant::now() < deadline, "the cluster never became ok");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Every replica has finished its first sync with its master.
+        while !(0..cluster.nodes.len()).all(|n| {
+            let role = cluster.cli(n, &["info", "replication"]);
+            role.contains("role:master") || role.contains("master_link_status:up")
+        }) {
+            assert!(Instant::now() < deadline, "a replica never synced");
             std::thread::sleep(Duration::from_millis(50));
         }
         cluster
@@ -87,12 +100,7 @@ impl RedisCluster {
             .get(i)
             .map(|(p, _)| *p)
             .expect("a node of the cluster");
-        let out = Command::new("redis-cli")
-            .args(["-p", &port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli is installed");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        redis_cli(port, args)
     }
 
     /// Kills node `i` (SIGKILL) and starts it again on its port from its last snapshot,
@@ -119,6 +127,26 @@ impl RedisCluster {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Promotes the first replica with `CLUSTER FAILOVER` (its master becomes its replica)
+    /// and answers its index once it is a master and the cluster is ok.
+    pub fn fail_over_a_replica(&self) -> usize {
+        let i = (0..self.nodes.len())
+            .find(|&n| self.cli(n, &["role"]).starts_with("slave"))
+            .expect("a replica in the cluster");
+        assert_eq!(self.cli(i, &["cluster", "failover"]), "OK");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !(self.cli(i, &["role"]).starts_with("master")
+            && (0..self.nodes.len()).all(|n| {
+                self.cli(n, &["cluster", "info"])
+                    .contains("cluster_state:ok")
+            }))
+        {
+            assert!(Instant::now() < deadline, "the replica was never promoted");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        i
     }
 
     /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...`

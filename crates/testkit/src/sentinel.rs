@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::free_port;
-use crate::server::answers_ping;
+use crate::server::{answers_ping, redis_cli as cli};
 
 /// The master's name the sentinels monitor.
 pub const MASTER: &str = "mymaster";
@@ -22,15 +22,6 @@ pub struct SentinelGroup {
     dir: PathBuf,
 }
 
-fn cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli is installed");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !f() {
@@ -44,13 +35,13 @@ impl SentinelGroup {
         let dir = std::env::temp_dir().join(format!("letip-sentinel-{}", free_port()));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
         let primary = free_port();
-        let mut nodes = vec![(primary, Some(Self::spawn_node(primary, None)))];
+        let mut nodes = vec![(primary, Some(Self::spawn_node(&dir, primary, None)))];
         wait_for("the primary answers", Duration::from_secs(10), || {
             answers_ping(primary)
         });
         for _ in 0..replicas {
             let port = free_port();
-            nodes.push((port, Some(Self::spawn_node(port, Some(primary)))));
+            nodes.push((port, Some(Self::spawn_node(&dir, port, Some(primary)))));
         }
         for (port, _) in nodes.iter().skip(1) {
             wait_for("a replica is in sync", Duration::from_secs(20), || {
@@ -108,9 +99,11 @@ impl SentinelGroup {
         group
     }
 
-    fn spawn_node(port: u16, replica_of: Option<u16>) -> Child {
+    fn spawn_node(dir: &std::path::Path, port: u16, replica_of: Option<u16>) -> Child {
         let mut c = Command::new("redis-server");
         c.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--logfile")
+            .arg(dir.join(format!("redis-{port}.log")))
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"]);
         if let Some(primary) = replica_of {
             c.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
@@ -198,13 +191,31 @@ impl SentinelGroup {
         let primary = self.primary_port();
         for (port, child) in &mut self.nodes {
             if child.is_none() {
-                *child = Some(Self::spawn_node(*port, Some(primary)));
+                *child = Some(Self::spawn_node(&self.dir, *port, Some(primary)));
                 let port = *port;
-                wait_for(
-                    "a restarted node is in sync",
-                    Duration::from_secs(30),
-                    || cli(port, &["info", "replication"]).contains("master_link_status:up"),
-                );
+                let in_sync =
+                    || cli(port, &["info", "replication"]).contains("master_link_status:up");
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !in_sync() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                if !in_sync() {
+                    // Pointed elsewhere meanwhile (a sentinel's reconfiguration racing
+                    // the restart): point it at the primary again.
+                    let (sentinel, _) = self.sentinels.first().expect("a sentinel");
+                    let primary = cli(*sentinel, &["sentinel", "get-master-addr-by-name", MASTER])
+                        .lines()
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_owned();
+                    cli(port, &["replicaof", "127.0.0.1", &primary]);
+                    let log = self.dir.join(format!("redis-{port}.log"));
+                    wait_for(
+                        &format!("a restarted node is in sync (its log: {})", log.display()),
+                        Duration::from_secs(30),
+                        in_sync,
+                    );
+                }
             }
         }
     }
@@ -222,6 +233,9 @@ impl Drop for SentinelGroup {
                 let _ = child.wait();
             }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // Kept after a failure, for the nodes' logs.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }

@@ -220,13 +220,18 @@ impl RedisServer {
 
     /// Runs one command with redis-cli and answers its output.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli is installed");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        redis_cli(self.port, args)
     }
+}
+
+/// Runs one command with redis-cli on the server on `port` and answers its output.
+pub(crate) fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli is installed");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 impl Drop for RedisServer {
