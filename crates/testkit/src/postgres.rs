@@ -96,6 +96,9 @@ impl PgCluster {
         backup
             .args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
             .args(["-U", "postgres", "-X", "stream", "-R", "--no-sync"])
+            // An immediate checkpoint: the default spread one waits up to minutes after a
+            // large load.
+            .args(["--checkpoint", "fast"])
             .arg("-D")
             .arg(replica.data());
         run(backup, "pg_basebackup");
