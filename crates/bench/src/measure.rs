@@ -341,8 +341,9 @@ pub(crate) async fn redis_memory(
                 totals += 1;
             }
             let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await?;
-            // The identity record is kept without one on purpose (see the README).
-            if ttl < 0 && !key.ends_with(":{#near}:identity") {
+            // -1: no TTL; -2: gone since the scan (expired or invalidated). The identity
+            // record is kept without one on purpose (see the README).
+            if ttl == -1 && !key.ends_with(":{#near}:identity") {
                 without_ttl += 1;
             }
         }
