@@ -25,6 +25,7 @@ use deadpool_redis::redis::{self, Cmd, Pipeline, RedisError, RedisFuture, Value}
 use super::RedisCache;
 use super::cluster::{ClusterManager, ClusterObject, ClusterPool};
 use super::config::{RedisConfig, client, cluster_nodes};
+use super::fence;
 use super::health::Gate;
 use super::identity::{self, Reset};
 use crate::breaker::Transition;
@@ -375,8 +376,24 @@ impl RedisCache {
         .await
         .map_err(|_| unavailable("checking the Redis identity timed out"))?
         .map_err(unavailable)?;
-        let (identity, floor, began) = checked;
-        let reset = self.history.observe(&identity, floor, began);
+        if let (Some(promotion), Some(sentinel)) = (&checked.promotion, &self.config.sentinel)
+            && !self.fenced(&promotion.previous_replid)
+            && fence::fence(
+                &self.config.url,
+                sentinel,
+                promotion,
+                self.config.connect_timeout,
+            )
+            .await
+        {
+            self.fenced
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(promotion.previous_replid.clone());
+        }
+        let reset = self
+            .history
+            .observe(&checked.identity, checked.floor, checked.began);
         if reset != Reset::None {
             self.indexes.invalidate_all();
             metrics::history_reset(reset == Reset::Changed);
@@ -394,6 +411,15 @@ impl RedisCache {
             Reset::None => {}
         }
         Ok(())
+    }
+
+    /// Whether this process has fenced the old primary of the history a promotion left.
+    fn fenced(&self, previous_replid: &str) -> bool {
+        self.fenced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|r| r == previous_replid)
     }
 
     /// Drops a connection that failed so the next call makes a new one.

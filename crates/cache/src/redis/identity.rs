@@ -35,6 +35,7 @@ use deadpool_redis::redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInf
 use deadpool_redis::redis::{self, RedisError, RedisResult, Script, Value};
 
 use super::connection::Conn;
+use super::fence::Promotion;
 
 /// KEYS: the identity record, the lease table. ARGV: the identity of the node(s). Answers
 /// `{1, floor}` when it began a new history (a new floor, the lease table forgotten), or
@@ -103,18 +104,31 @@ fn answered<T>(answer: RedisResult<T>) -> RedisResult<Option<T>> {
     }
 }
 
+/// What [`check`] found.
+pub(crate) struct Checked {
+    pub(crate) identity: String,
+    pub(crate) floor: u64,
+    /// Whether the check began a new history.
+    pub(crate) began: bool,
+    /// The history a single server was promoted from, while it keeps it.
+    pub(crate) promotion: Option<Promotion>,
+}
+
 /// Reads the identity of the server(s) behind `conn` and runs [`CHECK`] on `record` and
-/// `lease_table`. Answers the identity, the floor, and whether the check began a new
-/// history.
+/// `lease_table`.
 pub(crate) async fn check(
     conn: &mut Conn,
     record: &str,
     lease_table: &str,
-) -> RedisResult<(String, u64, bool)> {
+) -> RedisResult<Checked> {
+    let mut promotion = None;
     let identity = match conn {
         Conn::Single(c) => {
             let info = redis::cmd("INFO").query_async::<String>(c).await;
-            answered(info)?.and_then(|info| identity_of(&info))
+            answered(info)?.and_then(|info| {
+                promotion = Promotion::of(&info);
+                identity_of(&info)
+            })
         }
         Conn::Cluster(c) => {
             let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
@@ -146,7 +160,12 @@ pub(crate) async fn check(
             "an unexpected answer to the identity check",
         ))
     })?;
-    Ok((identity, floor, began))
+    Ok(Checked {
+        identity,
+        floor,
+        began,
+        promotion,
+    })
 }
 
 /// A reset's observer: called before the connection that found the new history answers

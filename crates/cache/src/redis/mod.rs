@@ -42,6 +42,7 @@ mod cluster;
 mod config;
 mod connection;
 mod entries;
+mod fence;
 mod health;
 mod identity;
 mod index;
@@ -114,6 +115,9 @@ pub struct RedisCache {
     /// With a Sentinel group: what names the primary for subscriptions (the pools ask
     /// their own).
     sentinel: Option<tokio::sync::Mutex<redis::sentinel::SentinelClient>>,
+    /// With a Sentinel group: the histories whose old primaries this process has fenced
+    /// (see `fence.rs`), by the replication id each promotion left.
+    fenced: Mutex<Vec<String>>,
     namespace: String,
     config: RedisConfig,
 }
@@ -158,6 +162,7 @@ impl RedisCache {
             answering_again: tokio::sync::watch::Sender::new(0),
             runtime: tokio::runtime::Handle::try_current().ok(),
             sentinel,
+            fenced: Mutex::new(Vec::new()),
             namespace: ns,
             config,
         })
