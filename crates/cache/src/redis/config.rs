@@ -67,6 +67,17 @@ impl SentinelConfig {
         }
     }
 
+    /// Each sentinel's URL (`redis://host:port` unless given whole).
+    pub(super) fn urls(&self) -> impl Iterator<Item = String> + '_ {
+        self.nodes.iter().map(|n| {
+            if n.contains("://") {
+                n.clone()
+            } else {
+                format!("redis://{n}")
+            }
+        })
+    }
+
     /// The sentinels' URLs, and how to reach the primary they name: with the password,
     /// database and TLS mode of `url`.
     fn parts(
@@ -78,17 +89,7 @@ impl SentinelConfig {
     )> {
         use redis::IntoConnectionInfo;
         let info = url.into_connection_info()?;
-        let sentinels = self
-            .nodes
-            .iter()
-            .map(|n| {
-                if n.contains("://") {
-                    n.clone()
-                } else {
-                    format!("redis://{n}")
-                }
-            })
-            .collect();
+        let sentinels = self.urls().collect();
         let node = deadpool_redis::sentinel::SentinelNodeConnectionInfo {
             tls_mode: url
                 .starts_with("rediss://")

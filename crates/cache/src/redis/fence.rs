@@ -26,6 +26,7 @@ use std::time::Duration;
 use deadpool_redis::redis::{self, ConnectionAddr, IntoConnectionInfo, RedisResult};
 
 use super::config::SentinelConfig;
+use super::identity::info_field;
 
 /// What the connected server's `INFO` says of the history it was promoted from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,13 +51,6 @@ impl Promotion {
             run_id: info_field(info, "run_id").unwrap_or_default().to_owned(),
         })
     }
-}
-
-/// One field of an `INFO` text.
-fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
-    info.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-        .map(str::trim)
 }
 
 /// A server as `SENTINEL MASTER` and `SENTINEL REPLICAS` list it.
@@ -104,12 +98,7 @@ async fn listed(
     promoted: &Promotion,
     timeout: Duration,
 ) -> Option<((String, u16), Vec<(String, u16)>)> {
-    for node in &sentinel.nodes {
-        let sentinel_url = if node.contains("://") {
-            node.clone()
-        } else {
-            format!("redis://{node}")
-        };
+    for sentinel_url in sentinel.urls() {
         let asked = async {
             let client = redis::Client::open(sentinel_url.as_str())?;
             let mut c = client.get_multiplexed_async_connection().await?;

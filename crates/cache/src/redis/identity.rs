@@ -45,17 +45,19 @@ pub(crate) const CHECK: &str = include_str!("lua/identity.lua");
 /// The identity of one server from its `INFO` text: `run_id/master_replid` (a server that
 /// hides its replication id is known by its run id alone). `None` if it shows neither.
 pub(crate) fn identity_of(info: &str) -> Option<String> {
-    let field = |name: &str| {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
+    let field = |name: &str| info_field(info, name).filter(|v| !v.is_empty());
     match (field("run_id"), field("master_replid")) {
         (Some(run), Some(repl)) => Some(format!("{run}/{repl}")),
         (Some(run), None) => Some(run.to_owned()),
         (None, _) => None,
     }
+}
+
+/// One field of an `INFO` text.
+pub(crate) fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
 }
 
 /// The identity of a cluster from each master's: `addr=identity`, sorted by address and
