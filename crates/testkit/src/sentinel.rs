@@ -104,7 +104,11 @@ impl SentinelGroup {
         c.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .arg("--logfile")
             .arg(dir.join(format!("redis-{port}.log")))
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"]);
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            // A replica writes what it received here, not where the test runs.
+            .arg("--dir")
+            .arg(dir)
+            .args(["--dbfilename", &format!("dump-{port}.rdb")]);
         if let Some(primary) = replica_of {
             c.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
         }

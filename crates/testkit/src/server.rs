@@ -111,9 +111,16 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
+        // A snapshot of its own, outside the working directory: a server made a replica
+        // writes what it received there, and a server started later in the same
+        // directory would load it as its own data.
+        let dbfilename = format!("letip-test-{}.rdb", self.port);
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(std::env::temp_dir())
+            .args(["--dbfilename", &dbfilename])
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
